@@ -1,0 +1,13 @@
+"""xai-keras: explain Keras image classifiers.
+
+Example:
+    >>> from xai_keras import explain
+    >>> exp = explain(model, image)          # Grad-CAM of the top class
+    >>> exp.save("gradcam.png")
+"""
+
+from xai_keras.explain import METHODS, Explanation, explain, find_layer, methods
+
+__version__ = "0.1.0"
+
+__all__ = ["METHODS", "Explanation", "explain", "find_layer", "methods", "__version__"]

@@ -1,0 +1,254 @@
+"""Every hyperparameter in one typed place.
+
+A `Config` is built from defaults, then a YAML/JSON file, then `key.path=value` overrides, and is
+validated at each step: unknown keys and wrong types raise `ConfigError` naming the key and what
+is allowed, so a typo never silently falls back to a default.
+
+Example:
+    >>> cfg = load_config("configs/shapes.yaml", overrides=["training.epochs=3"])
+    >>> cfg.training.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from xai_keras.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+]
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, at what size, and how it is generated or read."""
+
+    name: str = "shapes"  # shapes | digits | lfw_faces | folder:<path>
+    image_size: int = 64
+    channels: int = 3
+    n_train: int = 6000
+    n_val: int = 1000
+    n_test: int = 1000
+    spurious_cue: bool = False  # shapes: plant a class-correlated corner marker in train/val
+    cue_strength: float = 1.0  # shapes: probability that the marker agrees with the class
+    clutter: int = 4  # shapes: number of background distractor strokes (at most)
+    cache: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """The functional-API CNN: conv blocks, then a head."""
+
+    filters: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    convs_per_block: int = 1
+    kernel_size: int = 3
+    batch_norm: bool = True
+    head: Literal["gap", "flatten"] = "gap"  # "gap" + no dense units = the CAM architecture
+    dense_units: int = 0
+    dropout: float = 0.2
+
+
+@dataclass
+class TrainingConfig:
+    """How the model is fitted."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    epochs: int = 12
+    early_stopping_patience: int = 4
+    seed: int = 42
+    histogram_freq: int = 0
+
+
+@dataclass
+class Config:
+    """The whole run: data, model, training and where outputs go."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    out_dir: str = "logs/run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(
+        f"The config key `{key}` must be {_type_name(tp)}. "
+        f"Received: {key}={value!r} ({type(value).__name__})."
+    )
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"The config section `{prefix or '<root>'}` must be a mapping. Received: {values!r}."
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"Unknown config key `{path}`. Allowed keys in "
+                f"`{prefix.rstrip('.') or '<root>'}`: {', '.join(names)}."
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{path}.")
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    positive = {
+        "data.image_size": cfg.data.image_size,
+        "data.n_train": cfg.data.n_train,
+        "data.n_val": cfg.data.n_val,
+        "data.n_test": cfg.data.n_test,
+        "model.convs_per_block": cfg.model.convs_per_block,
+        "model.kernel_size": cfg.model.kernel_size,
+        "training.batch_size": cfg.training.batch_size,
+        "training.epochs": cfg.training.epochs,
+        "training.learning_rate": cfg.training.learning_rate,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"The config key `{key}` must be > 0. Received: {key}={value}.")
+    if cfg.data.channels not in (1, 3):
+        raise ConfigError(
+            f"The config key `data.channels` must be 1 or 3. Received: {cfg.data.channels}."
+        )
+    if not cfg.model.filters or any(f <= 0 for f in cfg.model.filters):
+        raise ConfigError(
+            "The config key `model.filters` must be a non-empty list of positive ints. "
+            f"Received: {cfg.model.filters}."
+        )
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(
+            f"The config key `model.dropout` must be in [0, 1). Received: {cfg.model.dropout}."
+        )
+    if not 0.0 <= cfg.data.cue_strength <= 1.0:
+        raise ConfigError(
+            "The config key `data.cue_strength` must be in [0, 1]. "
+            f"Received: {cfg.data.cue_strength}."
+        )
+    # The conv stack halves the image after every block but the last.
+    final = cfg.data.image_size // 2 ** (len(cfg.model.filters) - 1)
+    if final < 2:
+        need = 2 ** len(cfg.model.filters)
+        raise ConfigError(
+            f"`data.image_size`={cfg.data.image_size} is too small for "
+            f"{len(cfg.model.filters)} conv blocks: the last block's feature map would be "
+            f"{final}x{final}. Use data.image_size >= {need} or fewer `model.filters`."
+        )
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a `Config` from a (possibly partial) nested dict."""
+    return _validate(_build(Config, values, ""))
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(
+            f"An override must look like `section.key=value` (e.g. training.epochs=3). "
+            f"Received: {text!r}."
+        )
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Return a new config with `section.key=value` overrides applied (values parsed as YAML)."""
+    values = cfg.to_dict()
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = values
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(
+                    f"Unknown config section `{'.'.join(path[: i + 1])}` in override {text!r}. "
+                    f"Sections: {', '.join(k for k, v in values.items() if isinstance(v, dict))}."
+                )
+            node = node[part]
+        node[path[-1]] = value
+    return config_from_dict(values)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML or JSON config (or the defaults when `path` is None) and apply overrides.
+
+    Raises:
+        ConfigError: the file is missing or unparsable, or a key or value is invalid.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}. Pass an existing .yaml/.json file.")
+        text = path.read_text()
+        try:
+            values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"Config file {path} is not valid YAML/JSON: {err}") from None
+        values = values or {}
+    return apply_overrides(config_from_dict(values), overrides or [])

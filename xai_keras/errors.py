@@ -1,0 +1,25 @@
+"""One family of exceptions, so callers can catch ours without catching everything."""
+
+from __future__ import annotations
+
+__all__ = ["XaiKerasError", "ConfigError", "DataError", "InputError", "LayerError"]
+
+
+class XaiKerasError(ValueError):
+    """Base class: bad input that the user can fix; the message says how."""
+
+
+class ConfigError(XaiKerasError):
+    """A configuration file or override is invalid."""
+
+
+class DataError(XaiKerasError):
+    """A dataset cannot be built or read."""
+
+
+class InputError(XaiKerasError):
+    """Images, targets or other arguments handed to a function are invalid."""
+
+
+class LayerError(XaiKerasError):
+    """A layer given by name or object is not in the model or cannot be explained."""

@@ -1,0 +1,72 @@
+"""The project's CNN, built with the Keras functional API from a `ModelConfig`.
+
+Layers are named so a reader (and Grad-CAM) finds them: `block{i}_conv{j}`, `block{i}_bn{j}`,
+`block{i}_relu{j}`, `block{i}_pool`, and the last block's output is `block{n}_relu{m}`. With
+`head="gap"` and `dense_units=0` the model is the CAM architecture (global average pooling
+straight into the class layer), for which CAM and Grad-CAM coincide.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from xai_keras.config import ModelConfig
+
+__all__ = ["build_cnn", "last_conv_layer_name"]
+
+
+def last_conv_layer_name(cfg: ModelConfig) -> str:
+    """Name of the last conv block's output: the natural Grad-CAM layer."""
+    return f"block{len(cfg.filters)}_relu{cfg.convs_per_block}"
+
+
+def build_cnn(
+    cfg: ModelConfig,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    name: str = "xai_cnn",
+) -> keras.Model:
+    """Build the CNN: conv blocks (pooled between blocks), a head, logits, then softmax.
+
+    The softmax is its own layer (`probs`) after the `logits` Dense layer, so explanations
+    can use the logits without touching the model.
+
+    Args:
+        cfg: the model section of the config.
+        input_shape: (H, W, C) of the images, which are float32 in [0, 1].
+        num_classes: number of classes (>= 2).
+        name: the model's name.
+
+    Returns:
+        An uncompiled `keras.Model`.
+    """
+    if num_classes < 2:
+        raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}.")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for b, filters in enumerate(cfg.filters, start=1):
+        if b > 1:
+            x = layers.MaxPooling2D(2, name=f"block{b - 1}_pool")(x)
+        for c in range(1, cfg.convs_per_block + 1):
+            x = layers.Conv2D(
+                filters,
+                cfg.kernel_size,
+                padding="same",
+                use_bias=not cfg.batch_norm,
+                name=f"block{b}_conv{c}",
+            )(x)
+            if cfg.batch_norm:
+                x = layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
+            x = layers.ReLU(name=f"block{b}_relu{c}")(x)
+    if cfg.head == "gap":
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
+    if cfg.dense_units > 0:
+        x = layers.Dense(cfg.dense_units, activation="relu", name="dense")(x)
+    if cfg.dropout > 0:
+        x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    logits = layers.Dense(num_classes, name="logits")(x)
+    probs = layers.Activation("softmax", name="probs")(logits)
+    return keras.Model(inputs, probs, name=name)
