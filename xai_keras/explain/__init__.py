@@ -1,0 +1,19 @@
+"""Explanation methods: the CAM family, the gradient family and occlusion, behind `explain`."""
+
+from xai_keras.explain import cam, gradients, occlusion  # noqa: F401  (register the methods)
+from xai_keras.explain.api import check_images, explain
+from xai_keras.explain.base import METHODS, Method, get_method, methods
+from xai_keras.explain.explanation import Explanation
+from xai_keras.explain.graph import conv_candidates, find_layer
+
+__all__ = [
+    "METHODS",
+    "Explanation",
+    "Method",
+    "check_images",
+    "conv_candidates",
+    "explain",
+    "find_layer",
+    "get_method",
+    "methods",
+]

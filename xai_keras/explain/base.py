@@ -1,0 +1,133 @@
+"""The method registry and the base every explanation method shares.
+
+A method is a class registered under a name. `explain()` validates inputs, splits them into
+fixed-size batches and calls `method.attribute(x, targets)` on each; a method only says how
+one batch is turned into maps. Options are keyword arguments of `__init__`; unknown ones are
+rejected with the list of allowed names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import keras
+import tensorflow as tf
+
+from xai_keras.errors import InputError
+from xai_keras.explain.graph import ModelRunner, find_layer
+
+__all__ = ["METHODS", "BatchResult", "Method", "register", "methods", "get_method", "runner_for"]
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a method to `METHODS` under `name`."""
+
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def methods(family: str | None = None) -> list[str]:
+    """Names of the registered methods, optionally only one family ("cam", "gradient",
+    "perturbation")."""
+    return [n for n, cls in METHODS.items() if family is None or cls.family == family]
+
+
+def get_method(name: str) -> type[Method]:
+    key = name.lower().replace("-", "_").replace(" ", "_")
+    aliases = {"grad_cam": "gradcam", "gradcam_pp": "gradcam++", "gradcampp": "gradcam++",
+               "grad_cam++": "gradcam++", "ig": "integrated_gradients", "vanilla": "saliency"}  # fmt: skip
+    key = aliases.get(key, key)
+    if key not in METHODS:
+        raise InputError(
+            f"Unknown method {name!r}. Available methods: {', '.join(METHODS)}."
+        )
+    return METHODS[key]
+
+
+# One runner per (model, layer, guided), kept as long as the model lives, so the compiled
+# kernels are traced once and reused by every later call on the same model.
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def runner_for(model: keras.Model, layer: Any = None, guided: bool = False) -> ModelRunner:
+    per_model = _RUNNERS.setdefault(model, {})
+    key = (id(layer), guided)
+    if key not in per_model:
+        per_model[key] = ModelRunner(model, layer, guided=guided)
+    return per_model[key]
+
+
+@dataclass
+class BatchResult:
+    """What a method returns for one batch.
+
+    Attributes:
+        raw: (B, h, w) maps before resizing/normalising (for CAMs, at the layer's resolution).
+        logits: (B, classes) scores of the model (logits where a softmax was removed).
+        targets: (B,) explained class indices.
+        attributions: (B, H, W, C) per-channel input attributions (gradient family) or None.
+    """
+
+    raw: tf.Tensor
+    logits: tf.Tensor
+    targets: tf.Tensor
+    attributions: tf.Tensor | None = None
+
+
+class Method:
+    """Base of all methods. Subclasses set the class attributes and implement `attribute`.
+
+    Attributes:
+        name: registry name (set by `register`).
+        family: "cam", "gradient" or "perturbation".
+        uses_layer: whether the method explains an intermediate layer (CAM family).
+        signed: raw maps may be negative; the displayed map is their absolute value.
+        reference: the paper.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    uses_layer: ClassVar[bool] = False
+    signed: ClassVar[bool] = False
+    reference: ClassVar[str] = ""
+
+    def __init__(self, model: keras.Model, layer: Any = None):
+        self.model = model
+        self.layer_path, self.layer = find_layer(model, layer) if self.uses_layer else (None, None)
+        self.runner = runner_for(model, self.layer)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The keyword options this method accepts beyond model and layer."""
+        params = inspect.signature(cls.__init__).parameters
+        return [p for p in params if p not in ("self", "model", "layer")]
+
+    @classmethod
+    def create(cls, model: keras.Model, layer: Any = None, **options: Any) -> Method:
+        """Build the method, rejecting options it does not know."""
+        unknown = sorted(set(options) - set(cls.options()))
+        if unknown:
+            allowed = ", ".join(cls.options()) or "none"
+            raise InputError(
+                f"Method {cls.name!r} got unknown option(s) {', '.join(unknown)}. "
+                f"Allowed options: {allowed}."
+            )
+        if layer is not None and not cls.uses_layer:
+            raise InputError(
+                f"Method {cls.name!r} explains the input, not a layer; do not pass `layer`. "
+                f"Layer-based methods: {', '.join(methods('cam'))}."
+            )
+        return cls(model, layer, **options)
+
+    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+        """Explain one batch. `targets` < 0 means "the top class"."""
+        raise NotImplementedError

@@ -1,0 +1,61 @@
+"""Reference images that stand for "no information": what a removed pixel is replaced with.
+
+Shared by Integrated Gradients, occlusion, SAG masking and the deletion/insertion metrics, so
+"blur" means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.errors import InputError
+
+__all__ = ["BASELINES", "gaussian_blur", "make_baseline"]
+
+BASELINES = ("black", "mean", "blur")
+
+
+def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
+    """Blur a (B, H, W, C) batch with a separable Gaussian of std `sigma` pixels."""
+    radius = max(1, int(3 * sigma))
+    t = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-0.5 * (t / sigma) ** 2)
+    k = k / tf.reduce_sum(k)
+    channels = x.shape[-1]
+    kx = tf.tile(tf.reshape(k, (1, -1, 1, 1)), (1, 1, channels, 1))
+    ky = tf.tile(tf.reshape(k, (-1, 1, 1, 1)), (1, 1, channels, 1))
+    pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
+    y = tf.pad(x, pad, mode="SYMMETRIC")
+    y = tf.nn.depthwise_conv2d(y, kx, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(y, ky, [1, 1, 1, 1], "VALID")
+
+
+def make_baseline(x: tf.Tensor, kind: str | float | np.ndarray = "black") -> tf.Tensor:
+    """A baseline batch like `x`.
+
+    Args:
+        x: (B, H, W, C) images.
+        kind: "black" (zeros), "mean" (each image's channel means), "blur" (a Gaussian blur
+            with sigma = 1/10 of the image side), a number (a constant image), or an array
+            broadcastable to `x`.
+    """
+    if isinstance(kind, str):
+        if kind == "black":
+            return tf.zeros_like(x)
+        if kind == "mean":
+            return tf.broadcast_to(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.shape(x))
+        if kind == "blur":
+            return gaussian_blur(x, max(1.0, x.shape[1] / 10))
+        raise InputError(
+            f"Unknown baseline {kind!r}. Use one of {', '.join(BASELINES)}, a number, or an "
+            "array broadcastable to the images."
+        )
+    value = tf.convert_to_tensor(kind, dtype=x.dtype)
+    try:
+        return tf.broadcast_to(value, tf.shape(x))
+    except (ValueError, tf.errors.InvalidArgumentError):
+        raise InputError(
+            f"The baseline of shape {tuple(value.shape)} cannot be broadcast to the images' "
+            f"shape {tuple(x.shape)}."
+        ) from None

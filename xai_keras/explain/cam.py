@@ -1,0 +1,236 @@
+"""The CAM family: maps built from a conv layer's activations A (B, h, w, K).
+
+`CamMethod` does the tape, the ReLU and the weighted sum; a method only says how the channel
+weights are computed from A and the gradients G = d(target logit)/dA (`channel_weights`), or,
+for element-wise methods such as Layer-CAM, overrides `combine`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from xai_keras.errors import LayerError
+from xai_keras.explain.base import BatchResult, Method, register
+
+__all__ = [
+    "CamMethod",
+    "Cam",
+    "GradCam",
+    "GradCamPlusPlus",
+    "XGradCam",
+    "LayerCam",
+    "EigenCam",
+    "ScoreCam",
+]
+
+_SPATIAL = (1, 2)
+
+
+def _safe_divide(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    return a / tf.where(b != 0, b, tf.ones_like(b))
+
+
+def _weighted_sum(a: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """relu(sum_k weights[b, k] * a[b, :, :, k]): the CAM of each image."""
+    return tf.nn.relu(tf.einsum("bhwk,bk->bhw", a, weights))
+
+
+class CamMethod(Method):
+    """Base of the CAM family: relu(sum_k w_k A_k) with weights from `channel_weights`."""
+
+    family = "cam"
+    uses_layer = True
+
+    def channel_weights(self, a: tf.Tensor, g: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """(B, K) weight of each channel for each image."""
+        raise NotImplementedError
+
+    def combine(self, a: tf.Tensor, g: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """(B, h, w) map from activations and gradients."""
+        return _weighted_sum(a, self.channel_weights(a, g, targets))
+
+    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+        a, g, logits, targets = self.runner.layer_grads_fn(x, targets)
+        return BatchResult(self.combine(a, g, targets), logits, targets)
+
+
+@register("gradcam")
+class GradCam(CamMethod):
+    """Grad-CAM: channels weighted by their spatially averaged gradient.
+
+    Reference: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017.
+    """
+
+    reference = "Selvaraju et al., ICCV 2017"
+
+    def channel_weights(self, a, g, targets):
+        return tf.reduce_mean(g, axis=_SPATIAL)
+
+
+@register("cam")
+class Cam(CamMethod):
+    """CAM: channels weighted by the class's row of the dense layer after global pooling.
+
+    Exact only for a global-average-pooling + dense head; on such models Grad-CAM equals it
+    up to the factor 1/(h*w).
+
+    Reference: Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016.
+    """
+
+    reference = "Zhou et al., CVPR 2016"
+
+    def __init__(self, model: keras.Model, layer: Any = None):
+        super().__init__(model, layer)
+        channels = self.layer.output.shape[-1]
+        dense = [
+            lay
+            for lay in self.model._flatten_layers()
+            if isinstance(lay, keras.layers.Dense) and lay.kernel.shape[0] == channels
+        ]
+        if not dense:
+            raise LayerError(
+                f"method='cam' needs a GlobalAveragePooling2D + Dense head on layer "
+                f"{self.layer_path!r} ({channels} channels), and model {model.name!r} has no "
+                "Dense layer taking those channels. Use method='gradcam', which equals CAM "
+                "on such models and works on any model."
+            )
+        self.dense = dense[-1]
+
+    def channel_weights(self, a, g, targets):
+        return tf.gather(tf.transpose(self.dense.kernel), targets)
+
+
+@register("gradcam++")
+class GradCamPlusPlus(CamMethod):
+    """Grad-CAM++: positive gradients weighted per pixel by higher-order terms.
+
+    Follows the authors' reference code (and tf-keras-vis): with an exponential score the
+    second and third derivatives are powers of the first, and the per-pixel weights alpha are
+    normalised to sum to one over each channel.
+
+    Reference: Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep
+    Convolutional Networks", WACV 2018.
+    """
+
+    reference = "Chattopadhay et al., WACV 2018"
+
+    def channel_weights(self, a, g, targets):
+        g2, g3 = g**2, g**3
+        total = tf.reduce_sum(a, axis=_SPATIAL, keepdims=True)
+        alpha = _safe_divide(g2, 2.0 * g2 + total * g3)
+        alpha = _safe_divide(alpha, tf.reduce_sum(alpha, axis=_SPATIAL, keepdims=True))
+        return tf.reduce_sum(alpha * tf.nn.relu(g), axis=_SPATIAL)
+
+
+@register("xgradcam")
+class XGradCam(CamMethod):
+    """XGrad-CAM: gradients weighted by the normalised activations.
+
+    Reference: Fu et al., "Axiom-based Grad-CAM", BMVC 2020.
+    """
+
+    reference = "Fu et al., BMVC 2020"
+
+    def channel_weights(self, a, g, targets):
+        total = tf.reduce_sum(a, axis=_SPATIAL)
+        return _safe_divide(tf.reduce_sum(g * a, axis=_SPATIAL), total)
+
+
+@register("layercam")
+class LayerCam(CamMethod):
+    """Layer-CAM: every activation weighted by its own positive gradient.
+
+    Reference: Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+    Localization", IEEE TIP 2021.
+    """
+
+    reference = "Jiang et al., IEEE TIP 2021"
+
+    def combine(self, a, g, targets):
+        return tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1))
+
+
+@register("eigencam")
+class EigenCam(CamMethod):
+    """Eigen-CAM: the activations projected on their first principal component.
+
+    Class-agnostic (no gradients): it shows what the layer responds to most.
+
+    Reference: Muhammad & Yeasin, "Eigen-CAM", IJCNN 2020.
+    """
+
+    reference = "Muhammad & Yeasin, IJCNN 2020"
+
+    def combine(self, a, g, targets):
+        b, h, w, k = tf.unstack(tf.shape(a))
+        flat = tf.reshape(a, (b, h * w, k))
+        _, _, v = tf.linalg.svd(flat)
+        projection = tf.einsum("bnk,bk->bn", flat, v[:, :, 0])
+        # The component's sign is arbitrary: orient it so most of the mass is positive.
+        sign = tf.sign(tf.reduce_sum(projection, axis=1, keepdims=True))
+        projection = projection * tf.where(sign == 0, tf.ones_like(sign), sign)
+        return tf.nn.relu(tf.reshape(projection, (b, h, w)))
+
+
+@register("scorecam")
+class ScoreCam(CamMethod):
+    """Score-CAM: each channel weighted by the class probability of the input masked by it.
+
+    Every channel costs one forward pass; the masked passes run in compiled, fixed-size
+    batches (`batch_size`). `max_channels` keeps only the most active channels per image to
+    bound the cost on wide layers (e.g. 2048 channels on ResNet50).
+
+    Args:
+        max_channels: the number of channels (by mean activation) to score; None for all.
+
+    Reference: Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
+    Neural Networks", CVPR Workshops 2020.
+    """
+
+    reference = "Wang et al., CVPR-W 2020"
+
+    def __init__(self, model: keras.Model, layer: Any = None, max_channels: int | None = None):
+        super().__init__(model, layer)
+        self.max_channels = max_channels
+        self._masked_scores = tf.function(self._masked_scores_impl)
+
+    def _masked_scores_impl(self, image, channel_maps, target):
+        """Target probability for `image` masked by each upsampled, normalised channel."""
+        size = tf.shape(image)[:2]
+        up = tf.image.resize(channel_maps[..., None], size, method="bilinear")
+        low = tf.reduce_min(up, axis=(1, 2, 3), keepdims=True)
+        high = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
+        masks = tf.where(high > low, _safe_divide(up - low, high - low), tf.zeros_like(up))
+        logits = self.runner.forward(image[None] * masks)[1]
+        scores = tf.nn.softmax(logits) if self.runner.score_kind == "logits" else logits
+        return scores[:, target]
+
+    def _channel_scores(self, x, a, targets):
+        k = a.shape[-1]
+        chunk = self.batch_size
+        rows = []
+        for i in range(a.shape[0]):
+            channels = tf.range(k)
+            if self.max_channels is not None and self.max_channels < k:
+                channels = tf.math.top_k(tf.reduce_mean(a[i], axis=(0, 1)), self.max_channels)[1]
+            maps = tf.transpose(tf.gather(a[i], channels, axis=-1), (2, 0, 1))  # (k', h, w)
+            n = int(maps.shape[0])
+            padded = tf.pad(maps, [[0, -n % chunk], [0, 0], [0, 0]])
+            scores = tf.concat(
+                [
+                    self._masked_scores(x[i], padded[j : j + chunk], targets[i])
+                    for j in range(0, n + (-n % chunk), chunk)
+                ],
+                axis=0,
+            )[:n]
+            rows.append(tf.scatter_nd(channels[:, None], scores, (k,)))
+        return tf.stack(rows)
+
+    def attribute(self, x, targets):
+        a, _, logits, targets = self.runner.layer_grads_fn(x, targets)
+        weights = self._channel_scores(x, a, targets)
+        return BatchResult(_weighted_sum(a, weights), logits, targets)

@@ -1,0 +1,80 @@
+"""The result of `explain`: maps, raw maps, targets and scores, and ways to look at them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from xai_keras import visualize
+from xai_keras.io import save_figure
+
+__all__ = ["Explanation"]
+
+
+@dataclass
+class Explanation:
+    """Maps explaining a model's decisions for a batch of images.
+
+    Attributes:
+        images: (N, H, W, C) the images as given (float32).
+        maps: (N, H, W) float32 in [0, 1] at input resolution; 1 marks the most important pixels.
+        raw: (N, h, w) maps before resizing and normalising (CAMs: the layer's resolution;
+            signed methods keep their sign).
+        targets: (N,) explained class indices.
+        scores: (N,) the model's score for each target (probabilities when the model ends in
+            softmax/sigmoid, else its raw output).
+        logits: (N, classes) the scores the method explained (see `score_kind`).
+        method: the method's registry name.
+        layer: the explained layer's path, for CAM methods; None otherwise.
+        score_kind: "logits" when a final softmax/sigmoid was skipped, "output" otherwise.
+        class_names: optional names for titles.
+        attributions: (N, H, W, C) per-channel input attributions (gradient family) or None.
+        single: a single image (H, W, C) was given.
+    """
+
+    images: np.ndarray
+    maps: np.ndarray
+    raw: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    method: str
+    layer: str | None = None
+    score_kind: str = "logits"
+    class_names: list[str] | None = None
+    attributions: np.ndarray | None = None
+    single: bool = field(default=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def label(self, i: int) -> str:
+        """'name (score)' of the explained class of image i."""
+        t = int(self.targets[i])
+        name = self.class_names[t] if self.class_names else f"class {t}"
+        return f"{name} ({self.scores[i]:.2f})"
+
+    def overlay(self, alpha: float = 0.45) -> np.ndarray:
+        """(N, H, W, 3) uint8: the heatmap (OpenCV JET) blended over each image."""
+        return visualize.overlay(self.images, self.maps, alpha)
+
+    def heatmaps(self) -> np.ndarray:
+        """(N, H, W, 3) uint8 colour-mapped maps."""
+        return visualize.colorize(self.maps)
+
+    def plot(self) -> Figure:
+        """A figure with one row per image: image | heatmap | overlay, titled with class and score."""
+        name = self.method + (f" @ {self.layer}" if self.layer else "")
+        return visualize.explanation_grid(
+            self.images,
+            [(name, self.heatmaps()), ("overlay", self.overlay())],
+            row_titles=[self.label(i) for i in range(len(self))],
+        )
+
+    def save(self, path: str | os.PathLike, dpi: int = 100) -> Path:
+        """Save `plot()` as an image file (PNG, PDF, SVG, by suffix), atomically."""
+        return save_figure(self.plot(), path, dpi=dpi)

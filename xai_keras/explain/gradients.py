@@ -1,0 +1,179 @@
+"""The gradient family: attributions on the input pixels, from d(target logit)/d(input).
+
+Every method here is built on one compiled kernel (`ModelRunner.input_grads_fn`), called once
+(saliency, guided backprop) or once per noise sample / path step (SmoothGrad, Integrated
+Gradients) on the whole batch. `attributions` are (B, H, W, C); the map reduces channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.explain.base import BatchResult, Method, register, runner_for
+from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.cam import GradCam
+
+__all__ = [
+    "GradientMethod",
+    "Saliency",
+    "GuidedBackprop",
+    "GuidedGradCam",
+    "SmoothGrad",
+    "IntegratedGradients",
+]
+
+
+class GradientMethod(Method):
+    """Base: `attributions` gives (B, H, W, C); the map is max |attribution| over channels."""
+
+    family = "gradient"
+
+    def attributions(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
+        """(attributions, logits, targets) for one batch."""
+        raise NotImplementedError
+
+    def reduce(self, attributions: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_max(tf.abs(attributions), axis=-1)
+
+    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+        attributions, logits, targets = self.attributions(x, targets)
+        return BatchResult(self.reduce(attributions), logits, targets, attributions)
+
+    def _resolve_targets(self, x: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Fix "top class" targets on the clean input before perturbing it."""
+        logits = self.runner.forward_fn(x)
+        top = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return logits, tf.where(targets < 0, top, targets)
+
+
+@register("saliency")
+class Saliency(GradientMethod):
+    """Vanilla gradient saliency.
+
+    Reference: Simonyan et al., "Deep Inside Convolutional Networks: Visualising Image
+    Classification Models and Saliency Maps", ICLR Workshop 2014.
+    """
+
+    reference = "Simonyan et al., ICLR-W 2014"
+
+    def attributions(self, x, targets):
+        return self.runner.input_grads_fn(x, targets)
+
+
+@register("guided_backprop")
+class GuidedBackprop(GradientMethod):
+    """Guided backpropagation: only positive gradients pass back through each ReLU.
+
+    The guided rule is applied by the runner while re-executing the model; the user's model
+    and its layers are not modified.
+
+    Reference: Springenberg et al., "Striving for Simplicity: The All Convolutional Net",
+    ICLR Workshop 2015.
+    """
+
+    reference = "Springenberg et al., ICLR-W 2015"
+
+    def __init__(self, model: keras.Model, layer: Any = None):
+        super().__init__(model, layer)
+        self.guided = runner_for(model, None, guided=True)
+
+    def attributions(self, x, targets):
+        return self.guided.input_grads_fn(x, targets)
+
+
+@register("guided_gradcam")
+class GuidedGradCam(GuidedBackprop):
+    """Guided Grad-CAM: guided backprop gated by the (upsampled, normalised) Grad-CAM map.
+
+    Reference: Selvaraju et al., ICCV 2017.
+    """
+
+    reference = "Selvaraju et al., ICCV 2017"
+    uses_layer = True
+
+    def __init__(self, model: keras.Model, layer: Any = None):
+        super().__init__(model, layer)
+        self.gradcam = GradCam(model, layer)
+
+    def attributions(self, x, targets):
+        cam = self.gradcam.attribute(x, targets)
+        grads, logits, targets = self.guided.input_grads_fn(x, cam.targets)
+        up = tf.image.resize(cam.raw[..., None], tf.shape(x)[1:3], method="bilinear")
+        peak = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
+        return grads * up / tf.where(peak > 0, peak, tf.ones_like(peak)), logits, targets
+
+
+@register("smoothgrad")
+class SmoothGrad(GradientMethod):
+    """SmoothGrad: the gradient averaged over noisy copies of the input.
+
+    Args:
+        samples: number of noisy copies.
+        noise: noise std as a fraction of each image's value range.
+        seed: noise seed. Every image in a batch gets the same noise sequence, so an image's
+            map does not depend on which batch it is in.
+
+    Reference: Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017.
+    """
+
+    reference = "Smilkov et al., 2017"
+
+    def __init__(
+        self, model: keras.Model, layer: Any = None, samples: int = 25, noise: float = 0.15,
+        seed: int = 0,
+    ):  # fmt: skip
+        super().__init__(model, layer)
+        self.samples, self.noise, self.seed = samples, noise, seed
+
+    def attributions(self, x, targets):
+        logits, targets = self._resolve_targets(x, targets)
+        spread = tf.reduce_max(x, axis=(1, 2, 3), keepdims=True) - tf.reduce_min(
+            x, axis=(1, 2, 3), keepdims=True
+        )
+        total = tf.zeros_like(x)
+        for s in range(self.samples):
+            eps = tf.random.stateless_normal(tf.shape(x)[1:], seed=(self.seed, s))
+            total += self.runner.input_grads_fn(x + self.noise * spread * eps, targets)[0]
+        return total / self.samples, logits, targets
+
+
+@register("integrated_gradients")
+class IntegratedGradients(GradientMethod):
+    """Integrated Gradients: (x - baseline) times the gradient averaged along the straight path.
+
+    Attributions sum to f(x) - f(baseline) for the target logit f (completeness), up to the
+    trapezoid rule's error, which shrinks as `steps` grows. The map sums channels (signed).
+
+    Args:
+        steps: number of path intervals (steps + 1 gradient evaluations).
+        baseline: "black", "mean", "blur", a number or an array (see `make_baseline`).
+
+    Reference: Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
+    """
+
+    reference = "Sundararajan et al., ICML 2017"
+    signed = True
+
+    def __init__(
+        self, model: keras.Model, layer: Any = None, steps: int = 64,
+        baseline: str | float | np.ndarray = "black",
+    ):  # fmt: skip
+        super().__init__(model, layer)
+        self.steps, self.baseline = steps, baseline
+
+    def reduce(self, attributions):
+        return tf.reduce_sum(attributions, axis=-1)
+
+    def attributions(self, x, targets):
+        logits, targets = self._resolve_targets(x, targets)
+        base = make_baseline(x, self.baseline)
+        total = tf.zeros_like(x)
+        for i in range(self.steps + 1):
+            weight = 0.5 if i in (0, self.steps) else 1.0  # trapezoid rule
+            point = base + (i / self.steps) * (x - base)
+            total += weight * self.runner.input_grads_fn(point, targets)[0]
+        return (x - base) * total / self.steps, logits, targets

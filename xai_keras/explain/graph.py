@@ -1,0 +1,253 @@
+"""Run a user's model while catching one layer's activation, without changing or cloning it.
+
+`ModelRunner(model, layer, guided=False)` re-executes the model's own layer graph (descending
+into nested Functional/Sequential models), so it can
+
+- hand back the activation of any layer, also one inside a nested model,
+- stop before a final softmax/sigmoid and return logits (as tf-keras-vis' `ReplaceToLinear`
+  does, but without touching the model),
+- route gradients through guided ReLUs (guided backprop) by wrapping each ReLU's output.
+
+Its compiled kernels (`tf.function`s) are built once per runner and traced once per input shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers as kl
+
+from xai_keras.errors import LayerError
+
+__all__ = ["ModelRunner", "find_layer", "conv_candidates", "walk_layers"]
+
+_POOLING = (
+    kl.MaxPooling2D,
+    kl.AveragePooling2D,
+    kl.GlobalAveragePooling2D,
+    kl.GlobalMaxPooling2D,
+)
+_SQUASHING = ("softmax", "sigmoid")
+
+
+def _is_graph_model(layer: Any) -> bool:
+    return isinstance(layer, keras.Model) and (
+        isinstance(layer, keras.Sequential) or hasattr(layer, "_run_through_graph")
+    )
+
+
+def walk_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield `(path, layer)` for every layer, depth first, nested models included.
+
+    Paths join the names of enclosing models with "/", e.g. "mobilenetv2/out_relu".
+    """
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        yield path, layer
+        if _is_graph_model(layer):
+            yield from walk_layers(layer, f"{path}/")
+
+
+def _output_shape(layer: Any) -> tuple | None:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # layer never called, or called several times
+        return None
+
+
+def conv_candidates(model: keras.Model) -> list[tuple[str, Any]]:
+    """Layers whose output is a spatial grid (rank 4, larger than 1x1): what CAMs can use."""
+    found = []
+    for path, layer in walk_layers(model):
+        shape = _output_shape(layer)
+        if shape is None or len(shape) != 4 or _is_graph_model(layer):
+            continue
+        h, w = shape[1], shape[2]
+        if (h is None or h > 1) or (w is None or w > 1):
+            found.append((path, layer))
+    return found
+
+
+def _describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
+    names = [p for p, _ in candidates]
+    shown = names[-limit:]
+    more = f" (and {len(names) - limit} earlier)" if len(names) > limit else ""
+    return ", ".join(shown) + more
+
+
+def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str, Any]:
+    """Resolve `layer` (None, a name, a nested path or a layer object) to `(path, layer)`.
+
+    None picks the last spatial layer before the model pools or flattens (pooling layers are
+    skipped, 1x1 maps are never chosen), searched through nested models.
+
+    Raises:
+        LayerError: the layer is not in the model, or has no spatial output; the message lists
+            the candidate layers.
+    """
+    candidates = conv_candidates(model)
+    if layer is None:
+        usable = [(p, lay) for p, lay in candidates if not isinstance(lay, _POOLING)]
+        if not usable:
+            raise LayerError(
+                f"Model {model.name!r} has no layer with a spatial (N, H, W, C) output larger "
+                "than 1x1, so CAM methods cannot be used. Use a gradient method such as "
+                "method='saliency' or 'integrated_gradients'."
+            )
+        return usable[-1]
+    every = list(walk_layers(model))
+    if isinstance(layer, str):
+        matches = [(p, lay) for p, lay in every if p == layer or lay.name == layer]
+        if not matches:
+            raise LayerError(
+                f"No layer named {layer!r} in model {model.name!r}. "
+                f"Candidate conv layers: {_describe(candidates)}."
+            )
+        path, obj = matches[0]
+    else:
+        matches = [(p, lay) for p, lay in every if lay is layer]
+        if not matches:
+            raise LayerError(
+                f"The layer object {getattr(layer, 'name', layer)!r} is not part of model "
+                f"{model.name!r}. Candidate conv layers: {_describe(candidates)}."
+            )
+        path, obj = matches[0]
+    if all(obj is not lay for _, lay in candidates):
+        raise LayerError(
+            f"Layer {path!r} has output shape {_output_shape(obj)}, not a spatial "
+            f"(N, H, W, C) map. Candidate conv layers: {_describe(candidates)}."
+        )
+    return path, obj
+
+
+@tf.custom_gradient
+def _guided_identity(x: tf.Tensor) -> tuple[tf.Tensor, Callable]:
+    """Identity whose gradient lets only positive signals through (guided backprop).
+
+    Placed after a ReLU, whose own gradient already masks negative inputs, the pair gives
+    the guided-ReLU rule: grad_in = grad_out * (input > 0) * (grad_out > 0).
+    """
+    return tf.identity(x), tf.nn.relu
+
+
+def _ends_in_relu(layer: Any) -> bool:
+    if isinstance(layer, kl.ReLU):
+        return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    return getattr(layer, "activation", None) is keras.activations.relu
+
+
+def _output_layer(model: keras.Model) -> Any:
+    if isinstance(model, keras.Sequential):
+        return model.layers[-1]
+    return model.outputs[0]._keras_history[0]
+
+
+def _linear_head(model: keras.Model) -> tuple[dict[int, Callable], str]:
+    """Substitutions that drop a final softmax/sigmoid, and the kind of score left.
+
+    Returns `({id(layer): replacement}, score_kind)`, with score_kind "logits" when the
+    squashing was removed and "output" when the model's output is used as it is.
+    """
+    last = _output_layer(model)
+    if _is_graph_model(last):
+        subs, kind = _linear_head(last)
+        return subs, kind
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", "")
+    if isinstance(last, kl.Softmax) or (isinstance(last, kl.Activation) and name in _SQUASHING):
+        return {id(last): lambda x, *a, **k: x}, "logits"
+    if isinstance(last, kl.Dense) and name in _SQUASHING:
+
+        def dense_logits(x, *args, **kwargs):
+            y = tf.matmul(x, last.kernel)
+            return y + last.bias if last.bias is not None else y
+
+        return {id(last): dense_logits}, "logits"
+    return {}, "output"
+
+
+class ModelRunner:
+    """Re-runs `model` returning `(activation of layer, logits)`; see the module docstring.
+
+    Args:
+        model: a Functional or Sequential Keras model (nested models are followed).
+        layer: the layer whose activation to return (an object from `find_layer`), or None.
+        guided: route gradients through guided ReLUs.
+    """
+
+    def __init__(self, model: keras.Model, layer: Any = None, guided: bool = False):
+        if not _is_graph_model(model):
+            raise LayerError(
+                f"Model {model.name!r} is a subclassed model; its layers cannot be traced. "
+                "Wrap it in a Functional model (keras.Model(inputs, outputs))."
+            )
+        self.model, self.layer, self.guided = model, layer, guided
+        self._subs, self.score_kind = _linear_head(model)
+        self.forward_fn = tf.function(self._logits_only)
+        self.layer_grads_fn = tf.function(self._layer_grads)
+        self.input_grads_fn = tf.function(self._input_grads)
+
+    # -- graph execution -------------------------------------------------------------
+    def _op(self, op: Any, captured: dict) -> Callable:
+        sub = self._subs.get(id(op))
+        if sub is not None:
+            return sub
+        if _is_graph_model(op):
+            return lambda *args, **kwargs: self._run(op, args[0] if len(args) == 1 else args, captured)
+
+        def call(*args, **kwargs):
+            if getattr(op, "_call_has_training_arg", False):
+                kwargs["training"] = False
+            y = op(*args, **kwargs)
+            if self.guided and _ends_in_relu(op):
+                y = _guided_identity(y)
+            if op is self.layer:
+                captured["activation"] = y
+            return y
+
+        return call
+
+    def _run(self, model: keras.Model, x: Any, captured: dict) -> Any:
+        if isinstance(model, keras.Sequential):
+            for layer in model.layers:
+                x = self._op(layer, captured)(x)
+            return x
+        out = model._run_through_graph(x, operation_fn=lambda op: self._op(op, captured))
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def forward(self, x: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
+        """One pass: `(activation of the layer or None, logits (N, classes))`."""
+        captured: dict = {}
+        logits = self._run(self.model, x, captured)
+        logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
+        return captured.get("activation"), logits
+
+    # -- compiled kernels --------------------------------------------------------------
+    @staticmethod
+    def _pick(logits: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Targets < 0 mean "the top class"; return (targets, target logits)."""
+        top = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        targets = tf.where(targets < 0, top, targets)
+        return targets, tf.gather(logits, targets, batch_dims=1)
+
+    def _logits_only(self, x: tf.Tensor) -> tf.Tensor:
+        return self.forward(x)[1]
+
+    def _layer_grads(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
+        """(activation, d target logit / d activation, logits, targets)."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            activation, logits = self.forward(x)
+            targets, y = self._pick(logits, targets)
+        return activation, tape.gradient(y, activation), logits, targets
+
+    def _input_grads(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
+        """(d target logit / d input, logits, targets)."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            _, logits = self.forward(x)
+            targets, y = self._pick(logits, targets)
+        return tape.gradient(y, x), logits, targets
