@@ -57,7 +57,7 @@ def build_cnn(
                 name=f"block{b}_conv{c}",
             )(x)
             if cfg.batch_norm:
-                x = layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(x)
             x = layers.ReLU(name=f"block{b}_relu{c}")(x)
     if cfg.head == "gap":
         x = layers.GlobalAveragePooling2D(name="gap")(x)
