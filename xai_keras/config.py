@@ -12,8 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -116,6 +118,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 pass
     elif tp is float:
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is int:
@@ -166,8 +172,22 @@ def _validate(cfg: Config) -> Config:
         "training.learning_rate": cfg.training.learning_rate,
     }
     for key, value in positive.items():
-        if value <= 0:
+        if not 0 < value < math.inf:
             raise ConfigError(f"The config key `{key}` must be > 0. Received: {key}={value}.")
+    non_negative = {
+        "data.clutter": cfg.data.clutter,
+        "model.dense_units": cfg.model.dense_units,
+        "training.early_stopping_patience": cfg.training.early_stopping_patience,
+        "training.histogram_freq": cfg.training.histogram_freq,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"The config key `{key}` must be >= 0. Received: {key}={value}.")
+    if cfg.data.name == "shapes" and cfg.data.image_size < 16:
+        raise ConfigError(
+            "The shapes dataset needs `data.image_size` >= 16. "
+            f"Received: data.image_size={cfg.data.image_size}."
+        )
     if cfg.data.channels not in (1, 3):
         raise ConfigError(
             f"The config key `data.channels` must be 1 or 3. Received: {cfg.data.channels}."
@@ -234,7 +254,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(values)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> Config:
     """Load a YAML or JSON config (or the defaults when `path` is None) and apply overrides.
 
     Raises:

@@ -18,7 +18,7 @@ def _check_folder(root: Path) -> list[str]:
     """Return the class names, or raise a `DataError` saying what is wrong with the folder."""
     if not root.is_dir():
         raise DataError(f"Image folder not found: {root}. Pass folder:<path to a directory>.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     counts = {
         c: sum(1 for f in (root / c).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         for c in classes
@@ -47,6 +47,8 @@ def load_folder(
 
     Images are resized to `image_size` and scaled to [0, 1]. The split is fixed by `seed`.
     """
+    if not path:
+        raise DataError("An image folder needs a path: use folder:<path to a directory>.")
     root = Path(path).expanduser()
     classes = _check_folder(root)
     common = dict(

@@ -166,6 +166,7 @@ def generate_shapes(
             x0, y0 = slots[f["cue_slot"][i]]
             img[y0 : y0 + m, x0 : x0 + m] = 1.0
             cue_masks[i, y0 : y0 + m, x0 : x0 + m] = True
+            masks[i, y0 : y0 + m, x0 : x0 + m] = 0  # the marker hides what it covers
         images[i] = img
     np.clip(images, 0, 1, out=images)
     if channels == 1:
