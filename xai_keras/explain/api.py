@@ -104,7 +104,8 @@ def _run(method: Method, x: tf.Tensor, targets: np.ndarray, batch_size: int) -> 
         if out.attributions is not None:
             parts["attributions"].append(out.attributions[:real].numpy())
     result = {k: tf.concat(v, 0) for k, v in parts.items() if v and k != "attributions"}
-    result["attributions"] = np.concatenate(parts["attributions"]) if parts["attributions"] else None
+    found = parts["attributions"]
+    result["attributions"] = np.concatenate(found) if found else None
     return result
 
 

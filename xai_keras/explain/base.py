@@ -41,15 +41,22 @@ def methods(family: str | None = None) -> list[str]:
     return [n for n, cls in METHODS.items() if family is None or cls.family == family]
 
 
+_ALIASES = {
+    "grad_cam": "gradcam",
+    "gradcam_pp": "gradcam++",
+    "gradcampp": "gradcam++",
+    "grad_cam++": "gradcam++",
+    "ig": "integrated_gradients",
+    "vanilla": "saliency",
+}
+
+
 def get_method(name: str) -> type[Method]:
+    """The method class registered under `name` (case, '-' and common aliases forgiven)."""
     key = name.lower().replace("-", "_").replace(" ", "_")
-    aliases = {"grad_cam": "gradcam", "gradcam_pp": "gradcam++", "gradcampp": "gradcam++",
-               "grad_cam++": "gradcam++", "ig": "integrated_gradients", "vanilla": "saliency"}  # fmt: skip
-    key = aliases.get(key, key)
+    key = _ALIASES.get(key, key)
     if key not in METHODS:
-        raise InputError(
-            f"Unknown method {name!r}. Available methods: {', '.join(METHODS)}."
-        )
+        raise InputError(f"Unknown method {name!r}. Available methods: {', '.join(METHODS)}.")
     return METHODS[key]
 
 

@@ -38,6 +38,35 @@ def _weighted_sum(a: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(tf.einsum("bhwk,bk->bhw", a, weights))
 
 
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Flatten)
+
+
+def _gap_dense_head(model: keras.Model, path: str) -> keras.layers.Dense | None:
+    """The Dense layer fed by GAP(layer) through nothing but dropout, or None.
+
+    Follows the layer's consumers, stepping out of nested models whose output it is.
+    """
+    names = path.split("/")
+    owners = [model]
+    for name in names[:-1]:
+        owners.append(owners[-1].get_layer(name))
+    op, seen_gap = owners[-1].get_layer(names[-1]), False
+    while True:
+        nodes = op._outbound_nodes
+        if not nodes and len(owners) > 1:  # the output of a nested model: continue outside it
+            op = owners.pop()
+            continue
+        if len(nodes) != 1:
+            return None
+        op = nodes[0].operation
+        if isinstance(op, keras.layers.GlobalAveragePooling2D) and not seen_gap:
+            seen_gap = True
+        elif isinstance(op, keras.layers.Dense) and seen_gap:
+            return op
+        elif not isinstance(op, _PASS_THROUGH) or not seen_gap:
+            return None
+
+
 class CamMethod(Method):
     """Base of the CAM family: relu(sum_k w_k A_k) with weights from `channel_weights`."""
 
@@ -85,20 +114,13 @@ class Cam(CamMethod):
 
     def __init__(self, model: keras.Model, layer: Any = None):
         super().__init__(model, layer)
-        channels = self.layer.output.shape[-1]
-        dense = [
-            lay
-            for lay in self.model._flatten_layers()
-            if isinstance(lay, keras.layers.Dense) and lay.kernel.shape[0] == channels
-        ]
-        if not dense:
+        self.dense = _gap_dense_head(model, self.layer_path)
+        if self.dense is None:
             raise LayerError(
-                f"method='cam' needs a GlobalAveragePooling2D + Dense head on layer "
-                f"{self.layer_path!r} ({channels} channels), and model {model.name!r} has no "
-                "Dense layer taking those channels. Use method='gradcam', which equals CAM "
-                "on such models and works on any model."
+                f"method='cam' needs layer {self.layer_path!r} to feed a GlobalAveragePooling2D "
+                f"+ Dense head, and in model {model.name!r} it does not. Use method='gradcam', "
+                "which equals CAM on such models and works on any model."
             )
-        self.dense = dense[-1]
 
     def channel_weights(self, a, g, targets):
         return tf.gather(tf.transpose(self.dense.kernel), targets)

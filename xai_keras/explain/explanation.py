@@ -67,7 +67,7 @@ class Explanation:
         return visualize.colorize(self.maps)
 
     def plot(self) -> Figure:
-        """A figure with one row per image: image | heatmap | overlay, titled with class and score."""
+        """One row per image: image | heatmap | overlay, titled with class and score."""
         name = self.method + (f" @ {self.layer}" if self.layer else "")
         return visualize.explanation_grid(
             self.images,

@@ -24,12 +24,8 @@ from xai_keras.errors import LayerError
 
 __all__ = ["ModelRunner", "find_layer", "conv_candidates", "walk_layers"]
 
-_POOLING = (
-    kl.MaxPooling2D,
-    kl.AveragePooling2D,
-    kl.GlobalAveragePooling2D,
-    kl.GlobalMaxPooling2D,
-)
+# Never the default layer: they only resample the layer before them.
+_RESAMPLING = (kl.MaxPooling2D, kl.AveragePooling2D, kl.ZeroPadding2D, kl.Cropping2D)
 _SQUASHING = ("softmax", "sigmoid")
 
 
@@ -81,8 +77,8 @@ def _describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
 def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str, Any]:
     """Resolve `layer` (None, a name, a nested path or a layer object) to `(path, layer)`.
 
-    None picks the last spatial layer before the model pools or flattens (pooling layers are
-    skipped, 1x1 maps are never chosen), searched through nested models.
+    None picks the last spatial layer before the model pools or flattens (pooling and padding
+    layers are skipped, 1x1 maps are never chosen), searched through nested models.
 
     Raises:
         LayerError: the layer is not in the model, or has no spatial output; the message lists
@@ -90,7 +86,7 @@ def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str,
     """
     candidates = conv_candidates(model)
     if layer is None:
-        usable = [(p, lay) for p, lay in candidates if not isinstance(lay, _POOLING)]
+        usable = [(p, lay) for p, lay in candidates if not isinstance(lay, _RESAMPLING)]
         if not usable:
             raise LayerError(
                 f"Model {model.name!r} has no layer with a spatial (N, H, W, C) output larger "
@@ -196,7 +192,9 @@ class ModelRunner:
         if sub is not None:
             return sub
         if _is_graph_model(op):
-            return lambda *args, **kwargs: self._run(op, args[0] if len(args) == 1 else args, captured)
+            return lambda *args, **kwargs: self._run(
+                op, args[0] if len(args) == 1 else args, captured
+            )
 
         def call(*args, **kwargs):
             if getattr(op, "_call_has_training_arg", False):
