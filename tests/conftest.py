@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny models built in the test, and one small model trained on shapes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from xai_keras.config import ModelConfig, load_config  # noqa: E402
+from xai_keras.models import build_cnn  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gap_model() -> keras.Model:
+    """The project's CNN (GAP + dense head, BN, softmax), untrained but with seeded weights."""
+    keras.utils.set_random_seed(1)
+    return build_cnn(ModelConfig(filters=[8, 16, 16], dropout=0.1), (32, 32, 3), 4)
+
+
+@pytest.fixture(scope="session")
+def images32() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 1, (5, 32, 32, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def trained_shapes(tmp_path_factory):
+    """A small CNN trained on the shapes dataset through the real `train()` pipeline."""
+    from xai_keras.training import train
+
+    out = tmp_path_factory.mktemp("shapes_run")
+    cfg = load_config(
+        None,
+        [
+            "data.n_train=2400",
+            "data.n_val=300",
+            "data.n_test=300",
+            "training.epochs=10",
+            "training.early_stopping_patience=10",
+            f"out_dir={out}",
+        ],
+    )
+    return train(cfg, verbose=0)
