@@ -38,8 +38,9 @@ def trained_shapes(tmp_path_factory):
             "data.n_train=2400",
             "data.n_val=300",
             "data.n_test=300",
-            "training.epochs=10",
-            "training.early_stopping_patience=10",
+            "training.batch_size=32",
+            "training.epochs=8",
+            "training.early_stopping_patience=8",
             f"out_dir={out}",
         ],
     )

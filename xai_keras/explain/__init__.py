@@ -3,7 +3,7 @@
 from xai_keras.explain import cam, gradients, occlusion  # noqa: F401  (register the methods)
 from xai_keras.explain.api import check_images, explain
 from xai_keras.explain.base import METHODS, Method, get_method, methods
-from xai_keras.explain.explanation import Explanation
+from xai_keras.explain.explanation import Explanation, contact_sheet
 from xai_keras.explain.graph import conv_candidates, find_layer
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Explanation",
     "Method",
     "check_images",
+    "contact_sheet",
     "conv_candidates",
     "explain",
     "find_layer",

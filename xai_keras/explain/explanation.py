@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 from xai_keras import visualize
 from xai_keras.io import save_figure
 
-__all__ = ["Explanation"]
+__all__ = ["Explanation", "contact_sheet"]
 
 
 @dataclass
@@ -52,6 +53,13 @@ class Explanation:
     def __len__(self) -> int:
         return len(self.maps)
 
+    def __getitem__(self, index: int | slice) -> Explanation:
+        """The explanation of one image (or a slice of images), as an `Explanation`."""
+        index = slice(index, index + 1) if isinstance(index, int) else index
+        arrays = ("images", "maps", "raw", "targets", "scores", "logits", "attributions")
+        parts = {k: getattr(self, k)[index] for k in arrays if getattr(self, k) is not None}
+        return dataclasses.replace(self, **parts)
+
     def label(self, i: int) -> str:
         """'name (score)' of the explained class of image i."""
         t = int(self.targets[i])
@@ -78,3 +86,19 @@ class Explanation:
     def save(self, path: str | os.PathLike, dpi: int = 100) -> Path:
         """Save `plot()` as an image file (PNG, PDF, SVG, by suffix), atomically."""
         return save_figure(self.plot(), path, dpi=dpi)
+
+
+def contact_sheet(explanations: list[Explanation]) -> Figure:
+    """One figure comparing methods: a row per image, a column per explanation's overlay.
+
+    All explanations must cover the same images (e.g. one `explain` call per method).
+    """
+    first = explanations[0]
+    columns = []
+    for exp in explanations:
+        if exp.images.shape != first.images.shape:
+            raise ValueError("contact_sheet needs explanations of the same images.")
+        columns.append((exp.method, exp.overlay()))
+    return visualize.explanation_grid(
+        first.images, columns, row_titles=[first.label(i) for i in range(len(first))]
+    )

@@ -1,0 +1,128 @@
+"""train(): the saved model, checkpoints, resume after a crash, TensorBoard tags, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from xai_keras.cli import main
+from xai_keras.config import load_config
+from xai_keras.errors import InputError
+from xai_keras.training import train
+
+
+def _tags(log_dir: Path) -> set[str]:
+    tags = set()
+    for f in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def _tiny(out: Path, *overrides: str):
+    return load_config(
+        None,
+        [
+            "data.image_size=32",
+            "data.n_train=128",
+            "data.n_val=32",
+            "data.n_test=32",
+            "model.filters=[8,16]",
+            "training.batch_size=32",
+            "training.epochs=1",
+            f"out_dir={out}",
+            *overrides,
+        ],
+    )
+
+
+def test_trained_model_reloads_with_same_predictions(trained_shapes):
+    r = trained_shapes
+    reloaded = keras.models.load_model(r.model_path)
+    x = r.splits.test_arrays.images[:16]
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), r.model.predict(x, verbose=0),
+                               atol=1e-6)  # fmt: skip
+    report = json.loads((r.out_dir / "report.json").read_text())
+    assert report["accuracy"] == pytest.approx(r.report["accuracy"])
+    assert (r.out_dir / "report.md").read_text().startswith("#")
+    assert (r.out_dir / "config.yaml").is_file()
+    # No temporary files are left next to the outputs.
+    assert not [p for p in r.out_dir.rglob(".*") if p.is_file()]
+
+
+def test_tensorboard_has_the_expected_tags(trained_shapes):
+    log_dir = trained_shapes.log_dir
+    assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "train")
+    assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "validation")
+    samples = _tags(log_dir / "samples")
+    assert "data/samples" in samples and "_hparams_/session_start_info" in samples
+    assert {"test/accuracy", "test/confusion_matrix", "test/report"} <= _tags(log_dir / "test")
+
+
+def test_crash_mid_training_keeps_the_checkpoint_and_resumes(tmp_path):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("power cut")
+
+    cfg = _tiny(tmp_path, "training.epochs=3")
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg, verbose=0, callbacks=[Crash()])
+    ckpt = tmp_path / "checkpoints"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["epoch"] == 1  # epochs 0 and 1 finished and were saved before the crash
+    keras.models.load_model(ckpt / "last.keras")  # a complete, loadable file
+    resumed = train(cfg, resume=True, verbose=0)
+    assert len(resumed.history["loss"]) == 1  # only the remaining epoch ran
+    assert json.loads((ckpt / "state.json").read_text())["epoch"] == 2
+
+
+def test_same_seed_same_weights(tmp_path):
+    a = train(_tiny(tmp_path / "a"), verbose=0).model.get_weights()
+    b = train(_tiny(tmp_path / "b"), verbose=0).model.get_weights()
+    for wa, wb in zip(a, b):
+        np.testing.assert_allclose(wa, wb, atol=1e-5)
+
+
+def test_unwritable_out_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InputError, match="not writable"):
+        train(_tiny(blocker / "run"), verbose=0)
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def test_cli_explain_writes_pngs(trained_shapes, tmp_path, capsys):
+    images = trained_shapes.splits.test_arrays.images[:2]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(folder / f"img{i}.png"), (img[..., ::-1] * 255).astype(np.uint8))
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(trained_shapes.splits.class_names))
+    out = tmp_path / "out"
+    code = main(["explain", str(folder), "--model", str(trained_shapes.model_path),
+                 "--method", "gradcam,saliency", "--classes", str(names), "--out", str(out)])  # fmt: skip
+    assert code == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["contact_sheet.png", "img0_gradcam.png", "img0_saliency.png",
+                       "img1_gradcam.png", "img1_saliency.png"]  # fmt: skip
+    printed = capsys.readouterr().out
+    assert any(name in printed for name in trained_shapes.splits.class_names)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["train", "--set", "training.epoch=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Unknown config key `training.epoch`" in err
+    assert main(["explain", "x.png", "--model", str(tmp_path / "none.keras")]) == 2
+    assert "Model file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0

@@ -1,0 +1,273 @@
+"""`xai-keras`: train, explain and look at the results from the shell.
+
+Errors from bad input are printed as one line (exit code 2) unless `--debug` is given.
+Exit codes: 0 success, 1 unexpected failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+_LOCALHOST_URL = "http://localhost:6006/"
+
+
+def _print(args: argparse.Namespace, *parts: object) -> None:
+    if not getattr(args, "quiet", False):
+        print(*parts, flush=True)
+
+
+# -- train --------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from xai_keras.config import load_config
+
+    overrides = list(args.set or [])
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    config = load_config(args.config, overrides)
+
+    from xai_keras.training import tensorboard_command, train
+
+    # Live progress bars on a terminal; one line per epoch in logs and CI.
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    result = train(config, resume=args.resume, verbose=verbose)
+    _print(args, f"\ntest accuracy: {result.report['accuracy']:.4f}")
+    sheet = None
+    if args.explain > 0 and result.splits.test_arrays is not None:
+        sheet = _explain_samples(result, args.explain, args.methods)
+    _print(args, "\nOutputs:")
+    _print(args, f"  model        {result.model_path}")
+    _print(args, f"  report       {result.out_dir / 'report.md'}  (and report.json)")
+    if sheet is not None:
+        _print(args, f"  explanations {sheet}")
+    _print(args, f"  TensorBoard  {result.log_dir}")
+    _print(
+        args, f"\nOpen TensorBoard:\n  {tensorboard_command(result.log_dir)}\n  {_LOCALHOST_URL}"
+    )
+    if args.tensorboard:
+        return _launch_tensorboard(result.log_dir)
+    return 0
+
+
+def _explain_samples(result, count: int, method_names: str | None) -> Path:
+    """Explain a few test images with every method: a contact sheet PNG + TensorBoard."""
+    from tqdm import tqdm
+
+    from xai_keras import explain, methods
+    from xai_keras.explain import contact_sheet
+    from xai_keras.io import save_figure
+    from xai_keras.tensorboard import log_explanations
+
+    images = result.splits.test_arrays.images[:count]
+    names = _method_list(method_names) if method_names else methods()
+    explanations = [
+        explain(result.model, images, method=name, class_names=result.splits.class_names)
+        for name in tqdm(names, desc="explaining", unit="method", leave=False)
+    ]
+    path = save_figure(contact_sheet(explanations), result.out_dir / "explanations.png")
+    log_explanations(result.log_dir / "explain", explanations)
+    return path
+
+
+# -- explain -------------------------------------------------------------------------------------
+def _method_list(text: str) -> list[str]:
+    from xai_keras import methods
+    from xai_keras.explain import get_method
+
+    names = methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    return [get_method(n).name for n in names]
+
+
+def _image_files(paths: Sequence[str]) -> list[Path]:
+    from xai_keras.data.folder import IMAGE_SUFFIXES
+    from xai_keras.errors import InputError
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"Image path not found: {p}.")
+    if not files:
+        raise InputError(f"No images ({'/'.join(IMAGE_SUFFIXES)}) found in: {', '.join(paths)}.")
+    return files
+
+
+def _read_images(files: list[Path], shape: tuple, scale: float):
+    import cv2
+    import numpy as np
+
+    from xai_keras.errors import InputError
+
+    h, w, c = shape
+    images = []
+    for f in files:
+        flag = cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR
+        img = cv2.imread(str(f), flag)
+        if img is None:
+            raise InputError(f"Cannot read image {f} (not an image, or an unsupported format).")
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        img = img[..., None] if c == 1 else img[..., ::-1]
+        images.append(img.astype(np.float32) / scale)
+    return np.stack(images)
+
+
+def _class_names(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        data = json.loads(text)
+        return [data[str(i)] for i in range(len(data))] if isinstance(data, dict) else list(data)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_model(path: str, unsafe: bool = False):
+    """Load a `.keras` model with Keras' safe mode on unless `unsafe` (the user trusts it)."""
+    import keras
+
+    from xai_keras.errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"Model file not found: {path}. Pass a saved .keras model.")
+    try:
+        return keras.models.load_model(path, safe_mode=not unsafe, compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise InputError(
+                f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run. "
+                "If you trust the file, pass --unsafe."
+            ) from None
+        raise
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from xai_keras import explain
+    from xai_keras.explain import contact_sheet
+    from xai_keras.io import ensure_writable_dir, save_figure
+
+    model = load_model(args.model, args.unsafe)
+    files = _image_files(args.images)
+    images = _read_images(files, tuple(model.inputs[0].shape[1:]), 255.0 if args.unit else 1.0)
+    out = ensure_writable_dir(args.out)
+    names = _class_names(args.classes)
+    explanations = []
+    for method in tqdm(_method_list(args.method), desc="methods", disable=args.quiet):
+        exp = explain(
+            model, images, method=method, layer=args.layer, targets=args.target,
+            batch_size=args.batch_size, class_names=names,
+        )  # fmt: skip
+        explanations.append(exp)
+        for i, f in enumerate(files):
+            save_figure(exp[i].plot(), out / f"{f.stem}_{method}.png")
+    for i, f in enumerate(files):
+        _print(args, f"{f}: {explanations[0].label(i)}")
+    if len(explanations) > 1 or len(files) > 1:
+        sheet = save_figure(contact_sheet(explanations), out / "contact_sheet.png")
+        _print(args, f"contact sheet: {sheet}")
+    _print(args, f"wrote {len(files) * len(explanations)} PNGs to {out}")
+    return 0
+
+
+# -- tensorboard ---------------------------------------------------------------------------------
+def _launch_tensorboard(log_dir: str | os.PathLike, port: int = 6006) -> int:
+    """Run TensorBoard on localhost only, until interrupted."""
+    print(f"TensorBoard on http://localhost:{port}/ (Ctrl-C to stop)", flush=True)
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir),
+           "--host", "localhost", "--port", str(port)]  # fmt: skip
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_tensorboard(args: argparse.Namespace) -> int:
+    return _launch_tensorboard(args.logdir, args.port)
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from xai_keras.explain import METHODS
+
+    for name, cls in METHODS.items():
+        options = ", ".join(cls.options()) or "-"
+        print(f"{name:22s} {cls.family:13s} options: {options:32s} {cls.reference}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xai-keras", description="Train and explain Keras image classifiers."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train the CNN from a config, report, explain samples")
+    p.add_argument("--config", help="YAML/JSON config (default: built-in shapes config)")
+    p.add_argument("--out", help="output directory (model, report, TensorBoard logs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.epochs=3 (repeatable)")  # fmt: skip
+    p.add_argument("--epochs", type=int, help="shortcut for --set training.epochs=N")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--explain", type=int, default=6, metavar="N",
+                   help="explain N test images with every method afterwards (0: skip)")  # fmt: skip
+    p.add_argument("--methods", help="comma-separated methods for --explain (default: all)")
+    p.add_argument("--tensorboard", action="store_true", help="launch TensorBoard at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("explain", help="explain images with one or more methods")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
+    p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
+    p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--classes", help="class names: a JSON list/dict or a text file, one per line")
+    p.add_argument("--out", default="explanations", help="output directory for PNGs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--unit", action=argparse.BooleanOptionalAction, default=True,
+                   help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)")  # fmt: skip
+    p.add_argument("--unsafe", action="store_true",
+                   help="load models that contain code (disables Keras safe_mode)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("tensorboard", help="start TensorBoard on localhost")
+    p.add_argument("--logdir", default="logs")
+    p.add_argument("--port", type=int, default=6006)
+    p.set_defaults(func=_cmd_tensorboard)
+
+    p = sub.add_parser("methods", help="list the explanation methods and their options")
+    p.set_defaults(func=_cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    from xai_keras.errors import XaiKerasError
+
+    try:
+        return args.func(args)
+    except XaiKerasError as err:
+        if args.debug:
+            raise
+        print(f"xai-keras {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
