@@ -211,8 +211,15 @@ def test_layer_by_name_object_and_nested_path():
     by_obj = explain(model, images, layer=base.get_layer("out_relu"))
     np.testing.assert_allclose(default.raw, by_path.raw)
     np.testing.assert_allclose(default.raw, by_obj.raw)
-    seq = keras.Sequential([inputs, keras.layers.Rescaling(2.0, offset=-1.0), base,
-                            keras.layers.GlobalAveragePooling2D(), model.layers[-1]])  # fmt: skip
+    seq = keras.Sequential(
+        [
+            inputs,
+            keras.layers.Rescaling(2.0, offset=-1.0),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            model.layers[-1],
+        ]
+    )
     np.testing.assert_allclose(explain(seq, images).raw, default.raw, rtol=1e-4, atol=1e-6)
 
 

@@ -46,8 +46,9 @@ def test_trained_model_reloads_with_same_predictions(trained_shapes):
     r = trained_shapes
     reloaded = keras.models.load_model(r.model_path)
     x = r.splits.test_arrays.images[:16]
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), r.model.predict(x, verbose=0),
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), r.model.predict(x, verbose=0), atol=1e-6
+    )
     report = json.loads((r.out_dir / "report.json").read_text())
     assert report["accuracy"] == pytest.approx(r.report["accuracy"])
     assert (r.out_dir / "report.md").read_text().startswith("#")
@@ -107,12 +108,29 @@ def test_cli_explain_writes_pngs(trained_shapes, tmp_path, capsys):
     names = tmp_path / "names.json"
     names.write_text(json.dumps(trained_shapes.splits.class_names))
     out = tmp_path / "out"
-    code = main(["explain", str(folder), "--model", str(trained_shapes.model_path),
-                 "--method", "gradcam,saliency", "--classes", str(names), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "explain",
+            str(folder),
+            "--model",
+            str(trained_shapes.model_path),
+            "--method",
+            "gradcam,saliency",
+            "--classes",
+            str(names),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["contact_sheet.png", "img0_gradcam.png", "img0_saliency.png",
-                       "img1_gradcam.png", "img1_saliency.png"]  # fmt: skip
+    assert written == [
+        "contact_sheet.png",
+        "img0_gradcam.png",
+        "img0_saliency.png",
+        "img1_gradcam.png",
+        "img1_saliency.png",
+    ]
     printed = capsys.readouterr().out
     assert any(name in printed for name in trained_shapes.splits.class_names)
 

@@ -167,9 +167,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explanations = []
     for method in tqdm(_method_list(args.method), desc="methods", disable=args.quiet):
         exp = explain(
-            model, images, method=method, layer=args.layer, targets=args.target,
-            batch_size=args.batch_size, class_names=names,
-        )  # fmt: skip
+            model,
+            images,
+            method=method,
+            layer=args.layer,
+            targets=args.target,
+            batch_size=args.batch_size,
+            class_names=names,
+        )
         explanations.append(exp)
         for i, f in enumerate(files):
             save_figure(exp[i].plot(), out / f"{f.stem}_{method}.png")
@@ -186,8 +191,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _launch_tensorboard(log_dir: str | os.PathLike, port: int = 6006) -> int:
     """Run TensorBoard on localhost only, until interrupted."""
     print(f"TensorBoard on http://localhost:{port}/ (Ctrl-C to stop)", flush=True)
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir),
-           "--host", "localhost", "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(log_dir),
+        "--host",
+        "localhost",
+        "--port",
+        str(port),
+    ]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
@@ -218,12 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the CNN from a config, report, explain samples")
     p.add_argument("--config", help="YAML/JSON config (default: built-in shapes config)")
     p.add_argument("--out", help="output directory (model, report, TensorBoard logs)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set training.epochs=3 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.epochs=3 (repeatable)",
+    )
     p.add_argument("--epochs", type=int, help="shortcut for --set training.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--explain", type=int, default=6, metavar="N",
-                   help="explain N test images with every method afterwards (0: skip)")  # fmt: skip
+    p.add_argument(
+        "--explain",
+        type=int,
+        default=6,
+        metavar="N",
+        help="explain N test images with every method afterwards (0: skip)",
+    )
     p.add_argument("--methods", help="comma-separated methods for --explain (default: all)")
     p.add_argument("--tensorboard", action="store_true", help="launch TensorBoard at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
@@ -238,10 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file, one per line")
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--unit", action=argparse.BooleanOptionalAction, default=True,
-                   help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)")  # fmt: skip
-    p.add_argument("--unsafe", action="store_true",
-                   help="load models that contain code (disables Keras safe_mode)")  # fmt: skip
+    p.add_argument(
+        "--unit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load models that contain code (disables Keras safe_mode)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_explain)
 

@@ -25,8 +25,10 @@ def log_explanations(
         for exp in explanations:
             tag = f"explain/{exp.method}"
             tf.summary.image(tag, exp.overlay(), step=step, max_outputs=len(exp))
-            rows = [f"| {i} | {exp.label(i)} | {exp.method} | {exp.layer or '-'} |"
-                    for i in range(len(exp))]  # fmt: skip
+            rows = [
+                f"| {i} | {exp.label(i)} | {exp.method} | {exp.layer or '-'} |"
+                for i in range(len(exp))
+            ]
             table = "| image | class (score) | method | layer |\n|---|---|---|---|\n"
             tf.summary.text(f"{tag}/info", table + "\n".join(rows), step=step)
     writer.close()

@@ -123,9 +123,13 @@ class SmoothGrad(GradientMethod):
     reference = "Smilkov et al., 2017"
 
     def __init__(
-        self, model: keras.Model, layer: Any = None, samples: int = 25, noise: float = 0.15,
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        samples: int = 25,
+        noise: float = 0.15,
         seed: int = 0,
-    ):  # fmt: skip
+    ):
         super().__init__(model, layer)
         self.samples, self.noise, self.seed = samples, noise, seed
 
@@ -159,9 +163,12 @@ class IntegratedGradients(GradientMethod):
     signed = True
 
     def __init__(
-        self, model: keras.Model, layer: Any = None, steps: int = 64,
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        steps: int = 64,
         baseline: str | float | np.ndarray = "black",
-    ):  # fmt: skip
+    ):
         super().__init__(model, layer)
         self.steps, self.baseline = steps, baseline
 

@@ -42,9 +42,13 @@ class Occlusion(Method):
     reference = "Zeiler & Fergus, ECCV 2014"
 
     def __init__(
-        self, model: keras.Model, layer: Any = None, patch: int | None = None,
-        stride: int | None = None, baseline: str | float | np.ndarray = "mean",
-    ):  # fmt: skip
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        patch: int | None = None,
+        stride: int | None = None,
+        baseline: str | float | np.ndarray = "mean",
+    ):
         super().__init__(model, layer)
         self.patch, self.stride, self.baseline = patch, stride, baseline
         self._scores = tf.function(self._scores_impl)
