@@ -26,12 +26,9 @@ def images32() -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 1, (5, 32, 32, 3)).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def trained_shapes(tmp_path_factory):
-    """A small CNN trained on the shapes dataset through the real `train()` pipeline."""
+def _train_small(out, *extra: str):
     from xai_keras.training import train
 
-    out = tmp_path_factory.mktemp("shapes_run")
     cfg = load_config(
         None,
         [
@@ -42,6 +39,19 @@ def trained_shapes(tmp_path_factory):
             "training.epochs=8",
             "training.early_stopping_patience=8",
             f"out_dir={out}",
+            *extra,
         ],
     )
     return train(cfg, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def trained_shapes(tmp_path_factory):
+    """A small CNN trained on the shapes dataset through the real `train()` pipeline."""
+    return _train_small(tmp_path_factory.mktemp("shapes_run"))
+
+
+@pytest.fixture(scope="session")
+def shortcut_shapes(tmp_path_factory):
+    """The same CNN trained with the planted corner marker linked to the class."""
+    return _train_small(tmp_path_factory.mktemp("shortcut_run"), "data.spurious_cue=true")

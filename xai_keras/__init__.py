@@ -6,8 +6,17 @@ Example:
     >>> exp.save("gradcam.png")
 """
 
-from xai_keras.explain import METHODS, Explanation, explain, find_layer, methods
+from xai_keras.explain import METHODS, SAG, Explanation, explain, find_layer, methods, sag
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "Explanation", "explain", "find_layer", "methods", "__version__"]
+__all__ = [
+    "METHODS",
+    "SAG",
+    "Explanation",
+    "explain",
+    "find_layer",
+    "methods",
+    "sag",
+    "__version__",
+]

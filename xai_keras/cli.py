@@ -187,6 +187,46 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sag ---------------------------------------------------------------------------------------
+def _grid(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    try:
+        return int(rows), int(cols or rows)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid must look like 7x7, got {text!r}") from None
+
+
+def _cmd_sag(args: argparse.Namespace) -> int:
+    from xai_keras import sag
+    from xai_keras.tensorboard import log_sag
+
+    model = load_model(args.model, args.unsafe)
+    shape = tuple(model.inputs[0].shape[1:])
+    image = _read_images(_image_files([args.image]), shape, 255.0 if args.unit else 1.0)[0]
+    graph = sag(
+        model,
+        image,
+        target=args.target,
+        grid=args.grid,
+        threshold=args.threshold,
+        relative=not args.absolute,
+        beam_width=args.beam_width,
+        max_roots=args.max_roots,
+        baseline=args.baseline,
+        class_names=_class_names(args.classes),
+    )
+    path = graph.save(args.out)
+    graph.to_json(Path(args.out).with_suffix(".json"))
+    if args.logdir:
+        log_sag(args.logdir, graph)
+    if graph.message:
+        _print(args, graph.message)
+    for root in graph.roots:
+        _print(args, f"root {list(root)}: confidence {graph.confidence(root):.3f}")
+    _print(args, f"{graph.n_forward} masked forward passes; wrote {path} (and .json)")
+    return 0
+
+
 # -- tensorboard ---------------------------------------------------------------------------------
 def _launch_tensorboard(log_dir: str | os.PathLike, port: int = 6006) -> int:
     """Run TensorBoard on localhost only, until interrupted."""
@@ -274,6 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("sag", help="structured attention graph of one image")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument("--image", required=True, help="the image file")
+    p.add_argument("--out", default="sag.png", help="picture to write (a .json goes beside it)")
+    p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--grid", type=_grid, default=(7, 7), help="patch grid, e.g. 7x7")
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--absolute", action="store_true", help="threshold on the probability itself")
+    p.add_argument("--beam-width", type=int, default=5)
+    p.add_argument("--max-roots", type=int, default=3)
+    p.add_argument("--baseline", default="blur", choices=["blur", "black", "mean"])
+    p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
+    p.add_argument("--logdir", help="also log the picture to TensorBoard here")
+    p.add_argument(
+        "--unit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)",
+    )
+    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on localhost")
     p.add_argument("--logdir", default="logs")

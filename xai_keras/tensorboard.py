@@ -9,8 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.explain.explanation import Explanation
+from xai_keras.explain.sag import SAG
 
-__all__ = ["log_explanations", "log_figure"]
+__all__ = ["log_explanations", "log_figure", "log_sag"]
 
 
 def log_explanations(
@@ -40,4 +41,26 @@ def log_figure(log_dir: str | os.PathLike, tag: str, png: bytes, step: int = 0) 
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
         tf.summary.image(tag, np.asarray(image), step=step)
+    writer.close()
+
+
+def log_sag(log_dir: str | os.PathLike, graph: SAG, step: int = 0, tag: str = "sag") -> None:
+    """Log a SAG's picture as `<tag>/graph` and its roots and confidences as `<tag>/info`."""
+    from xai_keras.io import figure_to_png
+
+    log_figure(log_dir, f"{tag}/graph", figure_to_png(graph.plot()), step)
+    name = graph.class_name or f"class {graph.target}"
+    lines = [
+        f"class **{name}**, probability {graph.probability:.3f}, grid {graph.grid}, "
+        f"{graph.n_forward} masked forward passes",
+        "",
+        "| root | confidence |",
+        "|---|---|",
+    ]
+    lines += [f"| {list(r)} | {graph.confidence(r):.3f} |" for r in graph.roots]
+    if graph.message:
+        lines.append(f"\n{graph.message}")
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        tf.summary.text(f"{tag}/info", "\n".join(lines), step=step)
     writer.close()

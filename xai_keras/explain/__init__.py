@@ -5,9 +5,11 @@ from xai_keras.explain.api import check_images, explain
 from xai_keras.explain.base import METHODS, Method, get_method, methods
 from xai_keras.explain.explanation import Explanation, contact_sheet
 from xai_keras.explain.graph import conv_candidates, find_layer
+from xai_keras.explain.sag import SAG, sag
 
 __all__ = [
     "METHODS",
+    "SAG",
     "Explanation",
     "Method",
     "check_images",
@@ -17,4 +19,5 @@ __all__ = [
     "find_layer",
     "get_method",
     "methods",
+    "sag",
 ]

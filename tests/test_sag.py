@@ -1,0 +1,195 @@
+"""Structured attention graphs: roots checked by independent forward passes on trained models."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from xai_keras import sag
+from xai_keras.cli import main
+from xai_keras.data import generate_shapes
+from xai_keras.errors import InputError
+from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.sag import SAG, patch_index_map
+
+
+def _independent_confidence(model, g: SAG, patches) -> float:
+    """Target probability of the masked image from a plain model call, relative to the full."""
+    masked = g.masked_image(patches)[None]
+    p = model(masked, training=False).numpy()[0, g.target]
+    full = model(g.image[None], training=False).numpy()[0, g.target]
+    return float(p / full)
+
+
+@pytest.fixture(scope="module")
+def graphs(trained_shapes):
+    test = trained_shapes.splits.test_arrays
+    keep = [
+        i
+        for i in range(60)
+        if trained_shapes.model.predict(test.images[i : i + 1], verbose=0).argmax()
+        == test.labels[i]
+    ][:8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # images without a sufficient small set
+        return [(i, sag(trained_shapes.model, test.images[i])) for i in keep]
+
+
+def test_roots_keep_the_confidence_and_are_minimal(trained_shapes, graphs):
+    model = trained_shapes.model
+    # A small region suffices for most images (a model may need more for some: then no root).
+    assert sum(bool(g.roots) for _, g in graphs) >= 0.75 * len(graphs)
+    for _, g in graphs:
+        assert len(g.roots) <= 3
+        for root in g.roots:
+            conf = _independent_confidence(model, g, root)
+            assert conf >= g.threshold - 1e-4
+            assert conf == pytest.approx(g.confidence(root), abs=1e-4)
+            for p in root:  # removing any one patch drops it below the threshold
+                rest = tuple(q for q in root if q != p)
+                assert _independent_confidence(model, g, rest) < g.threshold
+
+
+def test_roots_are_diverse(graphs):
+    for _, g in graphs:
+        for i, a in enumerate(g.roots):
+            for b in g.roots[i + 1 :]:
+                assert len(set(a) & set(b)) <= 0.5 * min(len(a), len(b))
+
+
+def test_roots_lie_on_the_object(trained_shapes, graphs):
+    masks = trained_shapes.splits.test_arrays.masks
+    index = patch_index_map(64, 64, (7, 7))
+    on_object = []
+    for i, g in graphs:
+        object_patches = set(np.unique(index[masks[i]]).tolist())
+        on_object += [p in object_patches for root in g.roots for p in root]
+    assert np.mean(on_object) > 0.8
+
+
+def test_shortcut_model_roots_contain_the_cue(shortcut_shapes):
+    """A model trained with the class-linked corner marker is explained by the marker's patch."""
+    s = generate_shapes(10, seed=77, spurious_cue=True, cue_strength=1.0)
+    index = patch_index_map(64, 64, (7, 7))
+    hits = []
+    for i in range(10):
+        g = sag(shortcut_shapes.model, s.images[i])
+        cue = set(np.unique(index[s.cue_masks[i]]).tolist())
+        hits.append(any(cue & set(root) for root in g.roots))
+    assert np.mean(hits) >= 0.8
+
+
+def test_masked_image_is_what_it_says(trained_shapes, graphs):
+    _, g = next((i, g) for i, g in graphs if g.roots)
+    root = g.roots[0]
+    masked = g.masked_image(root)
+    keep = np.isin(patch_index_map(64, 64, g.grid), root)
+    blurred = make_baseline(tf.constant(g.image[None]), "blur").numpy()[0]
+    np.testing.assert_allclose(masked[keep], g.image[keep], atol=1e-6)
+    np.testing.assert_allclose(masked[~keep], blurred[~keep], atol=1e-6)
+
+
+def test_every_set_scored_once_in_one_trace(graphs):
+    for _, g in graphs:
+        assert g.n_forward == len(g.scorer.cache) - 1  # the full image was scored first
+        assert g.scorer._kernel.experimental_get_tracing_count() == 1
+        assert g.n_forward <= 15 * 5 * 49 + 500  # beam bound plus minimisation and graph
+
+
+def test_graph_structure_and_round_trip(graphs):
+    _, g = next((i, g) for i, g in graphs if g.roots)
+    depth0 = [v["patches"] for v in g.nodes.values() if v["depth"] == 0]
+    assert sorted(depth0) == sorted(g.roots)
+    for a, b in g.edges:
+        pa, pb = set(g.nodes[a]["patches"]), set(g.nodes[b]["patches"])
+        assert pb < pa and len(pa - pb) == 1
+    patch_sets = [v["patches"] for v in g.nodes.values()]
+    assert len(patch_sets) == len(set(patch_sets))  # shared subsets are merged
+    data = json.loads(json.dumps(g.to_dict()))
+    back = SAG.from_dict(data, image=g.image)
+    assert back.roots == g.roots and back.edges == g.edges and back.nodes == g.nodes
+    assert back.confidence(g.roots[0]) == pytest.approx(g.confidence(g.roots[0]))
+    dot = g.to_dot()
+    assert dot.startswith("digraph") and dot.count("->") == len(g.edges)
+
+
+# -- edge cases ------------------------------------------------------------------------------------
+def test_unconfident_image_gives_an_empty_graph(gap_model, images32, tmp_path):
+    with pytest.warns(RuntimeWarning, match="not confident"):
+        g = sag(gap_model, images32[0], threshold=0.99, relative=False, grid=(4, 4))
+    assert g.roots == [] and g.nodes == {} and "No set" in g.message
+    assert g.save(tmp_path / "empty.png").is_file()
+
+
+def test_grids_that_do_not_divide_and_small_images(gap_model, images32):
+    index = patch_index_map(32, 32, (5, 7))
+    assert set(np.unique(index)) == set(range(35))
+    g = sag(gap_model, images32[1], grid=(5, 7), max_roots=1)
+    assert len(g.roots) <= 1
+    full = tuple(range(35))
+    np.testing.assert_allclose(g.masked_image(full), images32[1], atol=1e-6)
+    keras.utils.set_random_seed(0)
+    tiny = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    sag(tiny, np.random.default_rng(0).uniform(size=(6, 6, 1)), grid=(6, 6))
+    with pytest.raises(InputError, match="grid"):
+        sag(tiny, np.zeros((6, 6, 1)), grid=(7, 7))
+
+
+def test_bad_arguments(gap_model, images32):
+    with pytest.raises(InputError, match="one image at a time"):
+        sag(gap_model, images32[:2])
+    with pytest.raises(InputError, match="threshold"):
+        sag(gap_model, images32[0], threshold=0)
+    with pytest.raises(InputError, match=r"\[0, 3\]"):
+        sag(gap_model, images32[0], target=9)
+
+
+def test_cli_sag_and_tensorboard(trained_shapes, tmp_path, capsys):
+    import cv2
+
+    image = trained_shapes.splits.test_arrays.images[0]
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), np.round(image[..., ::-1] * 255).astype(np.uint8))
+    out, logs = tmp_path / "sag.png", tmp_path / "tb"
+    code = main(
+        [
+            "sag",
+            "--model",
+            str(trained_shapes.model_path),
+            "--image",
+            str(path),
+            "--out",
+            str(out),
+            "--logdir",
+            str(logs),
+        ]
+    )
+    assert code == 0 and out.is_file() and out.with_suffix(".json").is_file()
+    assert "root" in capsys.readouterr().out
+    tags = set()
+    for f in logs.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"sag/graph", "sag/info"} <= tags
+
+
+def test_baseline_alone_sufficient_is_reported(images32):
+    """A model that ignores the image keeps its confidence with no patch at all: say so."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="zeros")(x))
+    with pytest.warns(RuntimeWarning, match="baseline alone"):
+        g = sag(model, images32[0], grid=(4, 4))
+    assert g.roots == [] and g.n_forward == 1
