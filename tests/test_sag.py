@@ -193,3 +193,4 @@ def test_baseline_alone_sufficient_is_reported(images32):
     with pytest.warns(RuntimeWarning, match="baseline alone"):
         g = sag(model, images32[0], grid=(4, 4))
     assert g.roots == [] and g.n_forward == 1
+    assert g.probability == pytest.approx(1 / 3)  # logits (no softmax layer) are squashed

@@ -100,6 +100,12 @@ class PatchScorer:
         self.batch_size = batch_size
         self.cache: dict[frozenset, float] = {}
         self.n_forward = 0
+        # Confidence is a probability: squash the model's scores unless they already are
+        # probabilities (a softmax the runner could not strip, e.g. inside a custom layer).
+        out = self.runner.forward_fn(self.image[None]).numpy()[0]
+        self.outputs_are_probabilities = self.runner.score_kind == "output" and bool(
+            out.min() >= 0 and (abs(out.sum() - 1) < 1e-3 or (out.size == 1 and out[0] <= 1))
+        )
         self._kernel = tf.function(self._probabilities)
 
     def _probabilities(self, keep: tf.Tensor) -> tf.Tensor:
@@ -107,11 +113,9 @@ class PatchScorer:
         pixels = tf.gather(keep, self.index, axis=1)[..., None]  # (B, H, W, 1)
         batch = pixels * self.image[None] + (1.0 - pixels) * self.fill[None]
         logits = self.runner.forward(batch)[1]
-        if self.runner.score_kind == "logits":
-            probs = tf.sigmoid(logits) if logits.shape[-1] == 1 else tf.nn.softmax(logits)
-        else:
-            probs = logits
-        return probs[:, self.target]
+        if not self.outputs_are_probabilities:
+            logits = tf.sigmoid(logits) if logits.shape[-1] == 1 else tf.nn.softmax(logits)
+        return logits[:, self.target]
 
     def masked_images(self, sets: list[Patches]) -> np.ndarray:
         """The inputs as the model sees them for each patch set, (N, H, W, C)."""
@@ -400,6 +404,11 @@ def sag(
     scorer = PatchScorer(model, img, target, grid, baseline, batch_size)
     probability = float(scorer.probabilities([full])[0])
     scorer.n_forward = 0
+    if relative and probability <= 0:
+        raise InputError(
+            f"The model gives class {target} probability 0 on this image, so a confidence "
+            "relative to it is undefined. Pass relative=False or another target."
+        )
 
     def score(sets: list[Patches]) -> np.ndarray:
         p = scorer.probabilities(sets)
