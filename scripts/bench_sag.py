@@ -1,0 +1,126 @@
+"""Benchmark structured attention graphs: masked-image throughput and the cost of a whole SAG.
+
+Run (from the repository root):
+
+    export TF_CPP_MIN_LOG_LEVEL=2
+    .venv/bin/python scripts/bench_sag.py            # ~5-8 min on 2 cores (ResNet50 SAG dominates)
+    .venv/bin/python scripts/bench_sag.py --quick    # the project CNN only
+    .venv/bin/python scripts/bench_sag.py --help
+
+Targets (from the issue), measured side by side in one run:
+
+1. Masked images per second >= 0.8x the plain-inference throughput of the same model at the
+   same batch size: `PatchScorer.probabilities` on new patch sets (the masks are built and
+   the images blended inside the same compiled function) against
+   `tf.function(lambda x: model(x, training=False))` on ready-made images.
+2. A whole SAG with the default settings (7x7 grid, beam width 5, threshold 0.9 relative,
+   blurred baseline) on a 224x224 ResNet50 costs a bounded number of masked forward passes:
+   the count and the seconds per image are reported (the bound is max_size x beam_width x
+   patches for the search, plus minimisation and the graph).
+
+The reference implementation scores one masked image per forward pass (its published example
+took ~400 s per 224x224 image with VGG19).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_explain import _ratio, format_table, measure  # noqa: E402
+
+from xai_keras.config import ModelConfig  # noqa: E402
+from xai_keras.explain.sag import PatchScorer, sag  # noqa: E402
+from xai_keras.models import build_cnn  # noqa: E402
+
+
+def _models(quick: bool) -> list[tuple[str, keras.Model, int, int]]:
+    keras.utils.set_random_seed(0)
+    found = [("xai_cnn 64x64", build_cnn(ModelConfig(), (64, 64, 3), 5), 64, 64)]
+    if not quick:
+        resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+        found.append(("ResNet50 224x224", resnet, 224, 16))
+    return found
+
+
+def throughput(name, model, size, batch, repeats, rng) -> list:
+    """Masked images/s of the SAG scorer vs plain compiled inference, same batch size."""
+    image = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+    plain = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32))
+    scorer = PatchScorer(model, image, 0, (7, 7), "blur", batch)
+    # Distinct random patch sets, drawn up front so the timed calls only score them.
+    masks = rng.uniform(size=((repeats + 2) * batch, 49)) < 0.3
+    pool = list(dict.fromkeys(tuple(int(v) for v in np.flatnonzero(m)) for m in masks))
+    chunks = iter(pool[i : i + batch] for i in range(0, len(pool) - batch + 1, batch))
+
+    def fresh_sets():
+        """`batch` patch sets never scored before, so each call really runs the model."""
+        return scorer.probabilities(next(chunks))
+
+    times = measure({"plain": lambda: plain(x), "sag": fresh_sets}, repeats, 1, name)
+    ratio = 1 / _ratio(times["sag"], times["plain"])
+    plain_ips = batch / np.median(times["plain"])
+    sag_ips = batch / np.median(times["sag"])
+    return [
+        name,
+        batch,
+        f"{plain_ips:.1f}",
+        f"{sag_ips:.1f}",
+        f"{ratio:.2f}x",
+        "PASS" if ratio >= 0.8 else "FAIL",
+    ]
+
+
+def whole_sag(name, model, size, batch, images, rng) -> list:
+    """Forward passes and seconds for a full SAG with the default settings, per image."""
+    counts, seconds, roots = [], [], []
+    for _ in range(images):
+        image = rng.uniform(0, 255, (size, size, 3)).astype(np.float32)
+        start = time.perf_counter()
+        g = sag(model, image, batch_size=batch)
+        seconds.append(time.perf_counter() - start)
+        counts.append(g.n_forward)
+        roots.append(len(g.roots))
+    bound = 15 * 5 * 49
+    return [
+        name,
+        images,
+        f"{np.mean(counts):.0f}",
+        f"{max(counts)}",
+        f"<= {bound} + graph",
+        f"{np.mean(seconds):.1f}",
+        f"{np.mean(roots):.1f}",
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the project CNN only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement")
+    parser.add_argument("--images", type=int, default=2, help="images per whole-SAG measurement")
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    models = _models(args.quick)
+    rows = [throughput(n, m, s, b, args.repeats, rng) for n, m, s, b in models]
+    print("\nMasked-image throughput (images/s, median of interleaved rounds)")
+    print(format_table(["model", "batch", "plain", "SAG masked", "ratio", ">= 0.8x"], rows))
+    rows = [whole_sag(n, m, s, b, args.images, rng) for n, m, s, b in models]
+    print("\nWhole SAG, default settings (7x7 grid, beam 5, threshold 0.9 relative, blur)")
+    print(
+        format_table(
+            ["model", "images", "forward passes (mean)", "max", "bound", "s / image", "roots"], rows
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
