@@ -299,3 +299,16 @@ def test_plot_and_save(gap_model, images32, tmp_path):
     assert path.is_file() and path.stat().st_size > 1000
     assert [p.name for p in tmp_path.iterdir()] == ["exp.png"]  # no temp file left behind
     assert "(" in exp.label(0) and exp.label(0).split()[0] in "abcd"
+
+
+def test_agrees_with_xplique(gap_model, images32):
+    """xplique 2.0.2 (which follows the CAM identity) explains a logits model; ours skips the
+    softmax of the same network itself."""
+    xplique = pytest.importorskip("xplique.attributions")
+    logits_model = keras.Model(gap_model.inputs, gap_model.get_layer("logits").output)
+    for ours, theirs in (("gradcam", xplique.GradCAM), ("gradcam++", xplique.GradCAMPP)):
+        exp = explain(gap_model, images32, method=ours)
+        peer = theirs(logits_model, conv_layer="block3_relu1")
+        maps = np.asarray(peer.explain(images32, tf.one_hot(exp.targets, 4)))
+        for i in range(len(images32)):
+            assert _corr(exp.maps[i], maps[i].reshape(32, 32)) > 0.99
