@@ -171,9 +171,7 @@ def explain(
             stacklevel=2,
         )
     logits = result["logits"]
-    probs = tf.nn.softmax(logits) if instance.runner.score_kind == "logits" else logits
-    if num_classes == 1 and instance.runner.score_kind == "logits":
-        probs = tf.sigmoid(logits)
+    probs = instance.runner.squash(logits)
     targets_out = result["targets"].numpy()
     return Explanation(
         images=x.numpy(),

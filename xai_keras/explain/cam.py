@@ -228,8 +228,7 @@ class ScoreCam(CamMethod):
         high = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
         masks = tf.where(high > low, _safe_divide(up - low, high - low), tf.zeros_like(up))
         logits = self.runner.forward(image[None] * masks)[1]
-        scores = tf.nn.softmax(logits) if self.runner.score_kind == "logits" else logits
-        return scores[:, target]
+        return self.runner.squash(logits)[:, target]
 
     def _channel_scores(self, x, a, targets):
         k = a.shape[-1]
@@ -254,5 +253,6 @@ class ScoreCam(CamMethod):
 
     def attribute(self, x, targets):
         a, _, logits, targets = self.runner.layer_grads_fn(x, targets)
+        self.runner.squash(logits)  # decide, eagerly, whether outputs need a softmax
         weights = self._channel_scores(x, a, targets)
         return BatchResult(_weighted_sum(a, weights), logits, targets)

@@ -26,8 +26,8 @@ class Explanation:
         raw: (N, h, w) maps before resizing and normalising (CAMs: the layer's resolution;
             signed methods keep their sign).
         targets: (N,) explained class indices.
-        scores: (N,) the model's score for each target (probabilities when the model ends in
-            softmax/sigmoid, else its raw output).
+        scores: (N,) the model's probability for each target (the softmax, or sigmoid for one
+            unit, of the logits; the outputs themselves where they already are probabilities).
         logits: (N, classes) the scores the method explained (see `score_kind`).
         method: the method's registry name.
         layer: the explained layer's path, for CAM methods; None otherwise.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers as kl
 
@@ -182,6 +183,7 @@ class ModelRunner:
             )
         self.model, self.layer, self.guided = model, layer, guided
         self._subs, self.score_kind = _linear_head(model)
+        self.outputs_are_probabilities: bool | None = None  # learnt on the first `squash`
         self.forward_fn = tf.function(self._logits_only)
         self.layer_grads_fn = tf.function(self._layer_grads)
         self.input_grads_fn = tf.function(self._input_grads)
@@ -222,6 +224,26 @@ class ModelRunner:
         logits = self._run(self.model, x, captured)
         logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
         return captured.get("activation"), logits
+
+    def squash(self, scores: tf.Tensor) -> tf.Tensor:
+        """Probabilities from the scores `forward` returns: softmax (sigmoid for one unit) of
+        logits, unless the model's own outputs already are probabilities (e.g. a softmax the
+        runner could not strip, inside a custom layer). That is decided from the first batch
+        seen in eager mode (call once outside `tf.function`)."""
+        if self.outputs_are_probabilities is None:
+            out = scores.numpy() if tf.executing_eagerly() else None
+            self.outputs_are_probabilities = bool(
+                self.score_kind == "output"
+                and out is not None
+                and out.min() >= 0
+                and (
+                    np.allclose(out.sum(-1), 1, atol=1e-3)
+                    or (out.shape[-1] == 1 and out.max() <= 1)
+                )
+            )
+        if self.outputs_are_probabilities:
+            return scores
+        return tf.sigmoid(scores) if scores.shape[-1] == 1 else tf.nn.softmax(scores)
 
     # -- compiled kernels --------------------------------------------------------------
     @staticmethod

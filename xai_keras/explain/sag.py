@@ -100,22 +100,14 @@ class PatchScorer:
         self.batch_size = batch_size
         self.cache: dict[frozenset, float] = {}
         self.n_forward = 0
-        # Confidence is a probability: squash the model's scores unless they already are
-        # probabilities (a softmax the runner could not strip, e.g. inside a custom layer).
-        out = self.runner.forward_fn(self.image[None]).numpy()[0]
-        self.outputs_are_probabilities = self.runner.score_kind == "output" and bool(
-            out.min() >= 0 and (abs(out.sum() - 1) < 1e-3 or (out.size == 1 and out[0] <= 1))
-        )
+        self.runner.squash(self.runner.forward_fn(self.image[None]))  # decide how, eagerly
         self._kernel = tf.function(self._probabilities)
 
     def _probabilities(self, keep: tf.Tensor) -> tf.Tensor:
         """(B, P) 0/1 keep-masks -> (B,) target probability of each masked image."""
         pixels = tf.gather(keep, self.index, axis=1)[..., None]  # (B, H, W, 1)
         batch = pixels * self.image[None] + (1.0 - pixels) * self.fill[None]
-        logits = self.runner.forward(batch)[1]
-        if not self.outputs_are_probabilities:
-            logits = tf.sigmoid(logits) if logits.shape[-1] == 1 else tf.nn.softmax(logits)
-        return logits[:, self.target]
+        return self.runner.squash(self.runner.forward(batch)[1])[:, self.target]
 
     def masked_images(self, sets: list[Patches]) -> np.ndarray:
         """The inputs as the model sees them for each patch set, (N, H, W, C)."""
