@@ -1,6 +1,11 @@
 """Explanation methods: the CAM family, the gradient family and occlusion, behind `explain`."""
 
-from xai_keras.explain import cam, gradients, occlusion  # noqa: F401  (register the methods)
+from xai_keras.explain import (  # noqa: F401  (register the methods)
+    cam,
+    gradients,
+    occlusion,
+    reference,
+)
 from xai_keras.explain.api import check_images, explain
 from xai_keras.explain.base import METHODS, Method, get_method, methods
 from xai_keras.explain.explanation import Explanation, contact_sheet

@@ -37,7 +37,7 @@ def register(name: str):
 
 def methods(family: str | None = None) -> list[str]:
     """Names of the registered methods, optionally only one family ("cam", "gradient",
-    "perturbation")."""
+    "perturbation", or "baseline" for the reference maps `random` and `centre`)."""
     return [n for n, cls in METHODS.items() if family is None or cls.family == family]
 
 
