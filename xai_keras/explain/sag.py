@@ -424,30 +424,31 @@ def sag(
         scorer=scorer,
     )
     empty = float(score([()])[0])
-    if empty >= threshold:
+    found = (
+        []
+        if empty >= threshold
+        else _beam_search(
+            score, threshold, beam_width, max_size, candidates, extra_sizes, 4 * max_roots
+        )
+    )
+    if found:
+        result.roots = _diverse_minimal(score, found, threshold, max_roots, max_overlap)
+        _expand(result, score, branching, max_depth)
+    elif empty >= threshold:
         result.message = (
             f"The baseline alone ({baseline!r}, no patch kept) keeps {empty:.0%} of the "
             f"confidence for class {target}: the model still sees the class without any patch, "
             "so no patch set is needed. Try baseline='black' or 'mean'."
         )
-        warnings.warn(result.message, RuntimeWarning, stacklevel=2)
-        result.n_forward = scorer.n_forward
-        return result
-    found = _beam_search(
-        score, threshold, beam_width, max_size, candidates, extra_sizes, 4 * max_roots
-    )
-    if not found:
+    else:
         result.message = (
             f"No set of up to {max_size} of {n} patches keeps {threshold:.0%} of the "
             f"{'full-image ' if relative else ''}confidence for class {target} (probability "
             f"{probability:.3f} on the full image): the model is not confident from any small "
             "region. Try a coarser grid, a larger max_size or a lower threshold."
         )
+    if result.message:
         warnings.warn(result.message, RuntimeWarning, stacklevel=2)
-        result.n_forward = scorer.n_forward
-        return result
-    result.roots = _diverse_minimal(score, found, threshold, max_roots, max_overlap)
-    _expand(result, score, branching, max_depth)
     result.n_forward = scorer.n_forward
     return result
 
