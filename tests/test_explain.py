@@ -312,3 +312,19 @@ def test_agrees_with_xplique(gap_model, images32):
         maps = np.asarray(peer.explain(images32, tf.one_hot(exp.targets, 4)))
         for i in range(len(images32)):
             assert _corr(exp.maps[i], maps[i].reshape(32, 32)) > 0.99
+
+
+def test_explained_models_are_freed(images32):
+    """The compiled kernels live on the model, so explaining a model does not keep it alive."""
+    import gc
+    import weakref
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, name="c")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    explain(model, images32, method="gradcam")
+    explain(model, images32, method="guided_backprop")
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

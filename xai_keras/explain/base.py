@@ -9,7 +9,6 @@ rejected with the list of allowed names.
 from __future__ import annotations
 
 import inspect
-import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,13 +59,19 @@ def get_method(name: str) -> type[Method]:
     return METHODS[key]
 
 
-# One runner per (model, layer, guided), kept as long as the model lives, so the compiled
-# kernels are traced once and reused by every later call on the same model.
-_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RUNNERS_ATTR = "_xai_keras_runners"
 
 
 def runner_for(model: keras.Model, layer: Any = None, guided: bool = False) -> ModelRunner:
-    per_model = _RUNNERS.setdefault(model, {})
+    """The `ModelRunner` for (model, layer, guided), built once and kept on the model.
+
+    Kept on the model itself (not in a global cache that the runner would keep alive), so
+    the compiled kernels are traced once, reused by every later call, and freed with the model.
+    """
+    per_model = model.__dict__.get(_RUNNERS_ATTR)
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
     key = (id(layer), guided)
     if key not in per_model:
         per_model[key] = ModelRunner(model, layer, guided=guided)

@@ -1,0 +1,28 @@
+"""Metrics for explanations, usable on their own with any model and any maps (N, H, W).
+
+- faithfulness: `deletion`, `insertion` (curves with `.auc`), `average_drop_increase`;
+- localisation: `pointing_game`, `energy_pointing` against object masks;
+- sanity: `cascading_randomization` (model-parameter randomisation) and its `summary`;
+- shortcut: `shortcut_hits`, `shortcut_rate` against masks of a known spurious cue.
+
+Each returns per-image values; aggregate (mean, median, ...) as you need.
+"""
+
+from xai_keras.evaluate.faithfulness import Curves, average_drop_increase, deletion, insertion
+from xai_keras.evaluate.localisation import energy_pointing, pointing_game
+from xai_keras.evaluate.sanity import SanityResult, cascading_randomization, summary
+from xai_keras.evaluate.shortcut import shortcut_hits, shortcut_rate
+
+__all__ = [
+    "Curves",
+    "SanityResult",
+    "average_drop_increase",
+    "cascading_randomization",
+    "deletion",
+    "energy_pointing",
+    "insertion",
+    "pointing_game",
+    "shortcut_hits",
+    "shortcut_rate",
+    "summary",
+]
