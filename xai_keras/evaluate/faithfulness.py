@@ -11,7 +11,7 @@ is padded, so the kernel traces once per input shape and batch size.
 
 from __future__ import annotations
 
-import weakref
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,26 +59,17 @@ class Curves:
         return ((self.scores[:, 1:] + self.scores[:, :-1]) / 2 * widths).sum(axis=1)
 
 
-# One compiled kernel per runner (hence per model), kept as long as the runner lives.
-_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _masked_probabilities(runner: ModelRunner, first, second, ranks, k, targets):
+    """(B,) target probability of images taking the pixels of rank < k from `first` and the
+    others from `second`. first, second (B, H, W, C); ranks (B, H, W); k, targets (B,)."""
+    take = (ranks < k[:, None, None])[..., None]
+    probs = runner.squash(runner.forward(tf.where(take, first, second))[1])
+    return tf.gather(probs, targets, batch_dims=1)
 
 
 def _kernel_for(runner: ModelRunner) -> Callable:
-    kernel = _KERNELS.get(runner)
-    if kernel is None:
-        ref = weakref.ref(runner)  # the cached value must not keep its key alive
-
-        def masked_probabilities(first, second, ranks, k, targets):
-            """(B,) target probability of images taking the pixels of rank < k from `first`
-            and the others from `second`. first, second (B, H, W, C); ranks (B, H, W);
-            k, targets (B,)."""
-            run = ref()
-            take = (ranks < k[:, None, None])[..., None]
-            probs = run.squash(run.forward(tf.where(take, first, second))[1])
-            return tf.gather(probs, targets, batch_dims=1)
-
-        kernel = _KERNELS[runner] = tf.function(masked_probabilities)
-    return kernel
+    """The compiled kernel, built once per runner (so once per model)."""
+    return runner.kernel("faithfulness", functools.partial(_masked_probabilities, runner))
 
 
 def _check_positive_int(value: Any, name: str) -> int:

@@ -7,6 +7,7 @@ for element-wise methods such as Layer-CAM, overrides `combine`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -67,6 +68,17 @@ def _gap_dense_head(model: keras.Model, path: str) -> keras.layers.Dense | None:
             return None
 
 
+def _masked_scores(runner, image, channel_maps, target):
+    """Score-CAM's kernel: target probability of `image` masked by each upsampled channel,
+    normalised to [0, 1]."""
+    size = tf.shape(image)[:2]
+    up = tf.image.resize(channel_maps[..., None], size, method="bilinear")
+    low = tf.reduce_min(up, axis=(1, 2, 3), keepdims=True)
+    high = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
+    masks = tf.where(high > low, _safe_divide(up - low, high - low), tf.zeros_like(up))
+    return runner.squash(runner.forward(image[None] * masks)[1])[:, target]
+
+
 class CamMethod(Method):
     """Base of the CAM family: relu(sum_k w_k A_k) with weights from `channel_weights`."""
 
@@ -81,9 +93,13 @@ class CamMethod(Method):
         """(B, h, w) map from activations and gradients."""
         return _weighted_sum(a, self.channel_weights(a, g, targets))
 
-    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+    def _batch(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
         a, g, logits, targets = self.runner.layer_grads_fn(x, targets)
-        return BatchResult(self.combine(a, g, targets), logits, targets)
+        return self.combine(a, g, targets), logits, targets
+
+    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+        # One compiled kernel per method and runner: tape, weights and sum in one graph.
+        return BatchResult(*self.runner.kernel(f"cam:{self.name}", self._batch)(x, targets))
 
 
 @register("gradcam")
@@ -218,17 +234,9 @@ class ScoreCam(CamMethod):
     def __init__(self, model: keras.Model, layer: Any = None, max_channels: int | None = None):
         super().__init__(model, layer)
         self.max_channels = max_channels
-        self._masked_scores = tf.function(self._masked_scores_impl)
-
-    def _masked_scores_impl(self, image, channel_maps, target):
-        """Target probability for `image` masked by each upsampled, normalised channel."""
-        size = tf.shape(image)[:2]
-        up = tf.image.resize(channel_maps[..., None], size, method="bilinear")
-        low = tf.reduce_min(up, axis=(1, 2, 3), keepdims=True)
-        high = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
-        masks = tf.where(high > low, _safe_divide(up - low, high - low), tf.zeros_like(up))
-        logits = self.runner.forward(image[None] * masks)[1]
-        return self.runner.squash(logits)[:, target]
+        self._masked_scores = self.runner.kernel(
+            "scorecam:masked", functools.partial(_masked_scores, self.runner)
+        )
 
     def _channel_scores(self, x, a, targets):
         k = a.shape[-1]
@@ -252,7 +260,8 @@ class ScoreCam(CamMethod):
         return tf.stack(rows)
 
     def attribute(self, x, targets):
-        a, _, logits, targets = self.runner.layer_grads_fn(x, targets)
+        a, logits = self.runner.kernel("forward", self.runner.forward)(x)  # no gradients needed
+        targets, _ = self.runner._pick(logits, targets)
         self.runner.squash(logits)  # decide, eagerly, whether outputs need a softmax
         weights = self._channel_scores(x, a, targets)
         return BatchResult(_weighted_sum(a, weights), logits, targets)

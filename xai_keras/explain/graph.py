@@ -184,6 +184,7 @@ class ModelRunner:
         self.model, self.layer, self.guided = model, layer, guided
         self._subs, self.score_kind = _linear_head(model)
         self.outputs_are_probabilities: bool | None = None  # learnt on the first `squash`
+        self._kernels: dict[str, Callable] = {}
         self.forward_fn = tf.function(self._logits_only)
         self.layer_grads_fn = tf.function(self._layer_grads)
         self.input_grads_fn = tf.function(self._input_grads)
@@ -244,6 +245,18 @@ class ModelRunner:
         if self.outputs_are_probabilities:
             return scores
         return tf.sigmoid(scores) if scores.shape[-1] == 1 else tf.nn.softmax(scores)
+
+    def kernel(self, name: str, fn: Callable) -> Callable:
+        """`tf.function(fn)`, built once per runner under `name`.
+
+        Method objects are created on every `explain` call; keeping their compiled per-batch
+        kernels here (the runner lives as long as the model) means a second call on the same
+        input shape reuses the trace instead of tracing again. `fn` must depend only on the
+        runner's model and layer and on its arguments.
+        """
+        if name not in self._kernels:
+            self._kernels[name] = tf.function(fn)
+        return self._kernels[name]
 
     # -- compiled kernels --------------------------------------------------------------
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -21,6 +22,20 @@ def patch_corners(size: int, patch: int, stride: int) -> np.ndarray:
     if starts[-1] != size - patch:
         starts.append(size - patch)
     return np.array(starts, np.int32)
+
+
+def _occluded_scores(runner, image, fill, corners, target, patch):
+    """Sum over patches of (target score x coverage) and the coverage count, (H, W) each."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    ys = tf.range(h)[None, :, None]
+    xs = tf.range(w)[None, None, :]
+    cy, cx = corners[:, 0, None, None], corners[:, 1, None, None]
+    inside = (ys >= cy) & (ys < cy + patch) & (xs >= cx) & (xs < cx + patch)
+    batch = tf.where(inside[..., None], fill[None], image[None])
+    scores = runner.forward(batch)[1][:, target]
+    valid = tf.cast(corners[:, 0] >= 0, tf.float32)[:, None, None]  # padding rows are -1
+    cover = tf.cast(inside, tf.float32) * valid
+    return tf.einsum("b,bhw->hw", scores, cover), tf.reduce_sum(cover, axis=0)
 
 
 @register("occlusion")
@@ -51,20 +66,9 @@ class Occlusion(Method):
     ):
         super().__init__(model, layer)
         self.patch, self.stride, self.baseline = patch, stride, baseline
-        self._scores = tf.function(self._scores_impl)
-
-    def _scores_impl(self, image, fill, corners, target, patch):
-        """Sum over patches of (score drop x coverage) and the coverage count, (H, W) each."""
-        h, w = tf.shape(image)[0], tf.shape(image)[1]
-        ys = tf.range(h)[None, :, None]
-        xs = tf.range(w)[None, None, :]
-        cy, cx = corners[:, 0, None, None], corners[:, 1, None, None]
-        inside = (ys >= cy) & (ys < cy + patch) & (xs >= cx) & (xs < cx + patch)
-        batch = tf.where(inside[..., None], fill[None], image[None])
-        scores = self.runner.forward(batch)[1][:, target]
-        valid = tf.cast(corners[:, 0] >= 0, tf.float32)[:, None, None]  # padding rows are -1
-        cover = tf.cast(inside, tf.float32) * valid
-        return tf.einsum("b,bhw->hw", scores, cover), tf.reduce_sum(cover, axis=0)
+        self._scores = self.runner.kernel(
+            "occlusion", functools.partial(_occluded_scores, self.runner)
+        )
 
     def attribute(self, x, targets):
         h, w = int(x.shape[1]), int(x.shape[2])
@@ -90,7 +94,7 @@ class Occlusion(Method):
             count = tf.zeros((h, w))
             for j in range(0, len(grid), self.batch_size):
                 corners = tf.constant(grid[j : j + self.batch_size])
-                s, c = self._scores(x[i], fill[i], corners, targets[i], patch)
+                s, c = self._scores(x[i], fill[i], corners, targets[i], tf.constant(patch))
                 weighted, count = weighted + s, count + c
             maps.append(clean[i] - weighted / tf.maximum(count, 1.0))
         return BatchResult(tf.stack(maps), logits, targets)

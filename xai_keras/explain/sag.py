@@ -31,6 +31,7 @@ masked images that were scored.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -70,6 +71,18 @@ def patch_index_map(height: int, width: int, grid: tuple[int, int]) -> np.ndarra
     return (r[:, None] * cols + c[None, :]).astype(np.int32)
 
 
+def _blend(keep: tf.Tensor, image: tf.Tensor, fill: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """(B, P) 0/1 keep-masks -> (B, H, W, C) images: kept patches from `image`, the rest
+    from `fill`; `index` (H, W) gives each pixel's patch."""
+    pixels = tf.gather(keep, index, axis=1)[..., None]
+    return pixels * image[None] + (1.0 - pixels) * fill[None]
+
+
+def _masked_probs(runner, keep, image, fill, index, target):
+    """The compiled SAG kernel: (B,) target probability of each masked image."""
+    return runner.squash(runner.forward(_blend(keep, image, fill, index))[1])[:, target]
+
+
 class PatchScorer:
     """Scores patch sets of one image with a compiled, fixed-batch masked forward pass.
 
@@ -96,24 +109,16 @@ class PatchScorer:
         self.fill = make_baseline(self.image[None], baseline)[0]
         self.index = tf.constant(patch_index_map(image.shape[0], image.shape[1], grid))
         self.n_patches = grid[0] * grid[1]
-        self.target = int(target)
+        self.target = tf.constant(int(target), tf.int32)
         self.batch_size = batch_size
         self.cache: dict[frozenset, float] = {}
         self.n_forward = 0
         self.runner.squash(self.runner.forward_fn(self.image[None]))  # decide how, eagerly
-        self._kernel = tf.function(self._probabilities)
-
-    def _probabilities(self, keep: tf.Tensor) -> tf.Tensor:
-        """(B, P) 0/1 keep-masks -> (B,) target probability of each masked image."""
-        pixels = tf.gather(keep, self.index, axis=1)[..., None]  # (B, H, W, 1)
-        batch = pixels * self.image[None] + (1.0 - pixels) * self.fill[None]
-        return self.runner.squash(self.runner.forward(batch)[1])[:, self.target]
+        self._kernel = self.runner.kernel("sag", functools.partial(_masked_probs, self.runner))
 
     def masked_images(self, sets: list[Patches]) -> np.ndarray:
         """The inputs as the model sees them for each patch set, (N, H, W, C)."""
-        keep = self._keep(sets)
-        pixels = tf.gather(keep, self.index, axis=1)[..., None]
-        return (pixels * self.image[None] + (1.0 - pixels) * self.fill[None]).numpy()
+        return _blend(self._keep(sets), self.image, self.fill, self.index).numpy()
 
     def _keep(self, sets: list[Patches]) -> tf.Tensor:
         keep = np.zeros((len(sets), self.n_patches), np.float32)
@@ -129,7 +134,8 @@ class PatchScorer:
             keep = self._keep([tuple(s) for s in chunk])
             pad = self.batch_size - len(chunk)
             keep = tf.pad(keep, [[0, pad], [0, 0]])
-            probs = self._kernel(keep).numpy()[: len(chunk)]
+            probs = self._kernel(keep, self.image, self.fill, self.index, self.target)
+            probs = probs.numpy()[: len(chunk)]
             self.n_forward += len(chunk)
             self.cache.update(zip(chunk, probs.tolist()))
         return np.array([self.cache[frozenset(s)] for s in sets], np.float64)
