@@ -256,3 +256,13 @@ def test_out_of_range_values(override, match):
 
 def test_float_in_exponent_form_is_accepted():
     assert load_config(overrides=["training.learning_rate=1e-3"]).training.learning_rate == 1e-3
+
+
+def test_object_scale_range_is_checked():
+    from xai_keras.config import load_config
+
+    assert load_config(None, ["data.object_scale=[0.1, 0.2]"]).data.object_scale == [0.1, 0.2]
+    with pytest.raises(ConfigError, match="object_scale"):
+        load_config(None, ["data.object_scale=[0.3, 0.2]"])
+    with pytest.raises(ConfigError, match="object_scale"):
+        load_config(None, ["data.object_scale=[0.1]"])

@@ -88,12 +88,25 @@ def test_perfect_map_scores_one_and_outside_peak_scores_zero():
 
 def test_constant_and_zero_maps_get_the_documented_values():
     masks = _object_masks()
-    masks[2, 0, 0] = True  # only this mask covers pixel (0, 0), where a flat map "points"
+    masks[2] = False
+    masks[2, 0, 0] = True  # this mask misses the centre, (4, 4), where a flat map "points"
     flat = np.full((3, 10, 10), 0.3)
-    assert pointing_game(flat, masks).tolist() == [0.0, 0.0, 1.0]
+    assert pointing_game(flat, masks).tolist() == [1.0, 1.0, 0.0]
     area = masks.mean(axis=(1, 2))
     np.testing.assert_allclose(energy_pointing(flat, masks), area)
     np.testing.assert_allclose(energy_pointing(np.zeros((3, 10, 10)), masks), area)
+
+
+def test_a_flat_top_points_at_its_middle():
+    """A coarse map upsampled bilinearly has a plateau reaching the image corner; its peak is
+    the plateau's middle, not its top-left pixel (which lies off a marker at [1:4, 1:4])."""
+    coarse = np.zeros((1, 4, 4, 1), np.float32)
+    coarse[0, 0, 0] = 1.0
+    up = tf.image.resize(coarse, (32, 32), method="bilinear").numpy()[..., 0]  # 4x4 plateau
+    cue = np.zeros((1, 32, 32), bool)
+    cue[0, 1:4, 1:4] = True
+    assert up[0, 0, 0] == up.max()  # the flat top includes pixel (0, 0)...
+    assert pointing_game(up, cue).tolist() == [1.0]  # ...but the peak is its middle
 
 
 def test_pointing_ties_go_to_the_first_pixel_and_tolerance_dilates():
@@ -293,3 +306,18 @@ def test_faithfulness_and_sanity_errors(pixel_model, gap_model, images32):
         cascading_randomization(gap_model, images32[:1], layers=["logits", "logits"])
     with pytest.raises(InputError, match=r"non-empty list"):
         cascading_randomization(gap_model, images32[:1], layers="logits")
+
+
+def test_shortcut_nearest_mode_handles_coarse_maps():
+    """A coarse map peaking beside a small cue (not on it) still counts in mode "nearest"."""
+    cue = np.zeros((2, 32, 32), bool)
+    cue[:, 1:5, 1:5] = True
+    obj = np.zeros((2, 32, 32), bool)
+    obj[:, 14:24, 14:24] = True
+    maps = np.zeros((2, 32, 32))
+    maps[0, 8, 8] = 1.0  # beside the cue, far from the object
+    maps[1, 12, 12] = 1.0  # next to the object
+    assert shortcut_hits(maps, cue, mode="peak").tolist() == [False, False]
+    assert shortcut_hits(maps, cue, obj, mode="nearest").tolist() == [True, False]
+    with pytest.raises(InputError, match="needed for mode='nearest'"):
+        shortcut_hits(maps, cue, mode="nearest")

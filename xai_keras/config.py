@@ -51,6 +51,7 @@ class DataConfig:
     spurious_cue: bool = False  # shapes: plant a class-correlated corner marker in train/val
     cue_strength: float = 1.0  # shapes: probability that the marker agrees with the class
     clutter: int = 4  # shapes: number of background distractor strokes (at most)
+    object_scale: list[float] = field(default_factory=lambda: [0.15, 0.27])  # shapes: radius range
     cache: bool = True
 
 
@@ -183,6 +184,12 @@ def _validate(cfg: Config) -> Config:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"The config key `{key}` must be >= 0. Received: {key}={value}.")
+    low_high = cfg.data.object_scale
+    if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 0.36:
+        raise ConfigError(
+            "The config key `data.object_scale` must be [low, high] with 0 < low <= high <= "
+            f"0.36 (object radius as a fraction of the image). Received: {low_high}."
+        )
     if cfg.data.name == "shapes" and cfg.data.image_size < 16:
         raise ConfigError(
             "The shapes dataset needs `data.image_size` >= 16. "

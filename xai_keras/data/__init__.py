@@ -140,6 +140,7 @@ def _load_shapes(cfg: DataConfig, batch_size: int, seed: int) -> DatasetSplits:
             spurious_cue=cfg.spurious_cue,
             cue_strength=cue_strength,
             clutter=cfg.clutter,
+            scale=tuple(cfg.object_scale),
         )
         return ArraySplit(s.images, s.labels, s.masks, s.factors, s.cue_masks)
 

@@ -91,6 +91,7 @@ def generate_shapes(
     spurious_cue: bool = False,
     cue_strength: float = 1.0,
     clutter: int = 4,
+    scale: tuple[float, float] = (0.15, 0.27),
 ) -> ShapesSample:
     """Generate `n` images of shapes; deterministic for a given `seed`.
 
@@ -102,6 +103,7 @@ def generate_shapes(
         spurious_cue: paint a class-linked marker in a border slot.
         cue_strength: probability that the marker's slot is the class's slot (else random).
         clutter: maximum number of distractor strokes on the background.
+        scale: range of the object's circumradius, as a fraction of the image side.
 
     Returns:
         A `ShapesSample`.
@@ -110,6 +112,10 @@ def generate_shapes(
         raise ValueError(f"`image_size` must be >= 16. Received: image_size={image_size}.")
     if channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels}.")
+    if not 0 < scale[0] <= scale[1] <= 0.5 - _MARGIN:
+        raise ValueError(
+            f"`scale` must satisfy 0 < low <= high <= {0.5 - _MARGIN:.2f}. Received: scale={scale}."
+        )
     rng = np.random.default_rng(seed)
     s = image_size
     labels = rng.integers(0, len(SHAPES), n).astype(np.int32)
@@ -117,7 +123,7 @@ def generate_shapes(
         "shape": labels,
         "texture": rng.integers(0, len(TEXTURES), n).astype(np.int32),
         "hue": rng.uniform(0, 1, n).astype(np.float32),
-        "scale": rng.uniform(0.15, 0.27, n).astype(np.float32),
+        "scale": rng.uniform(scale[0], scale[1], n).astype(np.float32),
         "rotation": rng.uniform(0, 2 * np.pi, n).astype(np.float32),
         "clutter": rng.integers(0, clutter + 1, n).astype(np.int32),
     }

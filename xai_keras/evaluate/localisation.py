@@ -63,16 +63,29 @@ def _check_masks(masks: Any, shape: tuple[int, ...], name: str = "masks") -> np.
 
 
 def _peaks(maps: np.ndarray) -> np.ndarray:
-    """(N, 2) (row, col) of each map's first maximum in row-major order."""
-    flat = maps.reshape(len(maps), -1).argmax(axis=1)  # argmax returns the first maximum
-    return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
+    """(N, 2) (row, col) of each map's peak.
+
+    Upsampled maps have flat tops (bilinear resizing clamps at the border, so a coarse map's
+    corner cell becomes a plateau reaching the image edge). Taking the first maximum would
+    put the peak on the plateau's top-left pixel, off the region it marks; instead the peak
+    is the maximal pixel nearest the centroid of all maximal pixels (the first such in
+    row-major order on ties). A constant map points at its centre.
+    """
+    peaks = np.empty((len(maps), 2), np.int64)
+    for i, m in enumerate(maps):
+        rows, cols = np.nonzero(np.isclose(m, m.max(), rtol=1e-6, atol=0))
+        d = (rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2
+        j = int(np.argmin(d))  # argmin returns the first of equal distances (row-major)
+        peaks[i] = rows[j], cols[j]
+    return peaks
 
 
 def pointing_game(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
     """Whether each map's peak lies on the object (or within `tolerance` pixels of it).
 
-    The peak is the first maximum in row-major order, so ties go to the top-left-most pixel;
-    a constant map therefore points at pixel (0, 0). The mask is dilated with a disk of
+    The peak is the maximal pixel nearest the centroid of all maximal pixels, so a flat top
+    (an upsampled coarse map) points at its middle; a constant map points at the image
+    centre. The mask is dilated with a disk of
     radius `tolerance` (`cv2.dilate`); the paper uses 15 pixels on 224 x 224 images. An
     empty mask is never hit.
 

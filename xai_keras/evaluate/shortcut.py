@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from xai_keras.errors import InputError
@@ -16,7 +17,7 @@ from xai_keras.evaluate.localisation import _check_maps, _check_masks, _peaks
 
 __all__ = ["shortcut_hits", "shortcut_rate"]
 
-_MODES = ("peak", "mass")
+_MODES = ("peak", "nearest", "mass")
 
 
 def shortcut_hits(
@@ -27,10 +28,12 @@ def shortcut_hits(
     Args:
         maps: (N, H, W) or (H, W) maps; for mode "mass" they must be non-negative.
         cue_masks: boolean masks of the cue's pixels, of the maps' shape.
-        masks: boolean object masks of the maps' shape; needed for mode "mass".
-        mode: "peak": the map's peak (its first maximum in row-major order, as in
-            `pointing_game`) lies on the cue. "mass": the map's mass on the cue exceeds its
-            mass on the object (an all-zero map is never a hit).
+        masks: boolean object masks of the maps' shape; needed for "nearest" and "mass".
+        mode: "peak": the map's peak (the maximal pixel nearest the centroid of the maximal
+            pixels, as in `pointing_game`) lies on the cue. "nearest": the peak is closer to
+            the cue than to the object; use it for coarse maps (a Grad-CAM cell is larger than
+            a small marker, so its peak lands beside the marker, not on it). "mass": the map's
+            mass on the cue exceeds its mass on the object (an all-zero map is never a hit).
 
     Returns:
         (N,) bool array.
@@ -55,11 +58,23 @@ def shortcut_hits(
         return cue[np.arange(len(cue)), rows, cols]
     if masks is None:
         raise InputError(
-            "The `masks` argument (object masks) is needed for mode='mass', which compares the "
-            "map's mass on the cue with its mass on the object. Received: masks=None."
+            f"The `masks` argument (object masks) is needed for mode={mode!r}, which compares "
+            "the map's relation to the cue with its relation to the object. Received: masks=None."
         )
     obj = _check_masks(masks, m.shape)
-    return (m * cue).sum(axis=(1, 2)) > (m * obj).sum(axis=(1, 2))
+    if mode == "mass":
+        return (m * cue).sum(axis=(1, 2)) > (m * obj).sum(axis=(1, 2))
+    rows, cols = _peaks(m).T
+    to_cue = np.array([_distance_to(c)[r, k] for c, r, k in zip(cue, rows, cols)])
+    to_obj = np.array([_distance_to(o)[r, k] for o, r, k in zip(obj, rows, cols)])
+    return to_cue < to_obj
+
+
+def _distance_to(mask: np.ndarray) -> np.ndarray:
+    """(H, W) Euclidean distance of every pixel to the nearest pixel of `mask` (inf if empty)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
 
 
 def shortcut_rate(maps: Any, cue_masks: Any, masks: Any | None = None, mode: str = "peak") -> float:

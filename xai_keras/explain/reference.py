@@ -1,7 +1,8 @@
 """Reference maps that ignore the model: every metric needs a floor to compare against.
 
-`random` is a smooth random field (the same for every image, fixed by `seed`) and `centre` a
-Gaussian bump in the middle of the image, the "centre bias" that a naive map would show.
+`random` is a smooth random field (drawn per image from `seed` and the image's own pixels, so
+an image gets the same map alone or in any batch) and `centre` a Gaussian bump in the middle
+of the image, the "centre bias" that a naive map would show.
 A method that does no better than these on a metric has not shown anything.
 """
 
@@ -20,15 +21,14 @@ __all__ = ["RandomMap", "CentreMap"]
 class _ReferenceMap(Method):
     family = "baseline"
 
-    def field(self, height: int, width: int) -> tf.Tensor:
-        """(h, w) map, the same for every image."""
+    def field(self, image: tf.Tensor) -> tf.Tensor:
+        """(h, w) map for one (H, W, C) image."""
         raise NotImplementedError
 
     def attribute(self, x, targets):
         logits = self.runner.forward_fn(x)
         top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        raw = self.field(int(x.shape[1]), int(x.shape[2]))
-        raw = tf.tile(raw[None], (x.shape[0], 1, 1))
+        raw = tf.stack([self.field(image) for image in x])
         return BatchResult(raw, logits, tf.where(targets < 0, top, targets))
 
 
@@ -40,9 +40,12 @@ class RandomMap(_ReferenceMap):
         super().__init__(model, layer)
         self.seed, self.cells = seed, cells
 
-    def field(self, height, width):
-        # The raw map stays coarse; `explain` resizes it to the image bilinearly.
-        return tf.random.stateless_uniform((self.cells, self.cells), seed=(self.seed, 0))
+    def field(self, image):
+        # The image's pixel sum, bit for bit, picks the draw; the coarse map is resized to
+        # the image bilinearly by `explain`.
+        key = tf.bitcast(tf.reduce_sum(image), tf.int32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), key])
+        return tf.random.stateless_uniform((self.cells, self.cells), seed=seed)
 
 
 @register("centre")
@@ -53,7 +56,8 @@ class CentreMap(_ReferenceMap):
         super().__init__(model, layer)
         self.sigma = sigma
 
-    def field(self, height, width):
+    def field(self, image):
+        height, width = image.shape[0], image.shape[1]
         y = (tf.range(height, dtype=tf.float32) + 0.5) / height - 0.5
         x = (tf.range(width, dtype=tf.float32) + 0.5) / width - 0.5
         return tf.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * self.sigma**2))
