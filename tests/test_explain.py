@@ -78,6 +78,19 @@ def test_gradcam_equals_cam_on_gap_dense_head(gap_model, images32):
         np.testing.assert_allclose(g.maps, c.maps, atol=1e-4)
 
 
+def test_gap_head_identities(gap_model, images32):
+    """With a GAP + dense head the gradient is constant over space (w_kc / hw), so
+    XGrad-CAM = Grad-CAM and Grad-CAM++ (normalised alphas become 1/hw) = Layer-CAM."""
+    maps = {
+        m: explain(gap_model, images32, method=m).raw
+        for m in ("gradcam", "xgradcam", "gradcam++", "layercam")
+    }
+    np.testing.assert_allclose(maps["xgradcam"], maps["gradcam"], rtol=1e-4, atol=1e-6)
+    scale = maps["layercam"].max(axis=(1, 2), keepdims=True)
+    peak = maps["gradcam++"].max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(maps["gradcam++"] / peak, maps["layercam"] / scale, atol=1e-4)
+
+
 def test_integrated_gradients_completeness(gap_model, images32):
     """Attributions sum to f(x) - f(baseline) for the target logit, within 1%."""
     exp = explain(gap_model, images32, method="integrated_gradients", steps=256)
