@@ -194,3 +194,14 @@ def test_baseline_alone_sufficient_is_reported(images32):
         g = sag(model, images32[0], grid=(4, 4))
     assert g.roots == [] and g.n_forward == 1
     assert g.probability == pytest.approx(1 / 3)  # logits (no softmax layer) are squashed
+
+
+def test_ranked_candidates_bound_the_search(trained_shapes, graphs):
+    """Seeding with Grad-CAM and keeping 12 candidate patches costs fewer masked passes, and
+    the roots found still keep the confidence."""
+    i, full = next((i, g) for i, g in graphs if g.roots)
+    image = trained_shapes.splits.test_arrays.images[i]
+    g = sag(trained_shapes.model, image, rank_by="gradcam", max_candidates=12)
+    assert g.n_forward < full.n_forward
+    for root in g.roots:
+        assert _independent_confidence(trained_shapes.model, g, root) >= g.threshold - 1e-4
