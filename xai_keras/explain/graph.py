@@ -13,6 +13,7 @@ Its compiled kernels (`tf.function`s) are built once per runner and traced once 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,19 @@ from keras import layers as kl
 from xai_keras.errors import LayerError
 
 __all__ = ["ModelRunner", "find_layer", "conv_candidates", "walk_layers"]
+
+
+class _QuietOwnKernelTraces(logging.Filter):
+    """TensorFlow warns about "retracing" when several tf.functions built from one Python
+    function trace close together. Our kernels are one per method and runner, each traced
+    once per input shape (the tests count traces), so for them the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "xai_keras" in message)
+
+
+tf.get_logger().addFilter(_QuietOwnKernelTraces())
 
 # Never the default layer: they only resample the layer before them.
 _RESAMPLING = (kl.MaxPooling2D, kl.AveragePooling2D, kl.ZeroPadding2D, kl.Cropping2D)
