@@ -1,0 +1,609 @@
+"""Benchmark xai_keras' explanation methods against a plain compiled forward pass.
+
+Run (from the repository root):
+
+    export TF_CPP_MIN_LOG_LEVEL=2
+    .venv/bin/python scripts/bench_explain.py                  # full run, ~3-5 min on 2 cores
+    .venv/bin/python scripts/bench_explain.py --quick          # fewer rounds, smaller runs
+    .venv/bin/python scripts/bench_explain.py --json bench.json
+    .venv/bin/python scripts/bench_explain.py --help           # models, sizes, repeats
+
+Targets (from the issue), measured side by side in one run and reported as ratios:
+
+1. Grad-CAM on ResNet50 (`weights=None`, 224x224, batch 16, CPU): the full user-facing call
+   `explain(model, x, method="gradcam", batch_size=16)` costs at most 1.3x a plain compiled
+   forward pass `tf.function(lambda x: model(x, training=False))` of the same batch.
+2. The same call is at least 3x faster than tf-keras-vis' `Gradcam` (`ReplaceToLinear` model
+   modifier, `CategoricalScore`, `penultimate_layer="conv5_block3_out"`); the tf-keras-vis
+   object is built once, outside the timing, so its model clone is not counted.
+3. Score-CAM's masked forward passes run at >= 0.8x the plain forward throughput: the full
+   `explain(..., method="scorecam", max_channels=K)` call on N images does K*N masked passes,
+   so its throughput is K*N / time (the one gradient pass it also makes is counted against
+   it), compared with that of plain forward passes over as many images in batches of
+   B = `batch_size` images, the size of its masked chunks. By default ResNet50 with
+   `max_channels=64` and N=2 (scoring all 2048 channels would take minutes per image on 2
+   cores). The same kernel with one `ScoreCam` instance reused is shown for reference.
+
+A third table lists every registered method (`xai_keras.methods()`) on a smaller model (the
+project's CNN by default): ms per image of the full `explain()` call and its ratio to one plain
+forward pass of the same batch.
+
+How it measures: every function is called `--warmup` times first (the first call traces and
+compiles), then all functions of a table are timed in interleaved rounds (A, B, C, A, B, C, ...,
+the starting function rotating each round) so that machine noise hits them alike. Times are the
+median of `--repeats` rounds; ratios are the median of the per-round ratios (both calls of a
+round saw the same load). Each timed call pulls its result back to numpy. The share of the CPUs
+that other processes used during each table is printed, as shared machines make timings noisy.
+
+The exit code is 0 whether the targets pass or not (a PASS/FAIL line is printed for each);
+`--strict` makes a failed target exit with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import xai_keras
+from xai_keras import explain
+from xai_keras.config import ModelConfig
+from xai_keras.errors import XaiKerasError
+from xai_keras.explain import get_method
+from xai_keras.models import build_cnn
+
+GRADCAM_MAX_VS_FORWARD = 1.3
+GRADCAM_MIN_SPEEDUP_VS_TKV = 3.0
+SCORECAM_MIN_THROUGHPUT = 0.8
+RESNET_LAYER = "conv5_block3_out"
+BUSY_MACHINE = 0.1  # share of the CPUs used by other processes above which a note is printed
+
+PLAIN = "forward: tf.function(model(x))"
+RUNNER = "forward: runner.forward_fn"
+GRADCAM = "xai_keras explain(gradcam)"
+TKV = "tf-keras-vis Gradcam"
+SCORECAM = "xai_keras explain(scorecam)"
+REUSED = "ScoreCam.attribute, one instance reused"
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _numpy(value: Any) -> Any:
+    """Pull a result back to host memory so the timed call includes all the work."""
+    if isinstance(value, (tuple, list)):
+        return [_numpy(v) for v in value]
+    return value.numpy() if tf.is_tensor(value) else value
+
+
+def measure(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, label: str
+) -> dict[str, list[float]]:
+    """Time each function `repeats` times in interleaved, rotating rounds after `warmup` calls.
+
+    Returns:
+        {name: [seconds of each timed call]}.
+    """
+    names = list(fns)
+    for name in names:
+        for i in range(warmup):
+            start = time.perf_counter()
+            _numpy(fns[name]())
+            _log(f"  [{label}] warm-up {i + 1}/{warmup} {name}: {time.perf_counter() - start:.2f}s")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            _numpy(fns[name]())
+            times[name].append(time.perf_counter() - start)
+        _log(f"  [{label}] round {r + 1}/{repeats} done")
+    return times
+
+
+def _median(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def _ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median over rounds of the per-round time ratio: robust to load that changes between
+    rounds, since both calls of a round saw the same machine."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def _spread(samples: Sequence[float]) -> str:
+    """Range of the samples around the median, in percent."""
+    mid = _median(samples)
+    return f"{100 * (min(samples) / mid - 1):+.0f}/{100 * (max(samples) / mid - 1):+.0f}%"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall s, busy CPU s of the whole machine, CPU s of this process); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _, _, irq, softirq = fields
+    busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return time.perf_counter(), busy, time.process_time()
+
+
+def _others_share(start: tuple | None, end: tuple | None) -> float | None:
+    """Share of all CPUs that other processes used between two snapshots."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return max(0.0, others / ((end[0] - start[0]) * (os.cpu_count() or 1)))
+
+
+def _verdict(ok: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "SKIP"}[ok]
+
+
+# -- models and inputs -------------------------------------------------------------------------
+def _images(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    return rng.uniform(0.0, 1.0, (n, size, size, 3)).astype(np.float32)
+
+
+def _small_model(kind: str, size: int) -> keras.Model:
+    if kind == "cnn":
+        return build_cnn(ModelConfig(), (size, size, 3), 5)
+    return keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3))
+
+
+def _plain_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    return tf.function(lambda x: model(x, training=False))
+
+
+def _top_classes(forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> np.ndarray:
+    return np.argmax(forward(x).numpy(), axis=-1).astype(np.int32)
+
+
+# -- 1. Grad-CAM on ResNet50 vs forward vs tf-keras-vis ----------------------------------------
+def _tkv_gradcam(model: keras.Model, x: np.ndarray, targets: np.ndarray) -> Callable | None:
+    """tf-keras-vis' Grad-CAM as its README shows it, or None when it is not installed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from tf_keras_vis.gradcam import Gradcam
+            from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+            from tf_keras_vis.utils.scores import CategoricalScore
+    except ImportError as err:
+        _log(f"  tf-keras-vis is not importable ({err}); its comparison is skipped.")
+        return None
+    gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+    score = CategoricalScore(targets.tolist())
+    return lambda: gradcam(score, x, penultimate_layer=RESNET_LAYER)
+
+
+def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    _log(f"ResNet50 Grad-CAM: batch {args.batch}, {args.size}x{args.size}")
+    model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
+    x_np = _images(rng, args.batch, args.size)
+    x = tf.constant(x_np)
+    plain = _plain_forward(model)
+    targets = _top_classes(plain, x)
+    method = get_method("gradcam").create(model, RESNET_LAYER)
+    runner, t = method.runner, tf.constant(targets)
+
+    def kernel() -> tf.Tensor:
+        a, g, _, tt = runner.layer_grads_fn(x, t)
+        return method.combine(a, g, tt)
+
+    fns: dict[str, Callable[[], Any]] = {
+        PLAIN: lambda: plain(x),
+        RUNNER: lambda: runner.forward_fn(x),
+        GRADCAM: lambda: explain(
+            model,
+            x_np,
+            method="gradcam",
+            targets=targets,
+            layer=RESNET_LAYER,
+            batch_size=args.batch,
+        ),
+        "xai_keras kernel: layer_grads_fn + combine": kernel,
+    }
+    if not args.skip_tkv:
+        tkv = _tkv_gradcam(model, x_np, targets)
+        if tkv is not None:
+            fns[TKV] = tkv
+    times = measure(fns, args.repeats, args.warmup, "gradcam")
+    medians = {name: _median(s) for name, s in times.items()}
+    ratios = {name: _ratio(s, times[PLAIN]) for name, s in times.items()}
+    rows = [
+        [
+            name,
+            f"{1e3 * m:.1f}",
+            f"{1e3 * m / args.batch:.2f}",
+            f"{ratios[name]:.2f}x",
+            _spread(times[name]),
+        ]
+        for name, m in medians.items()
+    ]
+    ratio = ratios[GRADCAM]
+    speedup = _ratio(times[TKV], times[GRADCAM]) if TKV in times else None
+    table = format_table(["function", "median ms", "ms/image", "x plain fwd", "min/max"], rows)
+    return {
+        "model": "ResNet50",
+        "batch": args.batch,
+        "size": args.size,
+        "layer": RESNET_LAYER,
+        "seconds": times,
+        "median_s": medians,
+        "ratio_vs_forward": ratios,
+        "explain_vs_forward": ratio,
+        "speedup_vs_tkv": speedup,
+        "table": table,
+        "checks": {
+            "gradcam_vs_forward": ratio <= GRADCAM_MAX_VS_FORWARD,
+            "gradcam_vs_tkv": None if speedup is None else speedup >= GRADCAM_MIN_SPEEDUP_VS_TKV,
+        },
+    }
+
+
+# -- 2. Score-CAM throughput of the masked passes ----------------------------------------------
+def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    if args.scorecam_model == "resnet50":
+        model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
+        size, layer, name = args.size, RESNET_LAYER, "ResNet50"
+    else:
+        model = _small_model(args.small_model, args.small_size)
+        size, layer, name = args.small_size, None, args.small_model
+    n, batch = args.scorecam_images, args.batch
+    method = get_method("scorecam").create(model, layer, max_channels=args.max_channels)
+    method.batch_size = batch
+    channels = int(method.layer.output.shape[-1])
+    masked = n * min(channels, args.max_channels or channels)
+    # The reference runs about as many images as Score-CAM masks, in batches of the same size,
+    # so both calls of a round last about as long and see the same machine load.
+    batches = -(-masked // batch)
+    _log(f"Score-CAM on {name}: {masked} masked passes; reference: {batches} batches of {batch}")
+    x_np = _images(rng, n, size)
+    x_fwd = tf.constant(_images(rng, batch, size))
+    plain = _plain_forward(model)
+    t = tf.constant(_top_classes(plain, tf.constant(x_np)))
+    options = {"max_channels": args.max_channels}
+
+    def forward_batches() -> np.ndarray:
+        for _ in range(batches):
+            out = plain(x_fwd).numpy()
+        return out
+
+    fns: dict[str, Callable[[], Any]] = {
+        PLAIN: forward_batches,
+        SCORECAM: lambda: explain(
+            model, x_np, method="scorecam", layer=layer, batch_size=batch, **options
+        ),
+        REUSED: lambda: method.attribute(tf.constant(x_np), t).raw,
+    }
+    times = measure(fns, args.repeats, args.warmup, "scorecam")
+    medians = {key: _median(s) for key, s in times.items()}
+    images = {PLAIN: batches * batch, SCORECAM: masked, REUSED: masked}
+    # (images / t) / (forward images / t_forward), paired per round like every other ratio
+    throughput = {
+        key: images[key] / images[PLAIN] / _ratio(times[key], times[PLAIN]) for key in fns
+    }
+    rows = [
+        [
+            key,
+            images[key],
+            f"{1e3 * medians[key]:.1f}",
+            f"{images[key] / medians[key]:.1f}",
+            f"{throughput[key]:.2f}x",
+            _spread(times[key]),
+        ]
+        for key in fns
+    ]
+    headers = ["function", "images", "median ms", "images/s", "x plain fwd", "min/max"]
+    return {
+        "model": name,
+        "size": size,
+        "layer": method.layer_path,
+        "images": n,
+        "channels": channels,
+        "max_channels": args.max_channels,
+        "masked_passes": masked,
+        "chunk": batch,
+        "forward_batches": batches,
+        "seconds": times,
+        "median_s": medians,
+        "throughput_vs_forward": throughput,
+        "table": format_table(headers, rows),
+        "checks": {"scorecam_throughput": throughput[SCORECAM] >= SCORECAM_MIN_THROUGHPUT},
+    }
+
+
+# -- 3. every registered method on a small model ----------------------------------------------
+def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    size, batch = args.small_size, args.small_batch
+    model = _small_model(args.small_model, size)
+    _log(f"All methods on {args.small_model} ({size}x{size}), batch {batch}")
+    x_np = _images(rng, batch, size)
+    x = tf.constant(x_np)
+    plain = _plain_forward(model)
+    runner = get_method("saliency").create(model).runner
+    per_method = {"scorecam": {"max_channels": args.small_max_channels}}
+    fns: dict[str, Callable[[], Any]] = {
+        PLAIN: lambda: plain(x),
+        RUNNER: lambda: runner.forward_fn(x),
+    }
+    errors: dict[str, str] = {}
+    for name in xai_keras.methods():
+        options = per_method.get(name, {})
+
+        def call(name: str = name, options: dict = options) -> Any:
+            return explain(model, x_np, method=name, batch_size=batch, **options)
+
+        try:  # a method that cannot explain this model is listed with its error
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                call()
+        except XaiKerasError as err:  # e.g. CAM on a head without global pooling + dense
+            errors[name] = f"{type(err).__name__}: {err}"
+            continue
+        fns[name] = call
+    times = measure(fns, args.repeats, args.warmup, "methods")
+    medians = {key: _median(s) for key, s in times.items()}
+    ratios = {key: _ratio(s, times[PLAIN]) for key, s in times.items()}
+    rows = []
+    for key in [PLAIN, RUNNER, *xai_keras.methods()]:
+        if key in errors:
+            rows.append([key, "-", "-", "-", "-", errors[key][:60]])
+            continue
+        family = get_method(key).family if key in xai_keras.METHODS else "-"
+        m = medians[key]
+        options = ", ".join(f"{k}={v}" for k, v in per_method.get(key, {}).items())
+        rows.append(
+            [
+                key,
+                family,
+                f"{1e3 * m / batch:.2f}",
+                f"{ratios[key]:.1f}x",
+                _spread(times[key]),
+                options,
+            ]
+        )
+    headers = ["method", "family", "ms/image", "x plain fwd", "min/max", "options"]
+    return {
+        "model": args.small_model,
+        "size": size,
+        "batch": batch,
+        "seconds": times,
+        "median_s": medians,
+        "ratio_vs_forward": ratios,
+        "errors": errors,
+        "table": format_table(headers, rows),
+    }
+
+
+# -- command line ------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark xai_keras explanations against a plain compiled forward pass "
+        "and tf-keras-vis (see the module docstring for the targets).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer rounds (3, 1 warm-up), 1 Score-CAM image, 32 channels",
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per function")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--batch", type=int, default=16, help="ResNet50 batch (and chunk) size")
+    parser.add_argument("--size", type=int, default=224, help="ResNet50 input side")
+    parser.add_argument("--skip-tkv", action="store_true", help="skip tf-keras-vis")
+    parser.add_argument(
+        "--scorecam-model",
+        choices=["resnet50", "small"],
+        default="resnet50",
+        help="model of the Score-CAM throughput test",
+    )
+    parser.add_argument(
+        "--scorecam-images", type=int, default=2, help="images explained in the Score-CAM test"
+    )
+    parser.add_argument(
+        "--max-channels",
+        type=int,
+        default=64,
+        help="Score-CAM max_channels in its throughput test (0: all)",
+    )
+    parser.add_argument(
+        "--small-model",
+        choices=["cnn", "mobilenetv2"],
+        default="cnn",
+        help="model of the all-methods table",
+    )
+    parser.add_argument(
+        "--small-size",
+        type=int,
+        default=None,
+        help="input side of the small model (None: 64 for cnn, 96 for mobilenetv2)",
+    )
+    parser.add_argument(
+        "--small-batch", type=int, default=16, help="batch of the all-methods table"
+    )
+    parser.add_argument(
+        "--small-max-channels",
+        type=int,
+        default=None,
+        help="Score-CAM max_channels in the all-methods table (None: all for cnn, 64 for "
+        "mobilenetv2's 1280; 0: all)",
+    )
+    parser.add_argument(
+        "--sections",
+        default="gradcam,scorecam,methods",
+        help="comma-separated subset of gradcam, scorecam, methods",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--strict", action="store_true", help="exit with 1 if a target fails")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = min(args.repeats, 3), 1
+        args.scorecam_images, args.max_channels = 1, min(args.max_channels or 32, 32)
+    cnn = args.small_model == "cnn"
+    if args.small_size is None:
+        args.small_size = 64 if cnn else 96
+    if args.small_max_channels is None and not cnn:
+        args.small_max_channels = 64
+    args.max_channels = args.max_channels or None
+    args.small_max_channels = args.small_max_channels or None
+    for flag in ("repeats", "warmup", "batch", "size", "scorecam_images", "small_batch"):
+        least = 0 if flag == "warmup" else 1
+        if getattr(args, flag) < least:
+            parser.error(f"--{flag.replace('_', '-')} must be >= {least}")
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - {"gradcam", "scorecam", "methods"}
+    if unknown:
+        parser.error(f"unknown --sections {sorted(unknown)}")
+    return args
+
+
+def _environment() -> dict:
+    try:
+        tkv = version("tf-keras-vis")
+    except PackageNotFoundError:
+        tkv = None
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf_keras_vis": tkv,
+        "xai_keras": xai_keras.__version__,
+        "cpus": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "machine": platform.machine(),
+    }
+
+
+def _load_note(result: dict) -> str:
+    share = result.get("other_processes_cpu_share")
+    if share is None:
+        return ""
+    note = f"other processes used {100 * share:.0f}% of the CPUs meanwhile"
+    if share > BUSY_MACHINE:
+        note += " (busy machine: ratios are paired per round, but rerun on an idle one to confirm)"
+    return note
+
+
+def report(results: dict, args: argparse.Namespace) -> list[tuple[str, bool | None]]:
+    """Print the tables; return the (target line, passed) checks."""
+    env = results["environment"]
+    print(
+        f"xai_keras {env['xai_keras']} | TF {env['tensorflow']} | Keras {env['keras']} | "
+        f"tf-keras-vis {env['tf_keras_vis']} | {env['cpus']} CPUs, {env['gpus']} GPUs\n"
+        f"times: median of {args.repeats} interleaved rounds after {args.warmup} warm-up "
+        "call(s); ratios: median of the per-round ratios"
+    )
+    checks: list[tuple[str, bool | None]] = []
+    if "gradcam" in results:
+        r = results["gradcam"]
+        print(
+            f"\n[1] Grad-CAM, ResNet50 (weights=None), batch {r['batch']}, "
+            f"{r['size']}x{r['size']}, layer {r['layer']}; {_load_note(r)}"
+        )
+        print(r["table"])
+        speedup = r["speedup_vs_tkv"]
+        shown = "n/a (tf-keras-vis skipped)" if speedup is None else f"{speedup:.2f}x"
+        checks += [
+            (
+                f"Grad-CAM explain() / plain forward = {r['explain_vs_forward']:.2f}x "
+                f"(target <= {GRADCAM_MAX_VS_FORWARD}x)",
+                r["checks"]["gradcam_vs_forward"],
+            ),
+            (
+                f"tf-keras-vis Gradcam / Grad-CAM explain() = {shown} "
+                f"(target >= {GRADCAM_MIN_SPEEDUP_VS_TKV}x)",
+                r["checks"]["gradcam_vs_tkv"],
+            ),
+        ]
+    if "scorecam" in results:
+        r = results["scorecam"]
+        print(
+            f"\n[2] Score-CAM masked-pass throughput, {r['model']} {r['size']}x{r['size']}, "
+            f"layer {r['layer']}: {r['images']} image(s) x {r['masked_passes'] // r['images']}"
+            f" of {r['channels']} channels (max_channels={r['max_channels']}) = "
+            f"{r['masked_passes']} masked passes in chunks of {r['chunk']}; plain forward: "
+            f"{r['forward_batches']} batches of {r['chunk']}; {_load_note(r)}"
+        )
+        print(r["table"])
+        ratio = r["throughput_vs_forward"][SCORECAM]
+        checks.append(
+            (
+                f"Score-CAM explain() masked throughput / plain forward = {ratio:.2f}x "
+                f"(target >= {SCORECAM_MIN_THROUGHPUT}x)",
+                r["checks"]["scorecam_throughput"],
+            )
+        )
+    if "methods" in results:
+        r = results["methods"]
+        print(
+            f"\n[3] Every registered method: explain() on {r['model']} {r['size']}x{r['size']}, "
+            f"batch {r['batch']}, ratio to one plain forward pass of the same batch; "
+            f"{_load_note(r)}"
+        )
+        print(r["table"])
+    print()
+    for text, ok in checks:
+        print(f"{_verdict(ok)}  {text}")
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    results: dict[str, Any] = {"environment": _environment(), "arguments": vars(args)}
+    sections = {"gradcam": bench_gradcam, "scorecam": bench_scorecam, "methods": bench_methods}
+    for section in args.sections:
+        before = _cpu_snapshot()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-zero maps of random nets
+            results[section] = sections[section](args, rng)
+        results[section]["other_processes_cpu_share"] = _others_share(before, _cpu_snapshot())
+    results["total_seconds"] = time.perf_counter() - started
+
+    checks = report(results, args)
+    print(f"\ntotal {results['total_seconds']:.0f}s")
+    results["checks"] = [{"target": text, "result": _verdict(ok)} for text, ok in checks]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        print(f"wrote {args.json}")
+    failed = any(ok is False for _, ok in checks)
+    return 1 if (args.strict and failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
