@@ -94,10 +94,11 @@ def test_masked_image_is_what_it_says(trained_shapes, graphs):
     np.testing.assert_allclose(masked[~keep], blurred[~keep], atol=1e-6)
 
 
-def test_every_set_scored_once_in_one_trace(graphs):
+def test_every_set_scored_once_with_bounded_traces(graphs):
     for _, g in graphs:
         assert g.n_forward == len(g.scorer.cache) - 1  # the full image was scored first
-        assert g.scorer._kernel.experimental_get_tracing_count() == 1
+        # One trace per padded batch size (powers of two up to 64), shared by every image.
+        assert g.scorer._kernel.experimental_get_tracing_count() <= 7
         assert g.n_forward <= 15 * 5 * 49 + 500  # beam bound plus minimisation and graph
 
 

@@ -127,13 +127,18 @@ class PatchScorer:
         return tf.constant(keep)
 
     def probabilities(self, sets: list[Patches]) -> np.ndarray:
-        """Target probability for each set, scoring only sets not seen before."""
+        """Target probability for each set, scoring only sets not seen before.
+
+        Batches are padded to `batch_size`, or to the next power of two for the few sets the
+        minimisation and graph steps ask for: at most log2(batch_size) + 1 traced shapes,
+        and little work spent on padding.
+        """
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.cache))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             keep = self._keep([tuple(s) for s in chunk])
-            pad = self.batch_size - len(chunk)
-            keep = tf.pad(keep, [[0, pad], [0, 0]])
+            size = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())
+            keep = tf.pad(keep, [[0, size - len(chunk)], [0, 0]])
             probs = self._kernel(keep, self.image, self.fill, self.index, self.target)
             probs = probs.numpy()[: len(chunk)]
             self.n_forward += len(chunk)
