@@ -167,6 +167,7 @@ def train(
         validation_data=splits.val,
         epochs=config.training.epochs,
         initial_epoch=initial_epoch,
+        shuffle=False,  # the pipeline shuffles itself (a tf.data dataset cannot be re-shuffled)
         verbose=verbose,
         callbacks=[
             keras.callbacks.TensorBoard(
