@@ -144,3 +144,34 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_cli_explain_a_keras_application_with_local_weights(tmp_path, capsys):
+    """`--model mobilenetv2 --weights file`: offline, the weights come from a local file."""
+    keras.utils.set_random_seed(0)
+    weights = tmp_path / "mnv2.weights.h5"
+    keras.applications.MobileNetV2(weights=None).save_weights(weights)
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain",
+            str(image),
+            "--model",
+            "mobilenetv2",
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0 and (out / "img_gradcam.png").is_file()
+    with pytest.warns(UserWarning, match="random weights"):
+        assert (
+            main(["explain", str(image), "--model", "mobilenetv2", "--out", str(out), "--quiet"])
+            == 0
+        )
+    assert main(["explain", str(image), "--model", "resnet50", "--weights", "nope.h5"]) == 2
+    assert "Weights file not found" in capsys.readouterr().err

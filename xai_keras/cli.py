@@ -152,6 +152,45 @@ def load_model(path: str, unsafe: bool = False):
         raise
 
 
+# name -> (keras.applications constructor, module with preprocess_input)
+_APPLICATIONS = {
+    "resnet50": ("ResNet50", "resnet50"),
+    "vgg16": ("VGG16", "vgg16"),
+    "mobilenetv2": ("MobileNetV2", "mobilenet_v2"),
+    "efficientnetb0": ("EfficientNetB0", "efficientnet"),
+    "densenet121": ("DenseNet121", "densenet"),
+}
+
+
+def load_application(name: str, weights: str | None):
+    """A `keras.applications` model by name, and its `preprocess_input` for 0-255 images.
+
+    `weights` is a local weights file, "imagenet" (downloaded by Keras, online only) or None
+    (random weights: the maps then show nothing learnt, which a warning says).
+    """
+    import warnings
+
+    import keras
+
+    from xai_keras.errors import InputError
+
+    constructor, module = _APPLICATIONS[name.lower()]
+    local = weights not in (None, "imagenet")
+    if local and not Path(weights).is_file():
+        raise InputError(f"Weights file not found: {weights}. Pass a local .h5/.weights.h5 file.")
+    model = getattr(keras.applications, constructor)(weights=None if local else weights)
+    if local:
+        model.load_weights(weights)
+    elif weights is None:
+        warnings.warn(
+            f"{name}: no --weights given, so the model has random weights and its explanations "
+            "show nothing learnt. Pass --weights imagenet (online) or a local weights file.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return model, getattr(keras.applications, module).preprocess_input
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -159,9 +198,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from xai_keras.explain import contact_sheet
     from xai_keras.io import ensure_writable_dir, save_figure
 
-    model = load_model(args.model, args.unsafe)
     files = _image_files(args.images)
-    images = _read_images(files, tuple(model.inputs[0].shape[1:]), 255.0 if args.unit else 1.0)
+    if args.model.lower() in _APPLICATIONS:
+        model, preprocess = load_application(args.model, args.weights)
+        images = preprocess(_read_images(files, tuple(model.inputs[0].shape[1:]), 1.0))
+    else:
+        model = load_model(args.model, args.unsafe)
+        shape = tuple(model.inputs[0].shape[1:])
+        images = _read_images(files, shape, 255.0 if args.unit else 1.0)
     out = ensure_writable_dir(args.out)
     names = _class_names(args.classes)
     explanations = []
@@ -318,7 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="explain images with one or more methods")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument(
+        "--model", required=True, help=f"a saved .keras model, or one of {', '.join(_APPLICATIONS)}"
+    )
+    p.add_argument(
+        "--weights",
+        help="for a keras.applications name: a local weights file, or "
+        "'imagenet' (downloads; online only); default: random weights",
+    )
     p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--target", type=int, help="class to explain (default: top class)")
