@@ -198,14 +198,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from xai_keras.explain import contact_sheet
     from xai_keras.io import ensure_writable_dir, save_figure
 
-    files = _image_files(args.images)
-    if args.model.lower() in _APPLICATIONS:
+    if args.model.lower() in _APPLICATIONS:  # these take 0-255 pixels and preprocess them
         model, preprocess = load_application(args.model, args.weights)
-        images = preprocess(_read_images(files, tuple(model.inputs[0].shape[1:]), 1.0))
+        scale = 1.0
     else:
-        model = load_model(args.model, args.unsafe)
-        shape = tuple(model.inputs[0].shape[1:])
-        images = _read_images(files, shape, 255.0 if args.unit else 1.0)
+        model, preprocess = load_model(args.model, args.unsafe), None
+        scale = 255.0 if args.unit else 1.0
+    files = _image_files(args.images)
+    images = _read_images(files, tuple(model.inputs[0].shape[1:]), scale)
+    if preprocess is not None:
+        images = preprocess(images)
     out = ensure_writable_dir(args.out)
     names = _class_names(args.classes)
     explanations = []
