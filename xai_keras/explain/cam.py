@@ -261,7 +261,7 @@ class ScoreCam(CamMethod):
 
     def attribute(self, x, targets):
         a, logits = self.runner.kernel("forward", self.runner.forward)(x)  # no gradients needed
-        targets, _ = self.runner._pick(logits, targets)
+        targets = self.runner.resolve_targets(logits, targets)
         self.runner.squash(logits)  # decide, eagerly, whether outputs need a softmax
         weights = self._channel_scores(x, a, targets)
         return BatchResult(_weighted_sum(a, weights), logits, targets)

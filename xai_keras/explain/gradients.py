@@ -46,8 +46,7 @@ class GradientMethod(Method):
     def _resolve_targets(self, x: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Fix "top class" targets on the clean input before perturbing it."""
         logits = self.runner.forward_fn(x)
-        top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return logits, tf.where(targets < 0, top, targets)
+        return logits, self.runner.resolve_targets(logits, targets)
 
 
 @register("saliency")

@@ -274,10 +274,15 @@ class ModelRunner:
 
     # -- compiled kernels --------------------------------------------------------------
     @staticmethod
-    def _pick(logits: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Targets < 0 mean "the top class"; return (targets, target logits)."""
+    def resolve_targets(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """The one rule for targets: a negative target means "the top class"."""
         top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        targets = tf.where(targets < 0, top, targets)
+        return tf.where(targets < 0, top, targets)
+
+    @classmethod
+    def _pick(cls, logits: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(resolved targets, their logits)."""
+        targets = cls.resolve_targets(logits, targets)
         return targets, tf.gather(logits, targets, batch_dims=1)
 
     def _logits_only(self, x: tf.Tensor) -> tf.Tensor:

@@ -84,8 +84,7 @@ class Occlusion(Method):
         ).reshape(-1, 2)
         grid = np.concatenate([grid, np.full((-len(grid) % self.batch_size, 2), -1, np.int32)])
         logits = self.runner.forward_fn(x)
-        top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        targets = tf.where(targets < 0, top, targets)
+        targets = self.runner.resolve_targets(logits, targets)
         clean = tf.gather(logits, targets, batch_dims=1)
         fill = make_baseline(x, self.baseline)
         maps = []

@@ -27,9 +27,8 @@ class _ReferenceMap(Method):
 
     def attribute(self, x, targets):
         logits = self.runner.forward_fn(x)
-        top = tf.argmax(logits, axis=-1, output_type=tf.int32)
         raw = tf.stack([self.field(image) for image in x])
-        return BatchResult(raw, logits, tf.where(targets < 0, top, targets))
+        return BatchResult(raw, logits, self.runner.resolve_targets(logits, targets))
 
 
 @register("random")
