@@ -24,7 +24,14 @@ from keras import layers as kl
 
 from xai_keras.errors import LayerError
 
-__all__ = ["ModelRunner", "find_layer", "conv_candidates", "walk_layers"]
+__all__ = [
+    "LayerTaps",
+    "ModelRunner",
+    "conv_candidates",
+    "find_layer",
+    "resolve_layer",
+    "walk_layers",
+]
 
 
 class _QuietOwnKernelTraces(logging.Filter):
@@ -109,23 +116,7 @@ def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str,
                 "method='saliency' or 'integrated_gradients'."
             )
         return usable[-1]
-    every = list(walk_layers(model))
-    if isinstance(layer, str):
-        matches = [(p, lay) for p, lay in every if p == layer or lay.name == layer]
-        if not matches:
-            raise LayerError(
-                f"No layer named {layer!r} in model {model.name!r}. "
-                f"Candidate conv layers: {_describe(candidates)}."
-            )
-        path, obj = matches[0]
-    else:
-        matches = [(p, lay) for p, lay in every if lay is layer]
-        if not matches:
-            raise LayerError(
-                f"The layer object {getattr(layer, 'name', layer)!r} is not part of model "
-                f"{model.name!r}. Candidate conv layers: {_describe(candidates)}."
-            )
-        path, obj = matches[0]
+    path, obj = resolve_layer(model, layer)
     if all(obj is not lay for _, lay in candidates):
         raise LayerError(
             f"Layer {path!r} has output shape {_output_shape(obj)}, not a spatial "
@@ -180,6 +171,27 @@ def _linear_head(model: keras.Model) -> tuple[dict[int, Callable], str]:
     return {}, "output"
 
 
+def resolve_layer(model: keras.Model, layer: str | Any) -> tuple[str, Any]:
+    """Resolve a name, nested path or layer object to `(path, layer)`, whatever its output.
+
+    Raises:
+        LayerError: no such layer; the message lists the candidate conv layers.
+    """
+    every = list(walk_layers(model))
+    if isinstance(layer, str):
+        matches = [(p, lay) for p, lay in every if p == layer or lay.name == layer]
+        what = f"No layer named {layer!r} in model {model.name!r}."
+    else:
+        matches = [(p, lay) for p, lay in every if lay is layer]
+        what = (
+            f"The layer object {getattr(layer, 'name', layer)!r} is not part of model "
+            f"{model.name!r}."
+        )
+    if not matches:
+        raise LayerError(f"{what} Candidate conv layers: {_describe(conv_candidates(model))}.")
+    return matches[0]
+
+
 class ModelRunner:
     """Re-runs `model` returning `(activation of layer, logits)`; see the module docstring.
 
@@ -197,6 +209,7 @@ class ModelRunner:
             )
         self.model, self.layer, self.guided = model, layer, guided
         self._subs, self.score_kind = _linear_head(model)
+        self.taps: dict[int, Any] = {}  # extra layers `LayerTaps` records
         self.outputs_are_probabilities: bool | None = None  # learnt on the first `squash`
         self._kernels: dict[str, Callable] = {}
         self.forward_fn = tf.function(self._logits_only)
@@ -221,6 +234,8 @@ class ModelRunner:
                 y = _guided_identity(y)
             if op is self.layer:
                 captured["activation"] = y
+            if id(op) in self.taps:
+                captured[id(op)] = y
             return y
 
         return call
@@ -303,3 +318,27 @@ class ModelRunner:
             _, logits = self.forward(x)
             targets, y = self._pick(logits, targets)
         return tape.gradient(y, x), logits, targets
+
+
+class LayerTaps(ModelRunner):
+    """The activations of several layers (nested ones included) and the logits, in one pass.
+
+    Used where many layers are read at once (layer analysis, feature maps); `__call__` is
+    compiled and returns `([activation per layer, in the order given], logits)`.
+    """
+
+    def __init__(self, model: keras.Model, layers: list[str | Any]):
+        super().__init__(model)
+        self.paths, objs = zip(*(resolve_layer(model, lay) for lay in layers), strict=True)
+        self.layers = list(objs)
+        self.taps = {id(lay): lay for lay in self.layers}
+        self._fn = tf.function(self._tapped)
+
+    def _tapped(self, x: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
+        captured: dict = {}
+        logits = self._run(self.model, x, captured)
+        logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
+        return [captured[id(lay)] for lay in self.layers], logits
+
+    def __call__(self, x: Any) -> tuple[list[tf.Tensor], tf.Tensor]:
+        return self._fn(tf.convert_to_tensor(x, tf.float32))
