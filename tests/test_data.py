@@ -8,7 +8,14 @@ import pytest
 import tensorflow as tf
 
 from xai_keras.config import DataConfig
-from xai_keras.data import SHAPES, TEXTURES, ArraySplit, generate_shapes, load_dataset
+from xai_keras.data import (
+    SHAPES,
+    TEXTURES,
+    ArraySplit,
+    generate_shapes,
+    load_dataset,
+    render_shapes,
+)
 from xai_keras.errors import DataError
 
 SIZE = 32
@@ -84,7 +91,7 @@ def test_factors_have_length_n_and_sensible_ranges():
     n, clutter = 300, 3
     f = generate_shapes(n, SIZE, seed=4, clutter=clutter).factors
     expected = {"shape", "texture", "hue", "scale", "rotation", "x", "y", "clutter", "cue_slot"}
-    assert set(f) == expected
+    assert set(f) == expected | {"noise_seed"}
     assert all(len(v) == n for v in f.values())
     assert set(np.unique(f["texture"])) == set(range(len(TEXTURES)))
     assert 0 <= f["hue"].min() and f["hue"].max() < 1
@@ -95,6 +102,17 @@ def test_factors_have_length_n_and_sensible_ranges():
     for key in ("x", "y"):
         assert np.all(f[key] >= 0.14 + f["scale"]) and np.all(f[key] <= 0.86 - f["scale"])
     assert np.all(f["cue_slot"] == -1)
+
+
+def test_render_changes_only_the_varied_factor():
+    s = generate_shapes(6, SIZE, seed=9, clutter=3)
+    again = render_shapes(s.factors, SIZE)
+    np.testing.assert_array_equal(again.images, s.images)  # factors describe the image fully
+    moved = dict(s.factors, x=s.factors["x"] + 0.05)
+    shifted = render_shapes(moved, SIZE)
+    background = ~(s.masks | shifted.masks)
+    np.testing.assert_array_equal(shifted.images[background], s.images[background])
+    assert not np.array_equal(shifted.masks, s.masks)
 
 
 def test_masks_cover_exactly_the_drawn_object():

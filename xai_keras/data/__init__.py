@@ -16,7 +16,13 @@ import tensorflow as tf
 
 from xai_keras.config import DataConfig
 from xai_keras.data.folder import load_folder
-from xai_keras.data.shapes import SHAPES, TEXTURES, ShapesSample, generate_shapes
+from xai_keras.data.shapes import (
+    SHAPES,
+    TEXTURES,
+    ShapesSample,
+    generate_shapes,
+    render_shapes,
+)
 from xai_keras.errors import DataError
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "DatasetSplits",
     "ShapesSample",
     "generate_shapes",
+    "render_shapes",
     "load_dataset",
     "to_pipeline",
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["SHAPES", "TEXTURES", "ShapesSample", "generate_shapes"]
+__all__ = ["SHAPES", "TEXTURES", "ShapesSample", "generate_shapes", "render_shapes"]
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 TEXTURES = ("solid", "stripes", "checker")
@@ -36,7 +36,7 @@ class ShapesSample:
         masks: (N, H, W) bool, True on the object's pixels.
         factors: name -> (N,) array: shape, texture (int), hue, scale, rotation (radians),
             x, y (centre, fraction of the image), clutter (number of strokes), cue_slot
-            (-1 without a marker).
+            (-1 without a marker), noise_seed (background and clutter; see `render_shapes`).
         cue_masks: (N, H, W) bool, True on the spurious marker's pixels.
     """
 
@@ -117,7 +117,6 @@ def generate_shapes(
             f"`scale` must satisfy 0 < low <= high <= {0.5 - _MARGIN:.2f}. Received: scale={scale}."
         )
     rng = np.random.default_rng(seed)
-    s = image_size
     labels = rng.integers(0, len(SHAPES), n).astype(np.int32)
     f = {
         "shape": labels,
@@ -130,13 +129,29 @@ def generate_shapes(
     margin = _MARGIN + f["scale"]
     f["x"] = rng.uniform(margin, 1 - margin).astype(np.float32)
     f["y"] = rng.uniform(margin, 1 - margin).astype(np.float32)
-    slots = _cue_slots(s)
     if spurious_cue:
         linked = rng.uniform(0, 1, n) < cue_strength
-        f["cue_slot"] = np.where(linked, labels, rng.integers(0, len(slots), n)).astype(np.int32)
+        slots = rng.integers(0, len(_cue_slots(image_size)), n)
+        f["cue_slot"] = np.where(linked, labels, slots).astype(np.int32)
     else:
         f["cue_slot"] = np.full(n, -1, np.int32)
+    f["noise_seed"] = rng.integers(0, 2**31 - 1, n).astype(np.int64)
+    return render_shapes(f, image_size, channels)
 
+
+def render_shapes(
+    factors: dict[str, np.ndarray], image_size: int = 64, channels: int = 3
+) -> ShapesSample:
+    """Paint the images that `factors` describe (the dict `generate_shapes` returns).
+
+    Everything random that is not a factor (background level and noise, clutter strokes) comes
+    from each image's `noise_seed`, so changing one factor and rendering again changes only
+    what that factor controls: what sensitivity analysis needs.
+    """
+    f = {k: np.asarray(v) for k, v in factors.items()}
+    labels = f["shape"].astype(np.int32)
+    n, s = len(labels), image_size
+    slots = _cue_slots(s)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     checker = ((xx // max(2, s // 16) + yy // max(2, s // 16)) % 2).astype(np.float32)
     images = np.empty((n, s, s, 3), np.float32)
@@ -144,9 +159,10 @@ def generate_shapes(
     cue_masks = np.zeros((n, s, s), bool)
     m = max(2, round(_CUE_SIZE * s))
     for i in range(n):
+        rng = np.random.default_rng(int(f["noise_seed"][i]))
         img = np.full((s, s, 3), rng.uniform(0.1, 0.35), np.float32)
         img += rng.normal(0, 0.03, (s, s, 3)).astype(np.float32)
-        for _ in range(f["clutter"][i]):
+        for _ in range(int(f["clutter"][i])):
             p1, p2 = rng.integers(0, s, 2), rng.integers(0, s, 2)
             grey = float(rng.uniform(0.3, 0.7))
             cv2.line(img, tuple(map(int, p1)), tuple(map(int, p2)), (grey,) * 3, 1)
@@ -156,7 +172,7 @@ def generate_shapes(
             cv2.circle(masks[i], (round(cx), round(cy)), round(r * 0.85), 1, -1)
         else:
             cv2.fillPoly(masks[i], [_polygon(shape, cx, cy, r, f["rotation"][i])], 1)
-        hsv = np.uint8([[[round(f["hue"][i] * 179), 200, 235]]])
+        hsv = np.uint8([[[round(float(f["hue"][i]) * 179), 200, 235]]])
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255
         texture = TEXTURES[f["texture"][i]]
         if texture == "stripes":
