@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from xai_keras.analysis import copnorm, mutual_information, unit_information
+from xai_keras.analysis import (
+    analyze,
+    analyze_layers,
+    collect_activations,
+    copnorm,
+    default_layers,
+    factor_sensitivity,
+    mutual_information,
+    shapes_factors,
+    unit_information,
+)
+from xai_keras.config import DataConfig
+from xai_keras.data import generate_shapes
 from xai_keras.errors import InputError
 
 
@@ -124,3 +138,123 @@ def test_copnorm_gives_standard_normal_marginals_and_keeps_order():
 def test_mutual_information_rejects_bad_input(x, y, match):
     with pytest.raises(InputError, match=match):
         mutual_information(x, y)
+
+
+# --- layer analysis -----------------------------------------------------------------------------
+def test_default_layers_are_the_block_outputs_and_the_dense_head(gap_model):
+    assert default_layers(gap_model) == ["block1_relu1", "block2_relu1", "block3_relu1", "logits"]
+
+
+def test_default_layers_follow_nested_models(gap_model):
+    inp = keras.Input((32, 32, 3))
+    outer = keras.Model(inp, gap_model(keras.layers.Rescaling(1.0)(inp)))
+    assert default_layers(outer) == [
+        f"{gap_model.name}/{p}" for p in ("block1_relu1", "block2_relu1", "block3_relu1", "logits")
+    ]
+
+
+def test_collect_activations_pools_like_the_layer_output(gap_model, images32):
+    probe = keras.Model(gap_model.inputs, gap_model.get_layer("block2_relu1").output)
+    full = probe(images32).numpy()  # (5, 16, 16, 16)
+    acts, logits = collect_activations(gap_model, images32, ["block2_relu1"], progress=False)
+    np.testing.assert_allclose(acts["block2_relu1"], full.mean((1, 2)), rtol=1e-5, atol=1e-6)
+    cells, _ = collect_activations(gap_model, images32, ["block2_relu1"], grid=2, progress=False)
+    quads = full.reshape(5, 2, 8, 2, 8, 16).mean((2, 4)).reshape(5, -1)
+    np.testing.assert_allclose(cells["block2_relu1"], quads, rtol=1e-5, atol=1e-6)
+    every, _ = collect_activations(
+        gap_model, images32, ["block2_relu1"], grid=None, max_units=100, progress=False
+    )
+    assert every["block2_relu1"].shape == (5, 100)
+    assert np.isin(every["block2_relu1"], full.reshape(5, -1)).all()
+    head = keras.Model(gap_model.inputs, gap_model.get_layer("logits").output)
+    np.testing.assert_allclose(logits, head(images32).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def shapes_analysis(trained_shapes):
+    sample = generate_shapes(1200, 64, seed=11)
+    factors = shapes_factors(sample)
+    model = trained_shapes.model
+    channels = analyze_layers(model, sample.images, factors, progress=False)
+    cells = analyze_layers(model, sample.images, factors, grid=4, progress=False)
+    return channels, cells
+
+
+def test_shape_information_rises_and_nuisance_information_falls_with_depth(shapes_analysis):
+    channels, cells = shapes_analysis
+    shape = channels.layer_mi[:, channels.column("shape")]
+    assert shape[-1] > shape[0] + 1.0
+    assert shape[-1] > 0.85 * np.log2(5)  # the trained model reads out almost every class
+    assert shape.max() <= np.log2(5) + 0.05  # never more than the labels' entropy
+    hue = channels.layer_mi[:, channels.column("hue")]
+    assert hue[0] > 1.0 and hue[-1] < 0.2  # colour is seen early and discarded at the output
+    position = cells.layer_mi[:, cells.column("position")]
+    assert position[:-1].max() > 1.5 and position[-1] < 0.1  # kept by the convs, lost at GAP
+
+
+def test_early_class_codes_do_not_transfer_across_nuisance_values_late_ones_do(shapes_analysis):
+    channels, _ = shapes_analysis
+    inv = channels.invariance
+    assert np.nanmin(inv[0]) < 0.5  # early shape codes are tied to colour, size, texture
+    assert np.nanmin(inv[-1]) > 0.8  # late ones read the shape whatever the nuisance
+    assert np.nanmin(inv[-1]) > np.nanmin(inv[0]) + 0.4
+
+
+def test_per_layer_summaries_are_consistent(shapes_analysis):
+    channels, _ = shapes_analysis
+    assert channels.mean_mi.shape == channels.max_mi.shape == channels.layer_mi.shape
+    assert (channels.max_mi >= channels.mean_mi - 1e-12).all()
+    assert (channels.tuned_share.sum(1) <= 1 + 1e-9).all()
+    # The logits are five units, each the evidence for one shape: all tuned to the shape.
+    assert channels.tuned_share[-1, channels.column("shape")] == 1.0
+    d = channels.to_dict()
+    assert set(d["layer_mi_bits"]) == set(channels.layers)
+    assert "| block1_relu1 |" in channels.to_markdown()
+
+
+def test_sensitivity_names_the_shape_for_a_good_model_and_the_marker_for_a_shortcut(
+    trained_shapes, shortcut_shapes
+):
+    base = generate_shapes(100, 64, seed=12, spurious_cue=True, cue_strength=0.0)
+    good = factor_sensitivity(trained_shapes.model, base, variations=2)
+    flips = dict(zip(good.factors, good.flip_rate, strict=True))
+    assert flips["shape"] > 0.8
+    assert max(v for k, v in flips.items() if k != "shape") < 0.2
+    bad = factor_sensitivity(shortcut_shapes.model, base, variations=2)
+    flips = dict(zip(bad.factors, bad.flip_rate, strict=True))
+    assert flips["cue"] > 0.5 and flips["cue"] > flips["shape"]
+
+
+def test_analyze_writes_report_figures_and_tensorboard(trained_shapes, tmp_path):
+    report = analyze(
+        trained_shapes.model,
+        tmp_path / "out",
+        n=600,
+        cells=2,
+        sensitivity_samples=40,
+        log_dir=tmp_path / "tb",
+        progress=False,
+    )
+    names = {"information", "depth", "invariance", "tuning", "sensitivity", "markdown", "json"}
+    assert set(report.files) == names
+    assert all(p.exists() and p.stat().st_size > 0 for p in report.files.values())
+    assert not list((tmp_path / "out").glob("*.tmp*"))
+    text = report.files["markdown"].read_text()
+    assert "**shape** rises with depth" in text and "![depth](depth.png)" in text
+    tags = set()
+    for event in (tmp_path / "tb").glob("events.out.tfevents.*"):
+        for e in tf.compat.v1.train.summary_iterator(str(event)):
+            tags |= {v.tag for v in e.summary.value}
+    assert {"analysis/information", "analysis/depth", "analysis/report"} <= tags
+
+
+def test_analysis_input_errors(gap_model, images32):
+    with pytest.raises(InputError, match="factor 'class' is not among"):
+        analyze_layers(gap_model, images32, [], target="class")
+    with pytest.raises(InputError, match="grid"):
+        collect_activations(gap_model, images32, grid=0)
+    flat = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
+    with pytest.raises(InputError, match=r"\(N, S, S, 1\|3\)"):
+        analyze(flat)
+    with pytest.raises(InputError, match="dataset 'shapes'"):
+        analyze(gap_model, data=DataConfig(name="digits"))

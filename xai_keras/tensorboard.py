@@ -15,7 +15,14 @@ from xai_keras.explain.base import get_method
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.sag import SAG
 
-__all__ = ["ExplainCallback", "log_explanation", "log_explanations", "log_figure", "log_sag"]
+__all__ = [
+    "ExplainCallback",
+    "log_explanation",
+    "log_explanations",
+    "log_figure",
+    "log_sag",
+    "log_text",
+]
 
 
 def _summarise(exp: Explanation, name: str | None, step: int) -> None:
@@ -129,6 +136,14 @@ def log_figure(log_dir: str | os.PathLike, tag: str, png: bytes, step: int = 0) 
     writer.close()
 
 
+def log_text(log_dir: str | os.PathLike, tag: str, text: str, step: int = 0) -> None:
+    """Log Markdown `text` as one text summary (TensorBoard's Text tab renders it)."""
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        tf.summary.text(tag, text, step=step)
+    writer.close()
+
+
 def log_sag(log_dir: str | os.PathLike, graph: SAG, step: int = 0, tag: str = "sag") -> None:
     """Log a SAG's picture as `<tag>/graph` and its roots and confidences as `<tag>/info`."""
     from xai_keras.io import figure_to_png
@@ -145,7 +160,4 @@ def log_sag(log_dir: str | os.PathLike, graph: SAG, step: int = 0, tag: str = "s
     lines += [f"| {list(r)} | {graph.confidence(r):.3f} |" for r in graph.roots]
     if graph.message:
         lines.append(f"\n{graph.message}")
-    writer = tf.summary.create_file_writer(str(log_dir))
-    with writer.as_default():
-        tf.summary.text(f"{tag}/info", "\n".join(lines), step=step)
-    writer.close()
+    log_text(log_dir, f"{tag}/info", "\n".join(lines), step)

@@ -23,6 +23,7 @@ __all__ = ["SHAPES", "TEXTURES", "ShapesSample", "generate_shapes", "render_shap
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 TEXTURES = ("solid", "stripes", "checker")
 _CUE_SIZE = 0.1  # marker side, as a fraction of the image size
+SCALE_RANGE = (0.15, 0.27)  # default circumradius range, as a fraction of the image side
 _MARGIN = 0.14  # objects keep this fraction of the image away from the border (cue slots)
 
 
@@ -91,7 +92,7 @@ def generate_shapes(
     spurious_cue: bool = False,
     cue_strength: float = 1.0,
     clutter: int = 4,
-    scale: tuple[float, float] = (0.15, 0.27),
+    scale: tuple[float, float] = SCALE_RANGE,
 ) -> ShapesSample:
     """Generate `n` images of shapes; deterministic for a given `seed`.
 

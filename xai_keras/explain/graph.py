@@ -220,7 +220,14 @@ class ModelRunner:
     def _op(self, op: Any, captured: dict) -> Callable:
         sub = self._subs.get(id(op))
         if sub is not None:
-            return sub
+            if id(op) not in self.taps:
+                return sub
+
+            def tapped_sub(*args, **kwargs):
+                captured[id(op)] = y = sub(*args, **kwargs)
+                return y
+
+            return tapped_sub
         if _is_graph_model(op):
             return lambda *args, **kwargs: self._run(
                 op, args[0] if len(args) == 1 else args, captured
