@@ -258,3 +258,16 @@ def test_analysis_input_errors(gap_model, images32):
         analyze(flat)
     with pytest.raises(InputError, match="dataset 'shapes'"):
         analyze(gap_model, data=DataConfig(name="digits"))
+
+
+def test_cli_analyze_uses_the_runs_config_and_prints_findings(trained_shapes, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    out = tmp_path / "analysis"
+    argv = ["analyze", "--model", str(trained_shapes.model_path), "--out", str(out)]
+    code = main([*argv, "--n", "400", "--cells", "0", "--sensitivity", "30", "--quiet"])
+    assert code == 0
+    assert (out / "analysis.md").exists() and (out / "information.png").exists()
+    assert (trained_shapes.model_path.parent / "config.yaml").exists()  # read beside the model
+    assert main(["analyze", "--model", str(trained_shapes.model_path), "--dataset", "digits"]) == 2
+    assert "only such dataset is 'shapes'" in capsys.readouterr().err

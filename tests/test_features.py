@@ -326,3 +326,18 @@ def test_data_set_colours(small_cnn, shapes200):
     assert result.settings.colours is not None and result.images.shape == (1, 32, 32, 3)
     with pytest.raises(InputError, match=r"\(3, 3\)"):
         maximize(small_cnn, "block2_relu1", [0], steps=1, colours=np.eye(2))
+
+
+def test_cli_visualize_writes_the_unit_pictures(trained_shapes, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    out = tmp_path / "viz"
+    argv = ["visualize", "--model", str(trained_shapes.model_path), "--layer", "block2_relu1"]
+    extra = ["--units", "0-3", "--steps", "16", "--dataset", "shapes", "--n", "64", "--k", "2"]
+    assert main([*argv, *extra, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("maximize", "filters", "feature_maps", "top_examples", "units"):
+        assert f"{name}: " in printed
+    assert len(list(out.glob("*.png"))) >= 5
+    assert main([*argv, "--units", "0-999", "--out", str(out)]) == 2
+    assert "has 64 units, so use 0..63" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`xai-keras`: train, explain and look at the results from the shell.
+"""`xai-keras`: train, explain, analyse and look at the results from the shell.
 
 Errors from bad input are printed as one line (exit code 2) unless `--debug` is given.
 Exit codes: 0 success, 1 unexpected failure, 2 bad input.
@@ -297,6 +297,81 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0 if results["datasets"] else 1
 
 
+# -- analyze -------------------------------------------------------------------------------------
+def _run_config(model_path: str, config: str | None):
+    """The run's data settings: `--config`, else the config.yaml `train` wrote beside the model."""
+    from xai_keras.config import load_config
+
+    if config is None:
+        beside = Path(model_path).resolve().parent / "config.yaml"
+        config = str(beside) if beside.is_file() else None
+    return load_config(config).data
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from xai_keras.analysis import analyze
+    from xai_keras.errors import InputError
+
+    if args.dataset != "shapes":
+        raise InputError(
+            f"--dataset {args.dataset!r}: layer analysis needs images whose generative factors "
+            "are known; the only such dataset is 'shapes'."
+        )
+    model = load_model(args.model, args.unsafe)
+    report = analyze(
+        model,
+        args.out,
+        n=args.n,
+        layers=[x.strip() for x in args.layers.split(",")] if args.layers else None,
+        cells=args.cells or None,
+        data=_run_config(args.model, args.config),
+        sensitivity_samples=args.sensitivity,
+        log_dir=args.logdir,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    for line in report.findings:
+        _print(args, "-", line.replace("**", ""))
+    _print(args, f"analysis took {report.seconds:.1f} s; report: {report.files['markdown']}")
+    return 0
+
+
+# -- visualize -----------------------------------------------------------------------------------
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    from xai_keras.features import visualize_units
+
+    model = load_model(args.model, args.unsafe)
+    shape = tuple(model.inputs[0].shape[1:])
+    images = None
+    if args.images:
+        images = _read_images(_image_files(args.images), shape, 255.0 if args.unit else 1.0)
+    elif args.dataset == "shapes":
+        from xai_keras.data import generate_shapes
+
+        images = generate_shapes(args.n, shape[0], seed=args.seed, channels=shape[-1]).images
+    dataset = None
+    if images is not None:
+        dataset = tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32)).batch(64)
+    written = visualize_units(
+        model,
+        args.layer,
+        args.units,
+        args.out,
+        steps=args.steps,
+        dataset=dataset,
+        k=args.k,
+        log_dir=args.logdir,
+        progress=not args.quiet,
+        seed=args.seed,
+    )
+    for name, path in written.items():
+        _print(args, f"{name}: {path}")
+    return 0
+
+
 # -- tensorboard ---------------------------------------------------------------------------------
 def _launch_tensorboard(log_dir: str | os.PathLike, port: int = 6006) -> int:
     """Run TensorBoard on localhost only, until interrupted."""
@@ -431,6 +506,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sanity", action="store_true", help="skip the randomisation checks")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("analyze", help="information about generative factors, layer by layer")
+    p.add_argument("--model", required=True, help="a saved .keras model trained on shapes")
+    p.add_argument("--dataset", default="shapes", help="factor-controlled data (only 'shapes')")
+    p.add_argument("--out", default="reports/analysis", help="report, JSON and figures go here")
+    p.add_argument(
+        "--config", help="the run's config (default: config.yaml beside the model, if any)"
+    )
+    p.add_argument("--n", type=int, default=2000, help="generated images to analyse")
+    p.add_argument("--layers", help="comma-separated layers (default: each block and dense)")
+    p.add_argument("--cells", type=int, default=4, help="also pool units on an NxN grid (0: skip)")
+    p.add_argument(
+        "--sensitivity", type=int, default=300, help="base images for one-factor changes (0: skip)"
+    )
+    p.add_argument("--logdir", help="also write figures and report to TensorBoard here")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("visualize", help="what units respond to: maximisation, maps, filters")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument("--layer", required=True, help="layer name or nested path (or 'logits')")
+    p.add_argument("--units", default="0-7", help="units/channels, e.g. 0-15, 0,3,7 or all")
+    p.add_argument("--out", default="viz", help="output directory for the PNGs")
+    p.add_argument("--steps", type=int, default=256, help="gradient-ascent steps")
+    p.add_argument("--k", type=int, default=9, help="top-activating examples per unit")
+    p.add_argument("--images", nargs="+", help="image files/folders for top examples and maps")
+    p.add_argument(
+        "--dataset",
+        choices=["shapes", "none"],
+        default="none",
+        help="generate shapes images for top examples (when no --images)",
+    )
+    p.add_argument("--n", type=int, default=1000, help="images generated with --dataset shapes")
+    p.add_argument("--logdir", help="also log the pictures to TensorBoard here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--unit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale pixels of --images to [0, 1] (default; --no-unit keeps 0-255)",
+    )
+    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on localhost")
     p.add_argument("--logdir", default="logs")
