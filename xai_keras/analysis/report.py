@@ -82,7 +82,7 @@ def _trend(name: str, values: np.ndarray, layers: list[str]) -> str:
     first, last, peak = values[0], values[-1], int(values.argmax())
     path = " -> ".join(f"{v:.2f}" for v in values)
     if values.max() < 0.05:
-        return f"**{name}**: no layer carries it ({path} bits)."
+        return f"**{name}**: no layer carries it, read this way ({path} bits)."
     if peak == len(values) - 1 or last >= values.max() - 0.05:
         verb = "rises with depth" if last > first + 0.05 else "stays level"
         return f"**{name}** {verb}: {path} bits ({short[0]} -> {short[-1]})."
@@ -115,7 +115,8 @@ def findings(
             out.append(
                 f"Invariance of the {channels.target} code to {channels.nuisance[worst]} at "
                 f"{channels.layers[0].rsplit('/', 1)[-1]}: {inv[0, worst]:.2f}; at the last "
-                f"layer {inv[-1, worst]:.2f} (1 = a single read-out works for every value)."
+                f"layer {inv[-1, worst]:.2f} (1 = a decoder trained at other values of it reads "
+                "the shape as well as one trained at the same value)."
             )
     if sens is not None:
         order = np.argsort(-sens.flip_rate)
