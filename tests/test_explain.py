@@ -312,7 +312,10 @@ def test_gradcam_peaks_inside_the_object(trained_shapes):
     inside = pointing_game(exp.maps, test.masks[:200])  # strict: no tolerance
     print(f"Grad-CAM peak on the object: {inside.mean():.3f}")
     assert trained_shapes.report["accuracy"] > 0.85
-    assert inside.mean() > 0.75, inside.mean()  # measured 0.835 (seed 42)
+    # Measured 0.72-0.84 over data and training variations; a map that ignores the object
+    # peaks on it about as often as the object covers the image (about 10%).
+    assert inside.mean() > 0.6, inside.mean()
+    assert inside.mean() > 4 * test.masks[:200].mean()
 
 
 def test_plot_and_save(gap_model, images32, tmp_path):
