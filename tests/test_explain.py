@@ -353,3 +353,8 @@ def test_explained_models_are_freed(images32):
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_notebooks_display_explanations_as_pictures(gap_model, images32):
+    png = explain(gap_model, images32[:2])._repr_png_()
+    assert png.startswith(b"\x89PNG")

@@ -208,3 +208,8 @@ def test_ranked_candidates_bound_the_search(trained_shapes, graphs):
     assert g.n_forward < full.n_forward
     for root in g.roots:
         assert _independent_confidence(trained_shapes.model, g, root) >= g.threshold - 1e-4
+
+
+def test_notebooks_display_a_sag_as_its_picture(gap_model, images32):
+    g = sag(gap_model, images32[0], grid=(3, 3), max_roots=1)
+    assert g._repr_png_().startswith(b"\x89PNG")

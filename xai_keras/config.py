@@ -48,7 +48,7 @@ class DataConfig:
     n_train: int = 6000
     n_val: int = 1000
     n_test: int = 1000
-    spurious_cue: bool = False  # shapes: plant a class-correlated corner marker in train/val
+    spurious_cue: bool = False  # shapes: plant a class-correlated border marker in train/val
     cue_strength: float = 1.0  # shapes: probability that the marker agrees with the class
     clutter: int = 4  # shapes: number of background distractor strokes (at most)
     object_scale: list[float] = field(default_factory=lambda: [0.15, 0.27])  # shapes: radius range

@@ -32,7 +32,7 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold, cross_val_predict
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from xai_keras.analysis.factors import Factor
 from xai_keras.analysis.gcmi import mutual_information, unit_information

@@ -87,6 +87,21 @@ class Explanation:
         """Save `plot()` as an image file (PNG, PDF, SVG, by suffix), atomically."""
         return save_figure(self.plot(), path, dpi=dpi)
 
+    def _repr_png_(self) -> bytes:
+        """A notebook shows the picture, not the dataclass fields."""
+        return _png(self.plot())
+
+
+def _png(fig: Figure) -> bytes:
+    """Render and close (pyplot keeps figures alive, which grows memory in notebooks)."""
+    import matplotlib.pyplot as plt
+
+    from xai_keras.io import figure_to_png
+
+    png = figure_to_png(fig)
+    plt.close(fig)
+    return png
+
 
 def contact_sheet(explanations: list[Explanation]) -> Figure:
     """One figure comparing methods: a row per image, a column per explanation's overlay.

@@ -256,6 +256,12 @@ class SAG:
     def save(self, path: str | os.PathLike, dpi: int = 110) -> Path:
         return save_figure(self.plot(), path, dpi=dpi)
 
+    def _repr_png_(self) -> bytes:
+        """A notebook shows the graph, not the dataclass fields."""
+        from xai_keras.explain.explanation import _png
+
+        return _png(self.plot())
+
 
 # -- the search ------------------------------------------------------------------------------------
 def _beam_search(
