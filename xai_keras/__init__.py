@@ -7,6 +7,7 @@ Example:
 """
 
 from xai_keras.explain import METHODS, SAG, Explanation, explain, find_layer, methods, sag
+from xai_keras.scale import explain_dataset
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "SAG",
     "Explanation",
     "explain",
+    "explain_dataset",
     "find_layer",
     "methods",
     "sag",

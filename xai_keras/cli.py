@@ -297,6 +297,56 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0 if results["datasets"] else 1
 
 
+# -- explain-dataset ------------------------------------------------------------------------------
+def _cmd_explain_dataset(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from xai_keras.errors import InputError
+    from xai_keras.scale import explain_dataset
+
+    model = load_model(args.model, args.unsafe)
+    data: object = args.data
+    if args.data.endswith(".npy"):
+        if not Path(args.data).is_file():
+            raise InputError(f"Images file not found: {args.data}. Pass a folder or a .npy file.")
+        data = np.load(args.data, mmap_mode="r")
+    strategy = None
+    if args.mirrored:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    targets = args.targets
+    if targets not in (None, "label"):
+        try:
+            targets = int(targets)
+        except ValueError:
+            raise InputError(
+                f"--targets must be 'label' or a class index, got {targets!r}."
+            ) from None
+    result = explain_dataset(
+        model,
+        data,
+        args.method,
+        out=args.out,
+        targets=targets,
+        layer=args.layer,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        strategy=strategy,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else (),
+        class_names=_class_names(args.classes),
+        log_dir=args.logdir,
+        progress=not args.quiet,
+    )
+    summary = result.summary()
+    flagged = ", ".join(map(str, summary.get("flagged_classes", []))) or "none"
+    _print(args, f"{len(result)} maps in {args.out}; summary: {Path(args.out) / 'summary.md'}")
+    _print(args, f"classes whose maps peak at the border (possible shortcut): {flagged}")
+    return 0
+
+
 # -- analyze -------------------------------------------------------------------------------------
 def _run_config(model_path: str, config: str | None):
     """The run's data settings: `--config`, else the config.yaml `train` wrote beside the model."""
@@ -506,6 +556,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sanity", action="store_true", help="skip the randomisation checks")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser(
+        "explain-dataset", help="explain a whole image folder or .npy, streamed and resumable"
+    )
+    p.add_argument("data", help="an image folder (sub-folders = classes) or a .npy array")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument("--out", required=True, help="folder for shards, index and summary")
+    p.add_argument("--method", default="gradcam", help="any method but sag")
+    p.add_argument("--targets", help="'label' (folder classes) or a class index; default: top")
+    p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch")
+    p.add_argument("--shard-size", type=int, default=1024, help="maps per shard file")
+    p.add_argument("--resume", action="store_true", help="skip the shards already written")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--metrics", help="per-image metrics, e.g. deletion,insertion (slow)")
+    p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
+    p.add_argument("--logdir", help="also write the summary to TensorBoard here")
+    p.add_argument(
+        "--mirrored", action="store_true", help="tf.distribute.MirroredStrategy over local GPUs"
+    )
+    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_explain_dataset)
 
     p = sub.add_parser("analyze", help="information about generative factors, layer by layer")
     p.add_argument("--model", required=True, help="a saved .keras model trained on shapes")

@@ -1,0 +1,268 @@
+"""Turn what a user hands to `explain_dataset` into one stream of `(image, label)` elements.
+
+Datasets, arrays and image folders all become an *unbatched* `tf.data.Dataset` of
+`(float32 (H, W, C) image, int32 label)` with label -1 where none is known, so the runner
+can batch, pad, enumerate and skip (for resuming) in one place, whatever the source.
+Nothing is read into memory here: arrays are sliced lazily and folders are decoded as the
+stream is consumed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.data.folder import IMAGE_SUFFIXES
+from xai_keras.errors import InputError
+
+__all__ = ["Source", "as_source"]
+
+_IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
+_LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+
+
+@dataclass
+class Source:
+    """An unbatched stream of `(image, label)` and what is known about it.
+
+    Attributes:
+        elements: unbatched `tf.data.Dataset` of (float32 (H, W, C), int32 label or -1).
+        has_labels: whether the labels are real (else all -1).
+        size: number of images, or None when the stream does not say (e.g. a generator).
+        class_names: class names where the source has them (image folders).
+        files: one path per image, for image folders.
+        kind: "dataset", "array" or "folder", for messages and the manifest.
+    """
+
+    elements: tf.data.Dataset
+    has_labels: bool
+    size: int | None
+    class_names: list[str] | None = None
+    files: list[str] | None = None
+    kind: str = "dataset"
+
+
+def _expected_shape(model: keras.Model) -> tuple:
+    return tuple(model.inputs[0].shape[1:])
+
+
+def _check_shape(shape: tuple, expected: tuple, what: str, model: keras.Model) -> None:
+    """Raise unless the known dimensions of `shape` (H, W, C) match the model's input."""
+    if len(shape) != len(expected):
+        raise InputError(
+            f"{what} must be images of shape {expected} (H, W, C) for model {model.name!r}, "
+            f"or batches of them. Received element shape {shape}."
+        )
+    for got, want in zip(shape, expected):
+        if got is not None and want is not None and got != want:
+            raise InputError(
+                f"{what} have shape {shape} but model {model.name!r} expects {expected} "
+                "(H, W, C). Resize the images (e.g. dataset.map(lambda x, y: "
+                "(tf.image.resize(x, (H, W)), y))) or check the channels."
+            )
+
+
+def _labels_to_int(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Class indices from indices or one-hot rows."""
+    if labels.shape.rank == 1 and labels.shape[0] == num_classes and num_classes > 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(labels, ()), tf.int32)
+
+
+def _split_element(spec: Any) -> tuple[Any, Any, str]:
+    """Pick the image and label specs (or paths into the element) out of an element spec."""
+    if isinstance(spec, tf.TensorSpec):
+        return spec, None, "tensor"
+    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
+        return spec[0], (spec[1] if len(spec) > 1 else None), "tuple"
+    if isinstance(spec, dict):
+        image = next((k for k in _IMAGE_KEYS if k in spec), None)
+        label = next((k for k in _LABEL_KEYS if k in spec), None)
+        if image is not None:
+            return spec[image], (spec[label] if label else None), f"dict:{image}:{label}"
+    raise InputError(
+        "The `dataset` must yield images, (images, labels) pairs or dicts with an 'image' "
+        f"key (and optionally 'label'). Received elements with spec {spec}."
+    )
+
+
+def _from_dataset(ds: tf.data.Dataset, model: keras.Model, num_classes: int) -> Source:
+    expected = _expected_shape(model)
+    image_spec, label_spec, layout = _split_element(ds.element_spec)
+    if not isinstance(image_spec, tf.TensorSpec) or image_spec.shape.rank is None:
+        raise InputError(
+            f"The `dataset` images must be tensors of known rank; received spec {image_spec}."
+        )
+    if not (image_spec.dtype.is_floating or image_spec.dtype.is_integer):
+        raise InputError(
+            f"The `dataset` images must hold numbers. Received dtype {image_spec.dtype.name}."
+        )
+    rank = image_spec.shape.rank
+    batched = rank == len(expected) + 1
+    if rank not in (len(expected), len(expected) + 1):
+        raise InputError(
+            f"The `dataset` must yield images (H, W, C) = {expected} or batches (N, H, W, C) of "
+            f"them for model {model.name!r}. Received images of shape {image_spec.shape}."
+        )
+    dims = tuple(image_spec.shape)[1:] if batched else tuple(image_spec.shape)
+    _check_shape(dims, expected, "The `dataset` images", model)
+    if label_spec is not None:
+        if not isinstance(label_spec, tf.TensorSpec) or not (
+            label_spec.dtype.is_integer or label_spec.dtype.is_floating
+        ):
+            raise InputError(
+                f"The `dataset` labels must be class indices or one-hot rows. Received spec "
+                f"{label_spec}."
+            )
+        label_rank = label_spec.shape.rank
+        if label_rank is not None and label_rank - batched not in (0, 1):
+            raise InputError(
+                "The `dataset` labels must be one class index (or one one-hot row) per "
+                f"image. Received labels of shape {label_spec.shape}."
+            )
+
+    def pick(*element):
+        if layout == "tensor":
+            return element[0], None
+        if layout == "tuple":
+            return element[0], (element[1] if len(element) > 1 else None)
+        _, image_key, label_key = layout.split(":")
+        item = element[0]
+        return item[image_key], (item[label_key] if label_key != "None" else None)
+
+    def normalise(*element):
+        image, label = pick(*element)
+        image = tf.ensure_shape(tf.cast(image, tf.float32), expected)
+        label = tf.constant(-1, tf.int32) if label is None else _labels_to_int(label, num_classes)
+        return image, label
+
+    size = int(ds.cardinality()) if not batched else -1
+    if batched:
+        ds = ds.unbatch()
+    elements = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return Source(elements, label_spec is not None, size if size >= 0 else None, kind="dataset")
+
+
+def _from_arrays(images: Any, labels: Any, model: keras.Model, num_classes: int) -> Source:
+    x = np.asarray(images)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise InputError(f"The `dataset` array must hold numbers. Received dtype {x.dtype}.")
+    expected = _expected_shape(model)
+    if x.ndim != len(expected) + 1:
+        raise InputError(
+            f"The `dataset` array must be a batch (N, *{expected}) of images for model "
+            f"{model.name!r}. Received shape {x.shape}."
+        )
+    _check_shape(x.shape[1:], expected, "The `dataset` images", model)
+    if len(x) == 0:
+        raise InputError("The `dataset` array is empty: pass at least one image.")
+    y = None
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.ndim == 2 and y.shape[1] == num_classes:
+            y = y.argmax(axis=1)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise InputError(
+                f"The labels must be {len(x)} class indices (N,) or one-hot rows "
+                f"(N, {num_classes}). Received shape {y.shape}, dtype {y.dtype}."
+            )
+    chunk = 256
+
+    def chunks():  # slices of the caller's array: no copy of the whole array into TF
+        for start in range(0, len(x), chunk):
+            part = (
+                y[start : start + chunk]
+                if y is not None
+                else np.full(min(chunk, len(x) - start), -1)
+            )
+            yield x[start : start + chunk].astype(np.float32), part.astype(np.int32)
+
+    spec = (
+        tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+    )
+    ds = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(x)))
+    return Source(ds, y is not None, len(x), kind="array")
+
+
+def _from_folder(path: Path, model: keras.Model) -> Source:
+    expected = _expected_shape(model)
+    if not path.is_dir():
+        raise InputError(
+            f"The `dataset` folder {path} does not exist. Pass a folder of images (optionally "
+            "one sub-folder per class), a tf.data.Dataset or an array."
+        )
+    if len(expected) != 3 or None in expected[:2] or expected[2] not in (1, 3, 4):
+        raise InputError(
+            f"Model {model.name!r} takes inputs of shape {expected}; reading a folder needs a "
+            "fixed (H, W) and 1, 3 or 4 channels. Pass a tf.data.Dataset instead."
+        )
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    classes = [
+        p.name for p in subdirs if any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.rglob("*"))
+    ]
+    labelled = bool(classes) and not loose
+    mode = {1: "grayscale", 3: "rgb", 4: "rgba"}[expected[2]]
+    try:
+        ds = keras.utils.image_dataset_from_directory(
+            str(path),
+            labels="inferred" if labelled else None,
+            class_names=classes if labelled else None,
+            color_mode=mode,
+            image_size=tuple(expected[:2]),
+            batch_size=None,
+            shuffle=False,
+            verbose=False,
+        )
+    except Exception as err:  # keras raises bare ValueErrors for unreadable folders
+        raise InputError(f"Cannot read the image folder {path}: {err}") from None
+    files = list(ds.file_paths)
+    if not files:
+        raise InputError(
+            f"The folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} images (directly or in "
+            "one sub-folder per class)."
+        )
+
+    if labelled:
+        elements = ds.map(lambda x, y: (x / 255.0, tf.cast(y, tf.int32)))
+    else:
+        elements = ds.map(lambda x: (x / 255.0, tf.constant(-1, tf.int32)))
+    return Source(
+        elements,
+        labelled,
+        len(files),
+        class_names=classes if labelled else None,
+        files=files,
+        kind="folder",
+    )
+
+
+def as_source(dataset: Any, model: keras.Model) -> Source:
+    """Wrap a `tf.data.Dataset`, an array (or `(images, labels)` arrays) or a folder path.
+
+    Raises:
+        InputError: the images do not fit the model, the labels are not class indices, or
+            the folder does not exist or holds no images.
+    """
+    num_classes = int(model.outputs[0].shape[-1])
+    if isinstance(dataset, tf.data.Dataset):
+        return _from_dataset(dataset, model, num_classes)
+    if isinstance(dataset, (str, os.PathLike)):
+        return _from_folder(Path(dataset).expanduser(), model)
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        return _from_arrays(dataset[0], dataset[1], model, num_classes)
+    if isinstance(dataset, (np.ndarray, tf.Tensor)) or hasattr(dataset, "__array__"):
+        return _from_arrays(dataset, None, model, num_classes)
+    raise InputError(
+        "The `dataset` must be a tf.data.Dataset, a numpy array of images (or an "
+        "(images, labels) tuple of arrays) or a folder path. Received "
+        f"{type(dataset).__name__}."
+    )

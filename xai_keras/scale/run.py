@@ -1,0 +1,637 @@
+"""`explain_dataset`: stream a whole dataset through an explanation method into shards on disk.
+
+The loop, per global batch (the last one padded, so every compiled kernel sees one shape):
+
+    dataset -> (image, target, position, label) batches -> strategy.run(attribute + resize +
+    normalise) on every replica -> gather by position -> per-image metrics -> shard buffer
+    -> shard-NNNNN.npz + .jsonl -> manifest.json
+
+Only the current shard's maps are held in memory, so memory stays flat however large the
+dataset is. See `xai_keras.scale` for the layout, resuming and distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.errors import InputError
+from xai_keras.explain.base import Method, get_method
+from xai_keras.io import ensure_writable_dir
+from xai_keras.scale.data import Source, as_source
+from xai_keras.scale.metrics import check_border, map_metrics
+from xai_keras.scale.store import (
+    FORMAT,
+    MAP_DTYPE,
+    DatasetExplanation,
+    read_manifest,
+    remove_outputs,
+    remove_temporaries,
+    write_index,
+    write_manifest,
+    write_shard,
+)
+
+__all__ = ["explain_dataset", "model_fingerprint"]
+
+_FAITHFULNESS = ("deletion", "insertion")
+_FAITHFULNESS_STEPS = 20
+# Methods whose per-batch work is a few compiled kernels: the whole replica step (attribution,
+# resize, normalise) is compiled into one graph. The others loop in Python per image (occlusion,
+# Score-CAM) or per pixel row (reference maps) and would unroll into huge graphs: they run
+# eagerly under `strategy.run`, still calling their own compiled kernels.
+_COMPILED_FAMILIES = ("cam", "gradient")
+_EAGER_METHODS = ("scorecam",)
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """A short hash of the model's weights (names, shapes and a sample of the values), so a
+    resumed run can tell that it is explaining the same model."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(w))
+        flat = value.reshape(-1)
+        h.update(f"{w.path}:{value.shape}:{value.dtype};".encode())
+        h.update(flat[:64].tobytes() + flat[-64:].tobytes())
+        h.update(np.float64(flat.astype(np.float64).sum()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    """Method options as JSON for the manifest (arrays by hash)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, tf.Tensor)):
+        arr = np.ascontiguousarray(np.asarray(value))
+        return {"array_sha256": hashlib.sha256(arr.tobytes()).hexdigest()[:16],
+                "shape": list(arr.shape)}  # fmt: skip
+    return repr(value)
+
+
+@tf.function
+def _finish(raw: tf.Tensor, size: tf.Tensor, signed: bool) -> tf.Tensor:
+    """What `explain` does to raw maps: bilinear resize to the input, then per-map [0, 1]."""
+    maps = tf.image.resize(raw[..., None], size, method="bilinear")[..., 0]
+    maps = tf.abs(maps) if signed else tf.nn.relu(maps)
+    maps = tf.where(tf.math.is_finite(maps), maps, tf.zeros_like(maps))
+    peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
+    return maps / tf.where(peak > 0, peak, tf.ones_like(peak))
+
+
+def _make_step(strategy: tf.distribute.Strategy, method: Method, with_images: bool) -> Callable:
+    """The per-global-batch step: `strategy.run` of attribute + finish on every replica."""
+    runner, signed = method.runner, type(method).signed
+
+    def replica(x, t, p, y):
+        out = method.attribute(x, t)
+        probs = runner.squash(out.logits)
+        result = {
+            "maps": _finish(out.raw, tf.shape(x)[1:3], signed),
+            "targets": out.targets,
+            "scores": tf.gather(probs, out.targets, batch_dims=1),
+            "positions": p,
+            "labels": y,
+            "finite": tf.reduce_all(tf.math.is_finite(x), axis=tf.range(1, tf.rank(x))),
+        }
+        if with_images:
+            result["images"] = x
+        return result
+
+    def xai_keras_scale_step(x, t, p, y):
+        return strategy.run(replica, args=(x, t, p, y))
+
+    cls = type(method)
+    if cls.family in _COMPILED_FAMILIES and cls.name not in _EAGER_METHODS:
+        return tf.function(xai_keras_scale_step)
+    return xai_keras_scale_step
+
+
+class _QuietEagerStrategy(logging.Filter):
+    """Methods that loop in Python run `strategy.run` eagerly on purpose (see
+    `_COMPILED_FAMILIES`); TensorFlow's advice to wrap it in a tf.function is noise there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eagerly has significant overhead" not in record.getMessage()
+
+
+def _collect(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
+    """A per-replica value as one numpy array (replica order; reordered later by position)."""
+    local = strategy.experimental_local_results(value)
+    if len(local) < strategy.num_replicas_in_sync:  # other workers hold the rest
+        return np.asarray(strategy.gather(value, axis=0))
+    return np.concatenate([np.asarray(v) for v in local])
+
+
+def _pipeline(
+    source: Source, start: int, global_batch: int, targets: Any, num_classes: int
+) -> tf.data.Dataset:
+    """(image, target, position, label) batches of exactly `global_batch`; padded rows have
+    position -1. Elements before `start` are skipped (resuming)."""
+    ds = source.elements.skip(start) if start else source.elements
+
+    def with_target(position, element):
+        image, label = element
+        if targets == "label":
+            tf.debugging.assert_less(label, num_classes, "a label is >= the number of classes")
+            tf.debugging.assert_non_negative(label, "a label is negative")
+            target = label
+        else:
+            target = tf.constant(-1 if targets is None else int(targets), tf.int32)
+        return image, target, tf.cast(position, tf.int64), label
+
+    def pad(x, t, p, y):
+        missing = global_batch - tf.shape(x)[0]
+        x = tf.pad(x, [[0, missing]] + [[0, 0]] * (len(x.shape) - 1))
+        t = tf.pad(t, [[0, missing]], constant_values=-1)
+        p = tf.pad(p, [[0, missing]], constant_values=-1)
+        y = tf.pad(y, [[0, missing]], constant_values=-1)
+        return (
+            tf.ensure_shape(x, (global_batch, *x.shape[1:])),
+            tf.ensure_shape(t, (global_batch,)),
+            tf.ensure_shape(p, (global_batch,)),
+            tf.ensure_shape(y, (global_batch,)),
+        )
+
+    ds = ds.enumerate(start=start).map(with_target).batch(global_batch).map(pad)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(2)
+
+
+def _is_writer(strategy: tf.distribute.Strategy) -> bool:
+    """Only the chief writes files when several workers run one job."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if resolver is None or not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _check_args(
+    model: Any,
+    batch_size: Any,
+    shard_size: Any,
+    targets: Any,
+    metrics: Any,
+    resume: bool,
+    overwrite: bool,
+) -> tuple[str, ...]:
+    if not isinstance(model, keras.Model):
+        raise InputError(f"`model` must be a keras.Model. Received: {type(model).__name__}.")
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
+    num_classes = int(model.outputs[0].shape[-1])
+    if targets is not None and targets != "label":
+        if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)):
+            raise InputError(
+                "`targets` must be None (each image's top class), one class index for every "
+                f"image, or 'label' (each image's label). Received: targets={targets!r}."
+            )
+        if not 0 <= int(targets) < num_classes:
+            raise InputError(
+                f"`targets` must be in [0, {num_classes - 1}] for a model with {num_classes} "
+                f"outputs. Received: targets={targets}."
+            )
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
+    unknown = [m for m in metrics if m not in _FAITHFULNESS]
+    if unknown:
+        raise InputError(
+            f"Unknown metric(s) {unknown}. Per-image metrics that can be added: "
+            f"{', '.join(_FAITHFULNESS)} (peak location and border mass are always computed)."
+        )
+    if resume and overwrite:
+        raise InputError(
+            "Pass either resume=True (continue the run in `out`) or overwrite=True (delete it "
+            "and start again), not both."
+        )
+    return tuple(sorted(set(metrics)))
+
+
+def _method(model: keras.Model, method: str, layer: Any, options: dict) -> Method:
+    if isinstance(method, str) and method.lower() in ("sag", "structured_attention_graph"):
+        raise InputError(
+            "method='sag' is not supported by explain_dataset: a SAG is a search over masked "
+            "forward passes per image (hundreds per image) that returns a graph, not a map. "
+            "Use xai_keras.sag(model, image) on the images you pick (e.g. the worst ones of "
+            "the summary), or a map method such as 'gradcam' or 'occlusion' here."
+        )
+    if not isinstance(method, str):
+        raise InputError(f"`method` must be a method name. Received: {method!r}.")
+    return get_method(method).create(model, layer, **options)
+
+
+def _settings_diff(old: dict, new: dict) -> list[str]:
+    diff = []
+    for key, value in new.items():
+        before = old.get(key)
+        if key == "dataset_size" and (before is None or value is None):
+            continue  # an unknown size cannot be compared
+        if before != value:
+            diff.append(f"{key}: the run in progress has {before!r}, this call {value!r}")
+    return diff
+
+
+def _open_out(
+    out: Path, settings: dict, resume: bool, overwrite: bool, writer: bool
+) -> dict | None:
+    """Check `out` against this call; return the manifest to continue from (or None)."""
+    manifest = read_manifest(out)
+    if manifest is None:
+        if writer and any(p.name.startswith("shard-") for p in out.iterdir()):
+            remove_outputs(out)  # shards from a run killed before its first manifest
+        return None
+    if not resume and not overwrite:
+        state = "a complete" if manifest.get("complete") else "an incomplete"
+        raise InputError(
+            f"{out} already holds {state} explain_dataset run ({manifest.get('images_done', 0)} "
+            "images). Pass resume=True (--resume) to continue it, overwrite=True (--overwrite) "
+            "to start again, or another `out` folder."
+        )
+    if overwrite:
+        if writer:
+            remove_outputs(out)
+        return None
+    diff = _settings_diff(manifest.get("settings", {}), settings)
+    if diff:
+        raise InputError(
+            f"Cannot resume the run in {out}: it was started with different settings ("
+            + "; ".join(diff)
+            + "). Resume with the same model, method, layer, options, targets, shard_size, "
+            "border and metrics, or pass overwrite=True / another `out` to start a new run."
+        )
+    return manifest
+
+
+class _ShardBuffer:
+    """Rows waiting to be written; emits full shards of contiguous positions, in order.
+
+    Batches are kept as they come and joined only when a shard may be complete, so each row
+    is copied once or twice, not once per batch.
+    """
+
+    def __init__(self, shard_size: int, next_position: int):
+        self.shard_size, self.next = shard_size, next_position
+        self.parts: list[tuple[dict[str, np.ndarray], list[dict]]] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, arrays: dict[str, np.ndarray], records: list[dict]) -> None:
+        self.parts.append((arrays, records))
+        self.count += len(records)
+
+    def take(self, final: bool = False) -> tuple[dict, list[dict]] | None:
+        """The next shard's rows if they are all here (at the end: whatever is left)."""
+        n = self.count if final else self.shard_size
+        if n == 0 or self.count < n:
+            return None
+        arrays = {k: np.concatenate([a[k] for a, _ in self.parts]) for k in self.parts[0][0]}
+        records = [r for _, rs in self.parts for r in rs]
+        order = np.argsort(arrays["positions"], kind="stable")  # replicas/workers may interleave
+        arrays = {k: v[order] for k, v in arrays.items()}
+        records = [records[i] for i in order]
+        self.parts = [(arrays, records)]
+        if not np.array_equal(arrays["positions"][:n], np.arange(self.next, self.next + n)):
+            if final:
+                raise RuntimeError(
+                    f"explain_dataset lost images: positions {self.next}.. are incomplete."
+                )
+            return None
+        rest = {k: v[n:].copy() for k, v in arrays.items()}  # copies: free the joined block
+        self.parts = [(rest, records[n:])] if len(records) > n else []
+        self.count -= n
+        self.next += n
+        return {k: v[:n] for k, v in arrays.items()}, records[:n]
+
+
+def _records(
+    arrays: dict[str, np.ndarray],
+    source: Source,
+    shard_size: int,
+    border: float,
+    class_names: Sequence[str] | None,
+    faithfulness: dict[str, np.ndarray],
+) -> list[dict]:
+    """One JSON-able record per real image of a batch."""
+    stats = map_metrics(arrays["maps"], border)
+    records = []
+    for i, position in enumerate(arrays["positions"].tolist()):
+        target = int(arrays["targets"][i])
+        r: dict[str, Any] = {
+            "position": position,
+            "shard": position // shard_size,
+            "row": position % shard_size,
+            "class": target,
+        }
+        if class_names is not None and 0 <= target < len(class_names):
+            r["class_name"] = class_names[target]
+        r["score"] = round(float(arrays["scores"][i]), 6)
+        if source.has_labels:
+            r["label"] = int(arrays["labels"][i])
+        if source.files is not None:
+            r["file"] = source.files[position]
+        r["peak_y"], r["peak_x"] = int(stats["peak_y"][i]), int(stats["peak_x"][i])
+        r["peak_region"] = str(stats["peak_region"][i])
+        r["border_share"] = round(float(stats["border_share"][i]), 6)
+        r["corner_share"] = round(float(stats["corner_share"][i]), 6)
+        r["empty"] = bool(stats["empty"][i])
+        for name, auc in faithfulness.items():
+            r[f"{name}_auc"] = round(float(auc[i]), 6)
+        records.append(r)
+    return records
+
+
+def explain_dataset(
+    model: keras.Model,
+    dataset: Any,
+    method: str = "gradcam",
+    *,
+    out: str | os.PathLike,
+    targets: int | str | None = None,
+    layer: str | keras.layers.Layer | None = None,
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    strategy: tf.distribute.Strategy | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    metrics: Sequence[str] = (),
+    border: float = 0.2,
+    class_names: Sequence[str] | None = None,
+    summary: bool = True,
+    log_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_shard: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> DatasetExplanation:
+    """Explain every image of a dataset, streaming, into compressed shards under `out`.
+
+    Gives the same maps as `explain(model, images, method, ...)` on the same images, in
+    dataset order, but never holds more than one shard of maps in memory, runs on any
+    `tf.distribute` strategy, and can be resumed after a crash.
+
+    Args:
+        model: a Functional or Sequential Keras classifier.
+        dataset: a `tf.data.Dataset` of images or (images, labels) (batched or not; dicts
+            with an "image" and optionally a "label" key work too), a numpy array of images
+            or an `(images, labels)` tuple of arrays, or a folder path (images, optionally one
+            sub-folder per class, read in sorted order, resized to the model's input and
+            scaled to [0, 1] as the project's folder datasets are). Images are otherwise
+            passed to the model as they are. A dataset must give the same order each time it
+            is iterated for `resume` to be right.
+        method: a name from `xai_keras.methods()` (not "sag").
+        out: the output folder (see `xai_keras.scale` for its layout).
+        targets: None explains each image's top class; an int that class for every image;
+            "label" each image's label.
+        layer: the layer for CAM methods (default: the last spatial one).
+        batch_size: images per global batch; with R replicas each runs
+            ceil(batch_size / R) images per compiled call.
+        shard_size: images per shard file (the unit of memory, of writing and of resuming).
+        strategy: a `tf.distribute.Strategy`; None uses the current one (the default
+            strategy: one device).
+        resume: continue the run in `out`, skipping its complete shards; the settings must be
+            those it was started with (the batch size and the strategy may change).
+        overwrite: delete a previous run in `out` and start again.
+        metrics: extra per-image metrics: "deletion" and/or "insertion" AUC (20 steps, blurred
+            baseline; each costs 21 forward passes per image, on the default device). Peak
+            location and border/corner mass are always recorded.
+        border: width of the border band, as a fraction of the image side, for the per-image
+            border/corner shares and the summary's shortcut finder. The default 0.2 is wider
+            than it looks necessary because coarse maps peak at cell centres: a Grad-CAM of an
+            8x8 layer on a 64 px image cannot peak nearer than 4 px to the edge, and a model
+            that looks at a corner marker typically peaks one cell in (about 12 px).
+        class_names: names of the classes (default: the folder names for a folder dataset).
+        summary: write `summarize` outputs (Markdown, JSON, PNG) into `out` at the end.
+        log_dir: also log the summary to TensorBoard there.
+        progress: show a tqdm progress bar (images/s).
+        on_shard: called as `on_shard(shard, images_done)` after each shard is committed.
+        **options: method options, as for `explain` (e.g. `steps=` for Integrated Gradients).
+
+    Returns:
+        A `DatasetExplanation`: `.maps` (lazy, dataset order), `.index`, `.summary()`.
+
+    Raises:
+        InputError: bad arguments or images, a folder `out` that holds another run (without
+            `resume`/`overwrite`), or `resume` with settings that differ from the run's.
+
+    Example:
+        >>> ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(64)
+        >>> result = explain_dataset(model, ds, "gradcam", out="runs/gradcam-test")
+        >>> result.maps[0].shape, result.index[0]["peak_region"]
+    """
+    metrics = _check_args(model, batch_size, shard_size, targets, metrics, resume, overwrite)
+    border = check_border(border)
+    instance = _method(model, method, layer, options)
+    cls = type(instance)
+    strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise InputError(
+            f"`strategy` must be a tf.distribute.Strategy or None. Received: {strategy!r}."
+        )
+    replicas = strategy.num_replicas_in_sync
+    per_replica = math.ceil(batch_size / replicas)
+    global_batch = per_replica * replicas
+    instance.batch_size = per_replica  # masked-pass chunks of Score-CAM and occlusion
+
+    source = as_source(dataset, model)
+    if targets == "label" and not source.has_labels:
+        raise InputError(
+            "targets='label' needs labels, but the dataset has none. Pass (images, labels), a "
+            "folder with one sub-folder per class, or targets=None."
+        )
+    names = list(class_names) if class_names is not None else source.class_names
+    num_classes = int(model.outputs[0].shape[-1])
+    image_shape = tuple(int(d) if d is not None else None for d in model.inputs[0].shape[1:])
+    settings = {
+        "format": FORMAT,
+        "method": cls.name,
+        "layer": instance.layer_path,
+        "options": _jsonable(options),
+        "targets": targets if targets in (None, "label") else int(targets),
+        "shard_size": shard_size,
+        "border": border,
+        "metrics": list(metrics),
+        "map_dtype": MAP_DTYPE,
+        "image_shape": list(image_shape),
+        "dataset_size": source.size,
+        "model": model_fingerprint(model),
+    }
+
+    out = Path(out)
+    writer = _is_writer(strategy)
+    if writer:
+        ensure_writable_dir(out)
+        remove_temporaries(out)
+    manifest = _open_out(out, settings, resume, overwrite, writer) if out.is_dir() else None
+    resuming = manifest is not None
+    if manifest is None:  # written with the first shard, so an empty dataset leaves no files
+        manifest = {"settings": settings, "shards_done": 0, "images_done": 0, "complete": False}
+    manifest.update(
+        class_names=names,
+        has_labels=source.has_labels,
+        batch_size=batch_size,
+        replicas=replicas,
+    )
+    if writer and resuming:
+        write_manifest(out, manifest)
+
+    empty = [0]
+    if not manifest["complete"]:
+        empty = _explain_shards(
+            model, instance, strategy, source, out, manifest, settings, global_batch,
+            num_classes, names, writer, progress, on_shard,
+        )  # fmt: skip
+    if writer:
+        write_index(out, manifest["shards_done"])
+    if empty[0]:
+        warnings.warn(
+            f"{cls.name}: {empty[0]} map(s) are all zero (the gradients or scores were "
+            f"constant or non-finite), e.g. at positions {empty[1:]}; they are stored as zeros.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    result = DatasetExplanation(out)
+    if summary:
+        from xai_keras.scale.summary import summarize
+
+        result._summary = summarize(result, out if writer else None, log_dir if writer else None)
+    return result
+
+
+def _explain_shards(
+    model: keras.Model,
+    instance: Method,
+    strategy: tf.distribute.Strategy,
+    source: Source,
+    out: Path,
+    manifest: dict,
+    settings: dict,
+    global_batch: int,
+    num_classes: int,
+    names: list[str] | None,
+    writer: bool,
+    progress: bool,
+    on_shard: Callable[[int, int], None] | None,
+) -> list[int]:
+    """The streaming loop; updates `manifest` as shards are committed. Returns the number of
+    all-zero maps followed by the positions of up to ten of them."""
+    from tqdm import tqdm
+
+    from xai_keras.evaluate import faithfulness
+
+    shard_size, border = settings["shard_size"], settings["border"]
+    metrics = settings["metrics"]
+    start = manifest["shards_done"] * shard_size
+    ds = _pipeline(source, start, global_batch, settings["targets"], num_classes)
+    dist = strategy.experimental_distribute_dataset(ds)
+    step = _make_step(strategy, instance, bool(metrics))
+    buffer = _ShardBuffer(shard_size, start)
+    empty = [0]  # how many all-zero maps, then the first positions of some
+    bar = tqdm(
+        total=source.size,
+        initial=start,
+        unit="img",
+        desc=f"explain {settings['method']}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+    def commit(part: tuple[dict, list[dict]], final: bool) -> None:
+        arrays, records = part
+        k = manifest["shards_done"]
+        if writer:
+            stored = {
+                "maps": arrays["maps"].astype(MAP_DTYPE),
+                "targets": arrays["targets"].astype(np.int32),
+                "scores": arrays["scores"].astype(np.float32),
+                "labels": arrays["labels"].astype(np.int32),
+                "positions": arrays["positions"].astype(np.int64),
+            }
+            write_shard(out, k, stored, records)
+        manifest["shards_done"] = k + 1
+        manifest["images_done"] = int(arrays["positions"][-1]) + 1
+        manifest["complete"] = final
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if writer:
+            write_manifest(out, manifest)
+        if on_shard is not None:
+            on_shard(k, manifest["images_done"])
+
+    quiet = _QuietEagerStrategy()
+    tf.get_logger().addFilter(quiet)
+    try:
+        for x, t, p, y in dist:
+            if instance.runner.outputs_are_probabilities is None:  # decide eagerly, once
+                first = strategy.experimental_local_results(x)[0]
+                instance.runner.squash(instance.runner.forward_fn(first))
+            outputs = step(x, t, p, y)
+            arrays = {k: _collect(strategy, v) for k, v in outputs.items()}
+            real = arrays["positions"] >= 0
+            arrays = {k: v[real] for k, v in arrays.items()}
+            if not arrays["finite"].all():
+                bad = arrays["positions"][~arrays["finite"]].tolist()
+                raise InputError(
+                    f"The images at positions {bad[:10]} contain NaN or infinite values; "
+                    "clean or filter the dataset (e.g. dataset.filter(...))."
+                )
+            faith = {}
+            for name in metrics:
+                curves = getattr(faithfulness, name)(
+                    model,
+                    arrays["images"],
+                    arrays["maps"],
+                    targets=arrays["targets"],
+                    steps=_FAITHFULNESS_STEPS,
+                    batch_size=global_batch,
+                )
+                faith[name] = curves.auc
+            arrays.pop("images", None)
+            arrays.pop("finite")
+            records = _records(arrays, source, shard_size, border, names, faith)
+            found = [r["position"] for r in records if r["empty"]]
+            empty[0] += len(found)
+            empty += found[: max(0, 11 - len(empty))]
+            buffer.add(arrays, records)
+            while (part := buffer.take()) is not None:
+                commit(part, final=False)
+            bar.update(len(records))
+    except tf.errors.InvalidArgumentError as err:
+        raise InputError(
+            f"Reading or explaining the dataset failed after {buffer.next + len(buffer)} "
+            f"images: {err.message.strip().splitlines()[0]}"
+        ) from None
+    finally:
+        bar.close()
+        tf.get_logger().removeFilter(quiet)
+    last = buffer.take(final=True)
+    if last is not None:
+        commit(last, final=True)
+    elif manifest["images_done"] == 0:
+        raise InputError("The `dataset` is empty: there is nothing to explain.")
+    else:
+        manifest["complete"] = True
+        if writer:
+            write_manifest(out, manifest)
+    return empty
