@@ -358,3 +358,18 @@ def test_explained_models_are_freed(images32):
 def test_notebooks_display_explanations_as_pictures(gap_model, images32):
     png = explain(gap_model, images32[:2])._repr_png_()
     assert png.startswith(b"\x89PNG")
+
+
+def test_several_methods_in_one_call_equal_separate_calls(gap_model, images32):
+    names = ["gradcam", "gradcam++", "layercam", "xgradcam", "cam", "saliency", "scorecam"]
+    together = explain(gap_model, images32, method=names, targets=[0, 1, 2, 3, 0])
+    assert [e.method for e in together] == names
+    for name, exp in zip(names, together, strict=True):
+        alone = explain(gap_model, images32, method=name, targets=[0, 1, 2, 3, 0])
+        np.testing.assert_allclose(exp.raw, alone.raw, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(exp.maps, alone.maps, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(exp.targets, alone.targets)
+    runner = runner_for(gap_model, gap_model.get_layer("block3_relu1"))
+    assert "shared:gradcam,gradcam++,layercam,xgradcam,cam" in runner._kernels
+    with pytest.raises(InputError, match="at least one method"):
+        explain(gap_model, images32, method=[])

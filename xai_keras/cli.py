@@ -209,21 +209,19 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if preprocess is not None:
         images = preprocess(images)
     out = ensure_writable_dir(args.out)
-    names = _class_names(args.classes)
-    explanations = []
-    for method in tqdm(_method_list(args.method), desc="methods", disable=args.quiet):
-        exp = explain(
-            model,
-            images,
-            method=method,
-            layer=args.layer,
-            targets=args.target,
-            batch_size=args.batch_size,
-            class_names=names,
-        )
-        explanations.append(exp)
+    class_names = _class_names(args.classes)
+    explanations = explain(  # gradient CAMs of one layer share one pass
+        model,
+        images,
+        method=_method_list(args.method),
+        layer=args.layer,
+        targets=args.target,
+        batch_size=args.batch_size,
+        class_names=class_names,
+    )
+    for exp in tqdm(explanations, desc="writing", disable=args.quiet):
         for i, f in enumerate(files):
-            save_figure(exp[i].plot(), out / f"{f.stem}_{method}.png")
+            save_figure(exp[i].plot(), out / f"{f.stem}_{exp.method}.png")
     for i, f in enumerate(files):
         _print(args, f"{f}: {explanations[0].label(i)}")
     if len(explanations) > 1 or len(files) > 1:

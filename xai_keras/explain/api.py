@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from xai_keras.errors import InputError
 from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 
 __all__ = ["explain", "check_images", "check_targets"]
@@ -112,13 +113,13 @@ def _run(method: Method, x: tf.Tensor, targets: np.ndarray, batch_size: int) -> 
 def explain(
     model: keras.Model,
     images: Any,
-    method: str = "gradcam",
+    method: str | Sequence[str] = "gradcam",
     targets: int | Sequence[int] | None = None,
     layer: str | keras.layers.Layer | None = None,
     batch_size: int = 32,
     class_names: Sequence[str] | None = None,
     **options: Any,
-) -> Explanation:
+) -> Explanation | list[Explanation]:
     """Explain a Keras image classifier's decisions.
 
     Args:
@@ -126,7 +127,9 @@ def explain(
             softmax/sigmoid is skipped so methods explain the logits; the model is not changed.
         images: one image (H, W, C) or a batch (N, H, W, C), numpy or tensor, uint8 or float,
             preprocessed the way the model expects.
-        method: a name from `xai_keras.methods()`.
+        method: a name from `xai_keras.methods()`, or a list of names: then a list of
+            explanations comes back, and the gradient CAMs of one layer (gradcam, gradcam++,
+            xgradcam, layercam, cam, eigencam) share one forward and backward pass.
         targets: class index(es) to explain; None explains each image's top class.
         layer: for CAM methods, the layer (name, "nested/path" or object); default: the last
             layer with a spatial map larger than 1x1.
@@ -137,6 +140,7 @@ def explain(
 
     Returns:
         An `Explanation` with `maps` (N, H, W) in [0, 1], `raw`, `targets`, `scores`, ...
+        (a list of them, in order, when `method` is a list).
 
     Raises:
         InputError: bad images, targets, method name or options.
@@ -151,14 +155,40 @@ def explain(
         raise InputError(f"`model` must be a keras.Model. Received: {type(model).__name__}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"`batch_size` must be a positive int. Received: {batch_size!r}.")
-    cls = get_method(method)
-    instance = cls.create(model, layer, **options)
-    instance.batch_size = batch_size
+    names = [method] if isinstance(method, str) else list(method)
+    if not names:
+        raise InputError("`method` must name at least one method; see xai_keras.methods().")
+    instances = [get_method(name).create(model, layer, **options) for name in names]
+    for instance in instances:
+        instance.batch_size = batch_size
     x, single = check_images(images, model)
     num_classes = int(model.outputs[0].shape[-1])
     tgt = check_targets(targets, int(x.shape[0]), num_classes)
-    result = _run(instance, x, tgt, batch_size)
+    results: dict[int, dict] = {}
+    shared = [i for i, m in enumerate(instances) if shares_pass(m)] if len(names) > 1 else []
+    if len(shared) > 1:  # the gradient CAMs of one layer: one forward and backward pass
+        run = _run(SharedCam([instances[i] for i in shared]), x, tgt, batch_size)
+        for m, i in enumerate(shared):
+            results[i] = dict(run, raw=run["raw"][:, m])
+    for i, instance in enumerate(instances):
+        if i not in results:
+            results[i] = _run(instance, x, tgt, batch_size)
+    built = [
+        _explanation(instances[i], results[i], x, single, class_names)
+        for i in range(len(instances))
+    ]
+    return built[0] if isinstance(method, str) else built
 
+
+def _explanation(
+    instance: Method,
+    result: dict,
+    x: tf.Tensor,
+    single: bool,
+    class_names: Sequence[str] | None,
+) -> Explanation:
+    """Resize and normalise one method's raw maps and wrap them with scores and classes."""
+    cls = type(instance)
     raw = result["raw"]
     maps, empty = _normalise(
         tf.image.resize(raw[..., None], x.shape[1:3], method="bilinear")[..., 0], cls.signed
@@ -168,7 +198,7 @@ def explain(
             f"{cls.name}: the map is all zero for image(s) {empty[:10]} (the gradients or "
             "scores were constant or non-finite); those maps are returned as zeros.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     logits = result["logits"]
     probs = instance.runner.squash(logits)

@@ -18,6 +18,8 @@ from xai_keras.explain.base import BatchResult, Method, register
 
 __all__ = [
     "CamMethod",
+    "SharedCam",
+    "shares_pass",
     "Cam",
     "GradCam",
     "GradCamPlusPlus",
@@ -100,6 +102,35 @@ class CamMethod(Method):
     def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
         # One compiled kernel per method and runner: tape, weights and sum in one graph.
         return BatchResult(*self.runner.kernel(f"cam:{self.name}", self._batch)(x, targets))
+
+
+def shares_pass(method: Method) -> bool:
+    """Whether `method` builds its map from one (activation, gradient) pass of its layer."""
+    return isinstance(method, CamMethod) and type(method).attribute is CamMethod.attribute
+
+
+class SharedCam(Method):
+    """Several CAMs of one layer from one forward and backward pass.
+
+    `raw` of its `BatchResult` is (B, M, h, w): member m's maps are `raw[:, m]`.
+    """
+
+    family = "cam"
+    uses_layer = True
+
+    def __init__(self, members: list[CamMethod]):
+        self.members = members
+        self.model, self.layer_path = members[0].model, members[0].layer_path
+        self.layer, self.runner = members[0].layer, members[0].runner
+
+    def _batch(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
+        a, g, logits, targets = self.runner.layer_grads_fn(x, targets)
+        maps = tf.stack([m.combine(a, g, targets) for m in self.members], axis=1)
+        return maps, logits, targets
+
+    def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
+        key = "shared:" + ",".join(m.name for m in self.members)
+        return BatchResult(*self.runner.kernel(key, self._batch)(x, targets))
 
 
 @register("gradcam")
