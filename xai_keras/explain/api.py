@@ -20,7 +20,7 @@ from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 
-__all__ = ["explain", "check_images", "check_targets"]
+__all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
 
 def check_images(images: Any, model: keras.Model, name: str = "images") -> tuple[tf.Tensor, bool]:
@@ -78,13 +78,15 @@ def check_targets(targets: Any, n: int, num_classes: int) -> np.ndarray:
     return t.astype(np.int32)
 
 
-def _normalise(maps: tf.Tensor, signed: bool) -> tuple[tf.Tensor, list[int]]:
-    """Scale each map to [0, 1] by its peak; all-zero or non-finite maps become zeros."""
+def finish_maps(raw: tf.Tensor, size: Any, signed: bool) -> tf.Tensor:
+    """Raw maps (B, h, w) -> (B, H, W) at input `size`: bilinear resize, then each map scaled
+    to [0, 1] by its peak; all-zero or non-finite maps become zeros. Pure TensorFlow, so
+    `explain_dataset` compiles it into its distributed step."""
+    maps = tf.image.resize(raw[..., None], size, method="bilinear")[..., 0]
     maps = tf.abs(maps) if signed else tf.nn.relu(maps)
     maps = tf.where(tf.math.is_finite(maps), maps, tf.zeros_like(maps))
     peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    flat = np.flatnonzero(peak.numpy().ravel() <= 0)
-    return maps / tf.where(peak > 0, peak, tf.ones_like(peak)), flat.tolist()
+    return maps / tf.where(peak > 0, peak, tf.ones_like(peak))
 
 
 def _run(method: Method, x: tf.Tensor, targets: np.ndarray, batch_size: int) -> dict:
@@ -190,9 +192,8 @@ def _explanation(
     """Resize and normalise one method's raw maps and wrap them with scores and classes."""
     cls = type(instance)
     raw = result["raw"]
-    maps, empty = _normalise(
-        tf.image.resize(raw[..., None], x.shape[1:3], method="bilinear")[..., 0], cls.signed
-    )
+    maps = finish_maps(raw, x.shape[1:3], cls.signed)
+    empty = np.flatnonzero(tf.reduce_max(maps, axis=(1, 2)).numpy() <= 0).tolist()
     if empty:
         warnings.warn(
             f"{cls.name}: the map is all zero for image(s) {empty[:10]} (the gradients or "

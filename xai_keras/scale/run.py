@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
+from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method
 from xai_keras.io import ensure_writable_dir
 from xai_keras.scale.data import Source, as_source
@@ -85,14 +86,8 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-@tf.function
-def _finish(raw: tf.Tensor, size: tf.Tensor, signed: bool) -> tf.Tensor:
-    """What `explain` does to raw maps: bilinear resize to the input, then per-map [0, 1]."""
-    maps = tf.image.resize(raw[..., None], size, method="bilinear")[..., 0]
-    maps = tf.abs(maps) if signed else tf.nn.relu(maps)
-    maps = tf.where(tf.math.is_finite(maps), maps, tf.zeros_like(maps))
-    peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    return maps / tf.where(peak > 0, peak, tf.ones_like(peak))
+# What `explain` does to raw maps, compiled here into the distributed step.
+_finish = tf.function(finish_maps)
 
 
 def _make_step(strategy: tf.distribute.Strategy, method: Method, with_images: bool) -> Callable:
