@@ -455,6 +455,23 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
+    """The flags of every command that loads a user's model (and, with `pixels`, reads images)."""
+    if pixels:
+        p.add_argument(
+            "--unit",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="scale image pixels to [0, 1] (default; --no-unit keeps 0-255)",
+        )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load models that contain code (disables Keras safe_mode)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xai-keras", description="Train and explain Keras image classifiers."
@@ -501,18 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file, one per line")
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--unit",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)",
-    )
-    p.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="load models that contain code (disables Keras safe_mode)",
-    )
-    p.add_argument("--quiet", action="store_true")
+    _add_model_flags(p, pixels=True)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("sag", help="structured attention graph of one image")
@@ -528,14 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="blur", choices=["blur", "black", "mean"])
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
     p.add_argument("--logdir", help="also log the picture to TensorBoard here")
-    p.add_argument(
-        "--unit",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="scale pixels to [0, 1] (default; --no-unit keeps 0-255)",
-    )
-    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
-    p.add_argument("--quiet", action="store_true")
+    _add_model_flags(p, pixels=True)
     p.set_defaults(func=_cmd_sag)
 
     p = sub.add_parser("benchmark", help="faithfulness, localisation, sanity, shortcut, cost")
@@ -574,8 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mirrored", action="store_true", help="tf.distribute.MirroredStrategy over local GPUs"
     )
-    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
-    p.add_argument("--quiet", action="store_true")
+    _add_model_flags(p)
     p.set_defaults(func=_cmd_explain_dataset)
 
     p = sub.add_parser("analyze", help="information about generative factors, layer by layer")
@@ -593,8 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--logdir", help="also write figures and report to TensorBoard here")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
-    p.add_argument("--quiet", action="store_true")
+    _add_model_flags(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("visualize", help="what units respond to: maximisation, maps, filters")
@@ -614,14 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="images generated with --dataset shapes")
     p.add_argument("--logdir", help="also log the pictures to TensorBoard here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--unit",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="scale pixels of --images to [0, 1] (default; --no-unit keeps 0-255)",
-    )
-    p.add_argument("--unsafe", action="store_true", help="disable Keras safe_mode")
-    p.add_argument("--quiet", action="store_true")
+    _add_model_flags(p, pixels=True)
     p.set_defaults(func=_cmd_visualize)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on localhost")
