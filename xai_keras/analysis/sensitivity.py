@@ -107,15 +107,6 @@ class Sensitivity:
         return "\n".join(lines) + "\n"
 
 
-def _probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    runner = runner_for(model)
-    out = [
-        runner.squash(runner.forward_fn(images[i : i + batch_size])).numpy()
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out)
-
-
 def factor_sensitivity(
     model: keras.Model,
     sample: ShapesSample,
@@ -138,7 +129,8 @@ def factor_sensitivity(
     if unknown:
         raise InputError(f"Unknown factors {unknown}; choose from {list(FACTOR_CHANGES)}.")
     size, channels = sample.images.shape[1], sample.images.shape[-1]
-    base = _probabilities(model, sample.images)
+    runner = runner_for(model)
+    base = runner.probabilities(sample.images)
     predicted = base.argmax(1)
     p_base = base[np.arange(len(base)), predicted]
     rng = np.random.default_rng(seed)
@@ -147,7 +139,7 @@ def factor_sensitivity(
         flipped, dropped = [], []
         for _ in range(variations):
             changed = dict(sample.factors, **FACTOR_CHANGES[name](sample.factors, rng, size))
-            probs = _probabilities(model, render_shapes(changed, size, channels).images)
+            probs = runner.probabilities(render_shapes(changed, size, channels).images)
             flipped.append(probs.argmax(1) != predicted)
             dropped.append(p_base - probs[np.arange(len(probs)), predicted])
         flips.append(np.mean(flipped))

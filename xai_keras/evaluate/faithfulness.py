@@ -80,20 +80,6 @@ def _check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _probabilities(runner: ModelRunner, x: tf.Tensor, batch_size: int) -> np.ndarray:
-    """(N, classes) probabilities from the compiled forward pass, in fixed-size batches."""
-    n = int(x.shape[0])
-    size = min(batch_size, n)
-    parts = []
-    for start in range(0, n, size):
-        xb = x[start : start + size]
-        real = int(xb.shape[0])
-        if real < size:
-            xb = tf.concat([xb, tf.repeat(xb[-1:], size - real, axis=0)], axis=0)
-        parts.append(runner.forward_fn(xb)[:real])
-    return runner.squash(tf.concat(parts, axis=0)).numpy()  # eager: decides how to squash
-
-
 def _prepare(
     model: keras.Model, images: Any, maps: Any, targets: Any, batch_size: int
 ) -> tuple[ModelRunner, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
@@ -111,7 +97,7 @@ def _prepare(
             f"the images. Received: maps.shape={m.shape}."
         )
     runner = runner_for(model)
-    probs = _probabilities(runner, x, batch_size)
+    probs = runner.probabilities(x, batch_size)
     tgt = check_targets(targets, len(m), probs.shape[1])
     tgt = np.where(tgt < 0, probs.argmax(axis=1), tgt).astype(np.int32)
     return runner, x, m, tgt, probs[np.arange(len(tgt)), tgt]
@@ -304,7 +290,7 @@ def average_drop_increase(
             f"each map by its maximum). Received: min={m.min():.4g}, max={m.max():.4g}."
         )
     masked = x * tf.constant(m[..., None], tf.float32)
-    probs = _probabilities(runner, masked, _check_positive_int(batch_size, "batch_size"))
+    probs = runner.probabilities(masked, _check_positive_int(batch_size, "batch_size"))
     o = probs[np.arange(len(tgt)), tgt].astype(np.float64)
     y = clean.astype(np.float64)
     drop = np.where(y > 0, np.maximum(0.0, y - o) / np.where(y > 0, y, 1.0), 0.0)

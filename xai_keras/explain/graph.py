@@ -282,6 +282,21 @@ class ModelRunner:
             return scores
         return tf.sigmoid(scores) if scores.shape[-1] == 1 else tf.nn.softmax(scores)
 
+    def probabilities(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """(N, classes) probabilities from the compiled forward pass, in fixed-size batches
+        (the last one padded, so the pass is traced once per batch shape)."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        n = int(x.shape[0])
+        size = min(batch_size, n)
+        parts = []
+        for start in range(0, n, size):
+            xb = x[start : start + size]
+            real = int(xb.shape[0])
+            if real < size:
+                xb = tf.concat([xb, tf.repeat(xb[-1:], size - real, axis=0)], axis=0)
+            parts.append(self.forward_fn(xb)[:real])
+        return self.squash(tf.concat(parts, axis=0)).numpy()  # eager: decides how to squash
+
     def kernel(self, name: str, fn: Callable) -> Callable:
         """`tf.function(fn)`, built once per runner under `name`.
 
