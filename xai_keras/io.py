@@ -18,6 +18,7 @@ __all__ = [
     "write_text",
     "write_json",
     "save_figure",
+    "write_bytes",
     "figure_to_png",
     "ensure_writable_dir",
 ]
@@ -45,6 +46,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` atomically, e.g. a PNG from `figure_to_png` that also goes to TensorBoard."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 

@@ -3,15 +3,13 @@ most informative units respond to their factor, invariance, and sensitivity."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from xai_keras.analysis.factors import Factor  # noqa: E402
-from xai_keras.analysis.layers import LayerAnalysis  # noqa: E402
-from xai_keras.analysis.sensitivity import Sensitivity  # noqa: E402
+from xai_keras.analysis.factors import Factor
+from xai_keras.analysis.layers import LayerAnalysis
+from xai_keras.analysis.sensitivity import Sensitivity
 
 __all__ = [
     "information_curves",
@@ -26,10 +24,11 @@ def _short(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def information_heatmap(analysis: LayerAnalysis, title: str | None = None) -> plt.Figure:
+def information_heatmap(analysis: LayerAnalysis, title: str | None = None) -> Figure:
     """Layers (rows, input side at the top) x factors: read-out MI in bits, annotated."""
     data = np.clip(analysis.layer_mi, 0, None)
-    fig, ax = plt.subplots(figsize=(1.1 * len(analysis.factors) + 2.5, 0.55 * len(data) + 1.6))
+    fig = Figure(figsize=(1.1 * len(analysis.factors) + 2.5, 0.55 * len(data) + 1.6))
+    ax = fig.subplots()
     im = ax.imshow(data, cmap="viridis", aspect="auto", vmin=0)
     ax.set_xticks(range(len(analysis.factors)), analysis.factors, rotation=30, ha="right")
     ax.set_yticks(range(len(analysis.layers)), [_short(p) for p in analysis.layers])
@@ -42,10 +41,11 @@ def information_heatmap(analysis: LayerAnalysis, title: str | None = None) -> pl
     return fig
 
 
-def information_curves(analyses: dict[str, LayerAnalysis]) -> plt.Figure:
+def information_curves(analyses: dict[str, LayerAnalysis]) -> Figure:
     """Read-out MI over depth, one line per factor; one panel per analysis (e.g. pooled
     channels vs a grid of cells, which keeps where things are)."""
-    fig, axes = plt.subplots(1, len(analyses), figsize=(5.2 * len(analyses), 3.8), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(analyses), 3.8))
+    axes = fig.subplots(1, len(analyses), squeeze=False)
     for ax, (label, a) in zip(axes[0], analyses.items(), strict=True):
         depth = np.arange(len(a.layers))
         for j, name in enumerate(a.factors):
@@ -59,9 +59,10 @@ def information_curves(analyses: dict[str, LayerAnalysis]) -> plt.Figure:
     return fig
 
 
-def invariance_curves(analysis: LayerAnalysis) -> plt.Figure:
+def invariance_curves(analysis: LayerAnalysis) -> Figure:
     """Class information transferred across nuisance values over that read within them."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     depth = np.arange(len(analysis.layers))
     for j, name in enumerate(analysis.nuisance):
         ax.plot(depth, analysis.invariance[:, j], marker="o", label=name)
@@ -75,7 +76,7 @@ def invariance_curves(analysis: LayerAnalysis) -> plt.Figure:
     return fig
 
 
-def _tuning_panel(ax: plt.Axes, values: np.ndarray, factor: Factor, names: list[str]) -> None:
+def _tuning_panel(ax: Axes, values: np.ndarray, factor: Factor, names: list[str]) -> None:
     if factor.discrete:
         levels = np.unique(factor.values)
         ax.boxplot([values[factor.values == v] for v in levels], showfliers=False)
@@ -86,7 +87,7 @@ def _tuning_panel(ax: plt.Axes, values: np.ndarray, factor: Factor, names: list[
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.invert_yaxis()
-        plt.colorbar(sc, ax=ax, fraction=0.046)
+        ax.figure.colorbar(sc, ax=ax, fraction=0.046)
     else:
         v = factor.values
         x = np.arctan2(v[:, 1], v[:, 0]) if v.ndim == 2 else v
@@ -99,12 +100,12 @@ def tuning_examples(
     activations: dict[str, np.ndarray],
     factors: list[Factor],
     labels: dict[str, list[str]] | None = None,
-) -> plt.Figure:
+) -> Figure:
     """For each factor, the unit that carries most about it, and how it responds."""
     labels = labels or {}
-    fig, axes = plt.subplots(
-        2, (len(factors) + 1) // 2, figsize=(3.3 * ((len(factors) + 1) // 2), 6.4)
-    )
+    cols = (len(factors) + 1) // 2
+    fig = Figure(figsize=(3.3 * cols, 6.4))
+    axes = fig.subplots(2, cols)
     for ax, factor in zip(axes.flat, factors, strict=False):
         j = analysis.column(factor.name)
         best = [(m[:, j].max(), i, int(m[:, j].argmax())) for i, m in enumerate(analysis.unit_mi)]
@@ -120,9 +121,10 @@ def tuning_examples(
     return fig
 
 
-def sensitivity_bars(sens: Sensitivity) -> plt.Figure:
+def sensitivity_bars(sens: Sensitivity) -> Figure:
     """Share of predictions that flip when one factor changes."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
     order = np.argsort(-sens.flip_rate)
     names = [sens.factors[i] for i in order]
     ax.barh(names[::-1], 100 * sens.flip_rate[order][::-1], color="tab:red")

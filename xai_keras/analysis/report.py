@@ -22,7 +22,7 @@ from xai_keras.analysis.factors import shapes_factors
 from xai_keras.analysis.layers import LayerAnalysis, analyze_layers, collect_activations
 from xai_keras.analysis.sensitivity import Sensitivity, factor_sensitivity
 from xai_keras.config import DataConfig
-from xai_keras.data.shapes import SHAPES, TEXTURES, generate_shapes
+from xai_keras.data.shapes import SHAPES, TEXTURES, ShapesSample, generate_shapes
 from xai_keras.errors import InputError
 
 __all__ = ["AnalysisReport", "analyze", "findings"]
@@ -176,19 +176,22 @@ def analyze(
     """
     start = time.perf_counter()
     data, size, channels = _sample_config(model, data)
-    sample = generate_shapes(
-        n + sensitivity_samples,
-        size,
-        seed=seed,
-        channels=channels,
-        spurious_cue=data.spurious_cue,
-        cue_strength=0.0,
-        clutter=data.clutter,
-        scale=tuple(data.object_scale),
-    )
-    images = sample.images[:n]
-    factors = shapes_factors(sample)
-    factors = [type(f)(f.name, f.values[:n], f.discrete, f.nuisance) for f in factors]
+
+    def shapes(count: int, seed: int) -> ShapesSample:
+        # The marker, if any, is drawn independently of the class: a factor of its own.
+        return generate_shapes(
+            count,
+            size,
+            seed=seed,
+            channels=channels,
+            spurious_cue=data.spurious_cue,
+            cue_strength=0.0,
+            clutter=data.clutter,
+            scale=tuple(data.object_scale),
+        )
+
+    sample = shapes(n, seed)
+    images, factors = sample.images, shapes_factors(sample)
     acts, _ = collect_activations(model, images, layers, grid=1, progress=progress)
     per_channel = analyze_layers(
         model, images, factors, components=components, progress=progress, activations=acts
@@ -207,17 +210,7 @@ def analyze(
         )
     sens = None
     if sensitivity_samples:
-        base = generate_shapes(
-            sensitivity_samples,
-            size,
-            seed=seed + 1,
-            channels=channels,
-            spurious_cue=data.spurious_cue,
-            cue_strength=0.0,
-            clutter=data.clutter,
-            scale=tuple(data.object_scale),
-        )
-        sens = factor_sensitivity(model, base, seed=seed)
+        sens = factor_sensitivity(model, shapes(sensitivity_samples, seed + 1), seed=seed)
     report = AnalysisReport(
         per_channel,
         per_cell,
@@ -238,7 +231,7 @@ def _write(
     log_dir: str | os.PathLike | None,
 ) -> None:
     from xai_keras.analysis import plots
-    from xai_keras.io import ensure_writable_dir, figure_to_png, save_figure, write_json, write_text
+    from xai_keras.io import ensure_writable_dir, figure_to_png, write_bytes, write_json, write_text
 
     ensure_writable_dir(out)
     figures = {
@@ -259,8 +252,8 @@ def _write(
     if report.sensitivity is not None:
         figures["sensitivity"] = plots.sensitivity_bars(report.sensitivity)
     pngs = {name: figure_to_png(fig) for name, fig in figures.items()}
-    for name, fig in figures.items():
-        report.files[name] = save_figure(fig, out / f"{name}.png")
+    for name, png in pngs.items():
+        report.files[name] = write_bytes(out / f"{name}.png", png)
     report.files["markdown"] = write_text(out / "analysis.md", report.to_markdown())
     report.files["json"] = write_json(out / "analysis.json", report.to_dict())
     if log_dir is not None:

@@ -37,7 +37,7 @@ from xai_keras.evaluate.sanity import cascading_randomization
 from xai_keras.evaluate.shortcut import shortcut_rate
 from xai_keras.explain import contact_sheet, explain, methods, sag
 from xai_keras.explain.base import get_method, runner_for
-from xai_keras.io import figure_to_png, save_figure, write_json, write_text
+from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 
 __all__ = ["DATASET_SETTINGS", "METRICS", "BenchmarkModel", "run_benchmark", "to_markdown"]
 
@@ -462,7 +462,7 @@ def run_benchmark(
             for kind, fig in figures.items():
                 png = figure_to_png(fig)
                 tf.summary.image(f"{name}/{kind}", tf.image.decode_png(png, 3)[None], step=0)
-                save_figure(fig, out / f"{name}_{kind}.png")
+                write_bytes(out / f"{name}_{kind}.png", png)
             tf.summary.text(
                 f"{name}/results", to_markdown({**results, "datasets": {name: data}}), step=0
             )

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from xai_keras import visualize
-from xai_keras.io import save_figure
+from xai_keras.io import figure_to_png, save_figure
 
 __all__ = ["Explanation", "contact_sheet"]
 
@@ -89,18 +89,7 @@ class Explanation:
 
     def _repr_png_(self) -> bytes:
         """A notebook shows the picture, not the dataclass fields."""
-        return _png(self.plot())
-
-
-def _png(fig: Figure) -> bytes:
-    """Render and close (pyplot keeps figures alive, which grows memory in notebooks)."""
-    import matplotlib.pyplot as plt
-
-    from xai_keras.io import figure_to_png
-
-    png = figure_to_png(fig)
-    plt.close(fig)
-    return png
+        return figure_to_png(self.plot())
 
 
 def contact_sheet(explanations: list[Explanation]) -> Figure:

@@ -48,7 +48,7 @@ from xai_keras.errors import InputError
 from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
-from xai_keras.io import save_figure
+from xai_keras.io import figure_to_png, save_figure
 
 __all__ = ["SAG", "PatchScorer", "sag", "patch_index_map"]
 
@@ -258,9 +258,7 @@ class SAG:
 
     def _repr_png_(self) -> bytes:
         """A notebook shows the graph, not the dataclass fields."""
-        from xai_keras.explain.explanation import _png
-
-        return _png(self.plot())
+        return figure_to_png(self.plot())
 
 
 # -- the search ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from xai_keras.io import atomic_path, figure_to_png, write_json, write_text
+from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 from xai_keras.scale.metrics import border_masks, uniform_shares
 from xai_keras.scale.store import DatasetExplanation
 
@@ -241,8 +241,7 @@ def summarize(
             **{name: f"{name}.png" for name in pngs},
         }
         for name, png in pngs.items():
-            with atomic_path(out / f"{name}.png") as tmp:
-                tmp.write_bytes(png)
+            write_bytes(out / f"{name}.png", png)
         write_text(out / "summary.md", markdown)
         write_json(out / "summary.json", summary)
     if log_dir is not None:
