@@ -28,11 +28,10 @@ def _slug(path: str) -> str:
 
 def _write(fig: Figure, path: Path, log_dir: Any, tag: str) -> Path:
     """Render once; write the PNG atomically and, with a log_dir, the same PNG to TensorBoard."""
-    from xai_keras.io import atomic_path, figure_to_png
+    from xai_keras.io import figure_to_png, write_bytes
 
     png = figure_to_png(fig)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png)
+    write_bytes(path, png)
     if log_dir is not None:
         from xai_keras.tensorboard import log_figure
 
@@ -115,7 +114,7 @@ def visualize_units(
     except LayerError:
         pass  # no conv layer: nothing to draw
     if image is None and dataset is not None:
-        image = next(_batches(dataset, 1))[0][0]
+        image = next(_batches(dataset, model, 1))[0][0]
     if image is not None:
         maps = feature_maps(model, image)
         written["feature_maps"] = _write(

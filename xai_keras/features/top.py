@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from xai_keras.explain.base import runner_for
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.features.plot import tile_figure
 from xai_keras.features.units import UnitLayer, parse_units, unit_layer
+from xai_keras.scale.data import as_source
 
 __all__ = ["TopExamples", "TopK", "top_examples", "top_examples_figure", "top_examples_many"]
 
@@ -121,28 +122,14 @@ def top_examples_figure(results: Sequence[TopExamples]) -> Figure:
 
 
 # -- streaming -----------------------------------------------------------------------------
-def _batches(data: Any, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(images, labels or None) batches from a tf.data.Dataset, arrays or an iterable."""
-    if isinstance(data, np.ndarray):
-        data = tf.data.Dataset.from_tensor_slices(data)
-    elif isinstance(data, tuple) and all(isinstance(d, np.ndarray) for d in data):
-        data = tf.data.Dataset.from_tensor_slices(data)
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        first = spec[0] if isinstance(spec, tuple) else spec
-        if first.shape.rank == 3:  # unbatched images
-            data = data.batch(batch_size)
-    if not isinstance(data, Iterable):
-        raise InputError(
-            "dataset must be a tf.data.Dataset of image batches or (images, labels) pairs, "
-            f"or a numpy array of images. Received {type(data).__name__}."
-        )
-    for element in data:
-        x, y = (element[0], element[1]) if isinstance(element, (tuple, list)) else (element, None)
-        x = np.asarray(x, np.float32)
-        if x.ndim != 4:
-            raise InputError(f"dataset batches must be (N, H, W, C) images. Received {x.shape}.")
-        yield x, None if y is None else np.asarray(y)
+def _batches(
+    data: Any, model: keras.Model, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(images, labels or None) batches of whatever `explain_dataset` accepts: a tf.data
+    dataset (batched or not, images or (images, labels)), arrays, or an image folder."""
+    source = as_source(data, model)
+    for x, y in source.elements.batch(batch_size).as_numpy_iterator():
+        yield x, y if source.has_labels else None
 
 
 def _score(runner: ModelRunner, x: tf.Tensor, units: tf.Tensor, spatial: bool, reduce: str):
@@ -209,7 +196,7 @@ def top_examples_many(
     tops = [TopK(k) for _ in units]
     seen = 0
     u = tf.constant(units, tf.int32)
-    for x, y in _batches(dataset, batch_size):
+    for x, y in _batches(dataset, model, batch_size):
         values, rows, cols = (t.numpy() for t in score(tf.constant(x), u))
         index = np.arange(seen, seen + len(x))
         for j, top in enumerate(tops):
