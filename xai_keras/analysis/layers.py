@@ -21,7 +21,7 @@ compiled pass per batch (`LayerTaps`) and pooled to units: one per channel by de
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -229,7 +229,6 @@ class LayerAnalysis:
     grid: int | None
     components: int
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_mi(self) -> np.ndarray:
@@ -281,7 +280,6 @@ class LayerAnalysis:
                 for lay, row in zip(self.layers, self.invariance, strict=True)
             },
             "target": self.target,
-            **self.extra,
         }
 
     def to_markdown(self) -> str:
