@@ -8,7 +8,7 @@ the input resolution with `tf.image.resize`, and normalises them to [0, 1].
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -19,13 +19,38 @@ from xai_keras.errors import InputError
 from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
+from xai_keras.explain.graph import hold_inputs
+from xai_keras.explain.heads import resolve_head
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
 
-def check_images(images: Any, model: keras.Model, name: str = "images") -> tuple[tf.Tensor, bool]:
-    """Validate images against the model's input; return a float32 (N, H, W, C) tensor and
-    whether a single image (H, W, C) was given."""
+def _expected_shape(model: keras.Model, index: int) -> tuple | None:
+    """(H, W, C) of input `index`, or None for a subclassed model (no symbolic inputs)."""
+    try:
+        return tuple(model.inputs[index].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _dataset_images(dataset: tf.data.Dataset, model: keras.Model) -> np.ndarray:
+    """Every image of a `tf.data.Dataset` (batched or not; images, (images, labels) or dicts)."""
+    from xai_keras.scale.data import as_source  # scale builds on explain: import when used
+
+    images = [image for image, _ in as_source(dataset, model).elements.as_numpy_iterator()]
+    if not images:
+        raise InputError("The `images` dataset is empty: it yielded no images.")
+    return np.stack(images)
+
+
+def check_images(
+    images: Any, model: keras.Model, name: str = "images", input_index: int = 0
+) -> tuple[tf.Tensor, bool]:
+    """Validate images (an array, tensor or `tf.data.Dataset`) against the model's image
+    input; return a float32 (N, H, W, C) tensor and whether a single image (H, W, C) was
+    given."""
+    if isinstance(images, tf.data.Dataset):
+        images = _dataset_images(images, model)
     try:
         x = tf.convert_to_tensor(images)
     except (ValueError, TypeError) as err:
@@ -33,7 +58,9 @@ def check_images(images: Any, model: keras.Model, name: str = "images") -> tuple
     if not (x.dtype.is_floating or x.dtype.is_integer):
         raise InputError(f"`{name}` must hold numbers. Received dtype {x.dtype.name}.")
     x = tf.cast(x, tf.float32)
-    expected = tuple(model.inputs[0].shape[1:])
+    expected = _expected_shape(model, input_index)
+    if expected is None:  # subclassed: any (H, W, C) images
+        expected = (None, None, None)
     single = x.shape.rank == len(expected)
     if single:
         x = x[None]
@@ -120,24 +147,41 @@ def explain(
     layer: str | keras.layers.Layer | None = None,
     batch_size: int = 32,
     class_names: Sequence[str] | None = None,
+    output: int | str | None = None,
+    head: str | None = None,
+    score: Callable | None = None,
+    inputs: dict[str, Any] | None = None,
+    reshape: Callable | None = None,
     **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain a Keras image classifier's decisions.
 
     Args:
-        model: a Functional or Sequential Keras model (nested models are fine). A final
-            softmax/sigmoid is skipped so methods explain the logits; the model is not changed.
-        images: one image (H, W, C) or a batch (N, H, W, C), numpy or tensor, uint8 or float,
-            preprocessed the way the model expects.
+        model: a Functional or Sequential Keras model (nested models are fine), or a
+            subclassed one with `layer` named. A final softmax/sigmoid is skipped so methods
+            explain the logits; the model is not changed.
+        images: one image (H, W, C), a batch (N, H, W, C) (numpy or tensor, uint8 or float,
+            preprocessed the way the model expects), or a `tf.data.Dataset` of them.
         method: a name from `xai_keras.methods()`, or a list of names: then a list of
             explanations comes back, and the gradient CAMs of one layer (gradcam, gradcam++,
             xgradcam, layercam, cam, eigencam) share one forward and backward pass.
-        targets: class index(es) to explain; None explains each image's top class.
+        targets: class index(es) to explain; None explains each image's top class. For a
+            single sigmoid unit, 1 is the positive class and 0 the negative logit.
         layer: for CAM methods, the layer (name, "nested/path" or object); default: the last
-            layer with a spatial map larger than 1x1.
+            layer with a spatial map larger than 1x1 (or square tokens, for transformers).
         batch_size: images per compiled batch (bounds memory); also the chunk size of masked
             forward passes in Score-CAM and occlusion.
         class_names: names used in titles and plots.
+        output: which output of a multi-output model to explain (index or name).
+        head: how the output is read: "softmax", "sigmoid" (multi-label, or one unit as two
+            classes) or "linear" (regression: values explained as they are); default: from
+            the model's final activation.
+        score: a function `score(outputs) -> (N,)` explained instead of a class (it gets what
+            the model returns, e.g. a list for several outputs).
+        inputs: a multi-input model's other inputs, `{name: array}`, one row for all images or
+            one row per image; the input left unnamed takes `images`.
+        reshape: `(N, T, C) -> (N, h, w, C)` for a token layer that is not a square grid
+            (square ones, with or without a class token, are reshaped automatically).
         **options: method options, e.g. `steps=` for Integrated Gradients (see each method).
 
     Returns:
@@ -145,7 +189,7 @@ def explain(
         (a list of them, in order, when `method` is a list).
 
     Raises:
-        InputError: bad images, targets, method name or options.
+        InputError: bad images, targets, method name, options, output or inputs.
         LayerError: a layer that is not in the model or has no spatial output.
 
     Example:
@@ -160,26 +204,72 @@ def explain(
     names = [method] if isinstance(method, str) else list(method)
     if not names:
         raise InputError("`method` must name at least one method; see xai_keras.methods().")
-    instances = [get_method(name).create(model, layer, **options) for name in names]
+    spec, held = resolve_head(model, output, head, score, inputs, reshape)
+    classes = [get_method(name) for name in names]
+    instances = [  # with several methods, `layer` is for those that explain a layer
+        cls.create(model, layer if cls.uses_layer or len(names) == 1 else None, spec, **options)
+        for cls in classes
+    ]
     for instance in instances:
         instance.batch_size = batch_size
-    x, single = check_images(images, model)
-    num_classes = int(model.outputs[0].shape[-1])
-    tgt = check_targets(targets, int(x.shape[0]), num_classes)
+    x, single = check_images(images, model, input_index=spec.image_input)
+    n = int(x.shape[0])
+    rows = _held_per_image(held, n)
+    runner = instances[0].runner
+    if rows is None:
+        hold_inputs(model, {i: r[:1] for i, r in held.items()})
+    else:
+        hold_inputs(model, {i: r[:1] for i, r in rows.items()})
+    num_scores = runner.num_scores or int(runner.forward_fn(x[:1]).shape[-1])
+    tgt = check_targets(targets, n, num_scores)
+    if rows is None:
+        results = _compute(instances, x, tgt, batch_size)
+    else:  # other inputs differ per image: one image at a time, its row held
+        parts = []
+        for j in range(n):
+            hold_inputs(model, {i: r[j : j + 1] for i, r in rows.items()})
+            parts.append(_compute(instances, x[j : j + 1], tgt[j : j + 1], 1))
+        results = [_concat([p[i] for p in parts]) for i in range(len(instances))]
+    built = [
+        _explanation(instance, result, x, single, class_names)
+        for instance, result in zip(instances, results)
+    ]
+    return built[0] if isinstance(method, str) else built
+
+
+def _held_per_image(held: dict[int, np.ndarray], n: int) -> dict[int, np.ndarray] | None:
+    """The held inputs when they differ between images (else None: one row serves all)."""
+    for index, rows in held.items():
+        if rows.shape[0] not in (1, n):
+            raise InputError(
+                f"Held input {index} has {rows.shape[0]} rows; give one row, or one per image "
+                f"({n})."
+            )
+    if all(rows.shape[0] == 1 or (rows == rows[:1]).all() for rows in held.values()):
+        return None
+    return {i: np.broadcast_to(r, (n, *r.shape[1:])) for i, r in held.items()}
+
+
+def _compute(instances: list[Method], x: tf.Tensor, tgt: np.ndarray, batch_size: int) -> list:
+    """Each method's batched results; the gradient CAMs of one layer share one pass."""
     results: dict[int, dict] = {}
-    shared = [i for i, m in enumerate(instances) if shares_pass(m)] if len(names) > 1 else []
-    if len(shared) > 1:  # the gradient CAMs of one layer: one forward and backward pass
+    shared = [i for i, m in enumerate(instances) if shares_pass(m)] if len(instances) > 1 else []
+    if len(shared) > 1:
         run = _run(SharedCam([instances[i] for i in shared]), x, tgt, batch_size)
         for m, i in enumerate(shared):
             results[i] = dict(run, raw=run["raw"][:, m])
     for i, instance in enumerate(instances):
         if i not in results:
             results[i] = _run(instance, x, tgt, batch_size)
-    built = [
-        _explanation(instances[i], results[i], x, single, class_names)
-        for i in range(len(instances))
-    ]
-    return built[0] if isinstance(method, str) else built
+    return [results[i] for i in range(len(instances))]
+
+
+def _concat(parts: list[dict]) -> dict:
+    """One result dict from per-image ones."""
+    merged = {k: tf.concat([p[k] for p in parts], 0) for k in ("raw", "logits", "targets")}
+    found = [p["attributions"] for p in parts]
+    merged["attributions"] = None if found[0] is None else np.concatenate(found)
+    return merged
 
 
 def _explanation(

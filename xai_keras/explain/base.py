@@ -9,6 +9,7 @@ rejected with the list of allowed names.
 from __future__ import annotations
 
 import inspect
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from xai_keras.errors import InputError
 from xai_keras.explain.graph import ModelRunner, find_layer
+from xai_keras.explain.heads import Head
 
 __all__ = ["METHODS", "BatchResult", "Method", "register", "methods", "get_method", "runner_for"]
 
@@ -60,21 +62,27 @@ def get_method(name: str) -> type[Method]:
 
 
 _RUNNERS_ATTR = "_xai_keras_runners"
+# The head methods are built for: set by `Method.create`, so method classes need not pass it on.
+_HEAD: ContextVar[Head | None] = ContextVar("xai_keras_head", default=None)
 
 
-def runner_for(model: keras.Model, layer: Any = None, guided: bool = False) -> ModelRunner:
-    """The `ModelRunner` for (model, layer, guided), built once and kept on the model.
+def runner_for(
+    model: keras.Model, layer: Any = None, guided: bool = False, head: Head | None = None
+) -> ModelRunner:
+    """The `ModelRunner` for (model, layer, guided, head), built once and kept on the model.
 
     Kept on the model itself (not in a global cache that the runner would keep alive), so
     the compiled kernels are traced once, reused by every later call, and freed with the model.
+    `head` defaults to the one the method being created explains (see `Method.create`).
     """
+    head = head or _HEAD.get() or Head()
     per_model = model.__dict__.get(_RUNNERS_ATTR)
     if per_model is None:
         per_model = {}
         object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
-    key = (id(layer), guided)
+    key = (id(layer), guided, head)
     if key not in per_model:
-        per_model[key] = ModelRunner(model, layer, guided=guided)
+        per_model[key] = ModelRunner(model, layer, guided=guided, head=head)
     return per_model[key]
 
 
@@ -114,7 +122,11 @@ class Method:
 
     def __init__(self, model: keras.Model, layer: Any = None):
         self.model = model
-        self.layer_path, self.layer = find_layer(model, layer) if self.uses_layer else (None, None)
+        head = _HEAD.get()
+        any_tokens = head is not None and head.reshape is not None
+        self.layer_path, self.layer = (
+            find_layer(model, layer, any_tokens) if self.uses_layer else (None, None)
+        )
         self.runner = runner_for(model, self.layer)
 
     @classmethod
@@ -124,8 +136,11 @@ class Method:
         return [p for p in params if p not in ("self", "model", "layer")]
 
     @classmethod
-    def create(cls, model: keras.Model, layer: Any = None, **options: Any) -> Method:
-        """Build the method, rejecting options it does not know."""
+    def create(
+        cls, model: keras.Model, layer: Any = None, head: Head | None = None, **options: Any
+    ) -> Method:
+        """Build the method for `head` (default: the top output), rejecting options it does
+        not know."""
         unknown = sorted(set(options) - set(cls.options()))
         if unknown:
             allowed = ", ".join(cls.options()) or "none"
@@ -138,7 +153,11 @@ class Method:
                 f"Method {cls.name!r} explains the input, not a layer; do not pass `layer`. "
                 f"Layer-based methods: {', '.join(methods('cam'))}."
             )
-        return cls(model, layer, **options)
+        token = _HEAD.set(head)
+        try:
+            return cls(model, layer, **options)
+        finally:
+            _HEAD.reset(token)
 
     def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
         """Explain one batch. `targets` < 0 means "the top class"."""

@@ -170,7 +170,10 @@ class Cam(CamMethod):
             )
 
     def channel_weights(self, a, g, targets):
-        return tf.gather(tf.transpose(self.dense.kernel), targets)
+        rows = tf.transpose(tf.cast(self.dense.kernel, tf.float32))
+        if self.runner.num_scores == 2 and rows.shape[0] == 1:  # one sigmoid unit: 0 = -logit
+            rows = tf.concat([-rows, rows], axis=0)
+        return tf.gather(rows, targets)
 
 
 @register("gradcam++")
@@ -292,6 +295,7 @@ class ScoreCam(CamMethod):
 
     def attribute(self, x, targets):
         a, logits = self.runner.kernel("forward", self.runner.forward)(x)  # no gradients needed
+        a = self.runner.to_grid(a)
         targets = self.runner.resolve_targets(logits, targets)
         self.runner.squash(logits)  # decide, eagerly, whether outputs need a softmax
         weights = self._channel_scores(x, a, targets)

@@ -6,7 +6,12 @@ into nested Functional/Sequential models), so it can
 - hand back the activation of any layer, also one inside a nested model,
 - stop before a final softmax/sigmoid and return logits (as tf-keras-vis' `ReplaceToLinear`
   does, but without touching the model),
-- route gradients through guided ReLUs (guided backprop) by wrapping each ReLU's output.
+- route gradients through guided ReLUs (guided backprop) by wrapping each ReLU's output,
+- read the output a `Head` names (one of several outputs, a single sigmoid unit as two
+  classes, a user's score function), with a multi-input model's other inputs held fixed.
+
+Subclassed models have no graph to re-execute: the layer to record (and, for guided backprop,
+the ReLUs) get their `call` wrapped while the compiled kernel is traced, then restored.
 
 Its compiled kernels (`tf.function`s) are built once per runner and traced once per input shape.
 """
@@ -22,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as kl
 
-from xai_keras.errors import LayerError
+from xai_keras.errors import InputError, LayerError
+from xai_keras.explain.heads import Head, token_grid
 
 __all__ = [
     "LayerTaps",
@@ -49,6 +55,7 @@ tf.get_logger().addFilter(_QuietOwnKernelTraces())
 # Never the default layer: they only resample the layer before them.
 _RESAMPLING = (kl.MaxPooling2D, kl.AveragePooling2D, kl.ZeroPadding2D, kl.Cropping2D)
 _SQUASHING = ("softmax", "sigmoid")
+_SPATIAL_TYPES = (kl.Conv2D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.LayerNormalization)
 
 
 def _is_graph_model(layer: Any) -> bool:
@@ -76,17 +83,26 @@ def _output_shape(layer: Any) -> tuple | None:
         return None
 
 
+def _is_spatial(shape: tuple | None, any_tokens: bool = False) -> bool:
+    """A grid CAMs can use: (N, H, W, C) larger than 1x1, or (N, T, C) tokens forming a
+    square grid (after a class token), or any tokens when the user reshapes them."""
+    if shape is None:
+        return False
+    if len(shape) == 4:
+        return any(d is None or d > 1 for d in shape[1:3])
+    if len(shape) != 3 or shape[1] is None:
+        return False
+    return any_tokens or token_grid(shape[1]) is not None
+
+
 def conv_candidates(model: keras.Model) -> list[tuple[str, Any]]:
-    """Layers whose output is a spatial grid (rank 4, larger than 1x1): what CAMs can use."""
-    found = []
-    for path, layer in walk_layers(model):
-        shape = _output_shape(layer)
-        if shape is None or len(shape) != 4 or _is_graph_model(layer):
-            continue
-        h, w = shape[1], shape[2]
-        if (h is None or h > 1) or (w is None or w > 1):
-            found.append((path, layer))
-    return found
+    """Layers whose output is a spatial grid larger than 1x1 (or square tokens): what CAMs
+    can use."""
+    return [
+        (path, layer)
+        for path, layer in walk_layers(model)
+        if not isinstance(layer, kl.InputLayer | keras.Model) and _is_spatial(_output_shape(layer))
+    ]
 
 
 def _describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
@@ -96,9 +112,12 @@ def _describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
     return ", ".join(shown) + more
 
 
-def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str, Any]:
+def find_layer(
+    model: keras.Model, layer: str | Any | None = None, any_tokens: bool = False
+) -> tuple[str, Any]:
     """Resolve `layer` (None, a name, a nested path or a layer object) to `(path, layer)`.
 
+    `any_tokens`: accept (N, T, C) layers that are no square grid (the user reshapes them).
     None picks the last spatial layer before the model pools or flattens (pooling and padding
     layers are skipped, 1x1 maps are never chosen), searched through nested models.
 
@@ -106,6 +125,8 @@ def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str,
         LayerError: the layer is not in the model, or has no spatial output; the message lists
             the candidate layers.
     """
+    if not _is_graph_model(model):
+        return _subclassed_layer(model, layer)
     candidates = conv_candidates(model)
     if layer is None:
         usable = [(p, lay) for p, lay in candidates if not isinstance(lay, _RESAMPLING)]
@@ -117,12 +138,45 @@ def find_layer(model: keras.Model, layer: str | Any | None = None) -> tuple[str,
             )
         return usable[-1]
     path, obj = resolve_layer(model, layer)
-    if all(obj is not lay for _, lay in candidates):
+    if _is_graph_model(obj):
+        inside = [p for p, _ in candidates if p.startswith(f"{path}/")]
         raise LayerError(
-            f"Layer {path!r} has output shape {_output_shape(obj)}, not a spatial "
-            f"(N, H, W, C) map. Candidate conv layers: {_describe(candidates)}."
+            f"{path!r} is a nested model, not a layer; name a layer inside it, e.g. "
+            f"{(inside or [path + '/<layer>'])[-1]!r}."
+        )
+    shape = _output_shape(obj)
+    if not _is_spatial(shape, any_tokens):
+        tokens = shape is not None and len(shape) == 3
+        fix = "pass `reshape=` a function (N, T, C) -> (N, h, w, C). " if tokens else ""
+        raise LayerError(
+            f"Layer {path!r} has output shape {shape}, not a spatial (N, H, W, C) map or "
+            f"square (N, T, C) tokens; {fix}Candidate conv layers: {_describe(candidates)}."
         )
     return path, obj
+
+
+def _subclassed_layer(model: keras.Model, layer: str | Any | None) -> tuple[str, Any]:
+    """A subclassed model has no graph to search: the layer must be named, and is then found
+    among the sublayers it tracks (its attributes)."""
+    every = {lay.name: lay for lay in model._flatten_layers(include_self=False)}
+    spatial = [n for n, lay in every.items() if isinstance(lay, _SPATIAL_TYPES)]
+    hint = f"Its conv-like sublayers: {', '.join(spatial) or 'none'}."
+    if layer is None:
+        raise LayerError(
+            f"Model {model.name!r} is a subclassed keras.Model: its layer graph cannot be read, "
+            f"so name the layer to explain, e.g. layer={spatial[-1] if spatial else 'conv'!r} "
+            f"or the layer object (layer=model.<attribute>). {hint}"
+        )
+    if isinstance(layer, str):
+        if layer not in every:
+            raise LayerError(f"No sublayer named {layer!r} in model {model.name!r}. {hint}")
+        return layer, every[layer]
+    if all(layer is not lay for lay in every.values()):
+        raise LayerError(
+            f"The layer object {getattr(layer, 'name', layer)!r} is not a sublayer of model "
+            f"{model.name!r}. {hint}"
+        )
+    return layer.name, layer
 
 
 @tf.custom_gradient
@@ -141,34 +195,42 @@ def _ends_in_relu(layer: Any) -> bool:
     return getattr(layer, "activation", None) is keras.activations.relu
 
 
-def _output_layer(model: keras.Model) -> Any:
+def _output_layer(model: keras.Model, index: int = 0) -> tuple[Any, int]:
+    """The layer that produces output `index`, and which of its outputs it is."""
     if isinstance(model, keras.Sequential):
-        return model.layers[-1]
-    return model.outputs[0]._keras_history[0]
+        return model.layers[-1], 0
+    history = model.outputs[index]._keras_history
+    return history[0], history[2]
 
 
-def _linear_head(model: keras.Model) -> tuple[dict[int, Callable], str]:
-    """Substitutions that drop a final softmax/sigmoid, and the kind of score left.
-
-    Returns `({id(layer): replacement}, score_kind)`, with score_kind "logits" when the
-    squashing was removed and "output" when the model's output is used as it is.
-    """
-    last = _output_layer(model)
+def _linear_head(model: keras.Model, index: int = 0) -> tuple[dict[int, Callable], str]:
+    """Substitutions that drop a final softmax/sigmoid of output `index`, and which one was
+    dropped ("softmax", "sigmoid", or "" when the output is used as it is)."""
+    last, which = _output_layer(model, index)
     if _is_graph_model(last):
-        subs, kind = _linear_head(last)
-        return subs, kind
+        return _linear_head(last, which)
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", "")
-    if isinstance(last, kl.Softmax) or (isinstance(last, kl.Activation) and name in _SQUASHING):
-        return {id(last): lambda x, *a, **k: x}, "logits"
-    if isinstance(last, kl.Dense) and name in _SQUASHING:
+    if isinstance(last, kl.Softmax):
+        name = "softmax"
+    if name not in _SQUASHING:
+        return {}, ""
+    if isinstance(last, (kl.Softmax, kl.Activation)):
+        return {id(last): lambda x, *a, **k: x}, name
+    if isinstance(last, kl.Dense):
 
         def dense_logits(x, *args, **kwargs):
-            y = tf.matmul(x, last.kernel)
-            return y + last.bias if last.bias is not None else y
+            dtype = last.compute_dtype  # as Keras' autocasting would (mixed precision)
+            y = tf.matmul(tf.cast(x, dtype), tf.cast(last.kernel, dtype))
+            return y + tf.cast(last.bias, dtype) if last.bias is not None else y
 
-        return {id(last): dense_logits}, "logits"
-    return {}, "output"
+        return {id(last): dense_logits}, name
+    return {}, ""
+
+
+def _unpack(out: Any) -> Any:
+    """What a Functional model's call returns for `out`: a lone output without its list."""
+    return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
 
 
 def resolve_layer(model: keras.Model, layer: str | Any) -> tuple[str, Any]:
@@ -192,23 +254,54 @@ def resolve_layer(model: keras.Model, layer: str | Any) -> tuple[str, Any]:
     return matches[0]
 
 
+_HELD_ATTR = "_xai_keras_held"
+
+
+def hold_inputs(model: keras.Model, rows: dict[int, np.ndarray]) -> None:
+    """Set the values of a multi-input model's non-image inputs for the next passes.
+
+    They live in variables kept on the model (one per input, any number of rows), which the
+    compiled kernels read, so changing them between calls does not retrace.
+    """
+    held = model.__dict__.setdefault(_HELD_ATTR, {})
+    for index, value in rows.items():
+        var = held.get(index)
+        if var is None or var.dtype != tf.as_dtype(value.dtype):
+            spec = tf.TensorShape([None, *value.shape[1:]])
+            held[index] = tf.Variable(value, shape=spec, trainable=False)
+        else:
+            var.assign(value)
+
+
 class ModelRunner:
-    """Re-runs `model` returning `(activation of layer, logits)`; see the module docstring.
+    """Re-runs `model` returning `(activation of layer, scores)`; see the module docstring.
 
     Args:
-        model: a Functional or Sequential Keras model (nested models are followed).
+        model: a Functional or Sequential Keras model (nested models are followed), or a
+            subclassed one (then `layer` is recorded by wrapping its `call` while tracing).
         layer: the layer whose activation to return (an object from `find_layer`), or None.
         guided: route gradients through guided ReLUs.
+        head: which output is explained and how (see `Head`).
     """
 
-    def __init__(self, model: keras.Model, layer: Any = None, guided: bool = False):
-        if not _is_graph_model(model):
-            raise LayerError(
-                f"Model {model.name!r} is a subclassed model; its layers cannot be traced. "
-                "Wrap it in a Functional model (keras.Model(inputs, outputs))."
-            )
-        self.model, self.layer, self.guided = model, layer, guided
-        self._subs, self.score_kind = _linear_head(model)
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        guided: bool = False,
+        head: Head | None = None,
+    ):
+        head = head or Head()
+        self.model, self.layer, self.guided, self.head = model, layer, guided, head
+        self.graph = _is_graph_model(model)
+        subs, dropped = {}, ""
+        if self.graph and head.score is None and head.kind != "linear":
+            subs, dropped = _linear_head(model, head.output)
+        kind = "score" if head.score is not None else head.kind
+        if kind == "auto":
+            kind = dropped or ("linear" if self._output_width() == 1 else "auto")
+        self._subs, self.kind = subs, kind
+        self.score_kind = "score" if head.score is not None else ("logits" if subs else "output")
         self.taps: dict[int, Any] = {}  # extra layers `LayerTaps` records
         self.outputs_are_probabilities: bool | None = None  # learnt on the first `squash`
         self._kernels: dict[str, Callable] = {}
@@ -216,7 +309,31 @@ class ModelRunner:
         self.layer_grads_fn = tf.function(self._layer_grads)
         self.input_grads_fn = tf.function(self._input_grads)
 
+    def _output_width(self) -> int | None:
+        if not self.graph:
+            return None
+        return int(np.prod(self.model.outputs[self.head.output].shape[1:]))
+
+    @property
+    def num_scores(self) -> int | None:
+        """The number of score columns (what `targets` index), or None if unknown before a
+        pass (subclassed models)."""
+        if self.kind == "score":
+            return 1
+        width = self._output_width()
+        return 2 if width == 1 and self.kind == "sigmoid" else width
+
     # -- graph execution -------------------------------------------------------------
+    def _record(self, op: Any, y: Any, captured: dict) -> Any:
+        """After `op` ran: guide its ReLU, and keep its output if it is the layer or a tap."""
+        if self.guided and _ends_in_relu(op):
+            y = _guided_identity(y)
+        if op is self.layer:
+            captured["activation"] = y
+        if id(op) in self.taps:
+            captured[id(op)] = y
+        return y
+
     def _op(self, op: Any, captured: dict) -> Callable:
         sub = self._subs.get(id(op))
         if sub is not None:
@@ -229,21 +346,14 @@ class ModelRunner:
 
             return tapped_sub
         if _is_graph_model(op):
-            return lambda *args, **kwargs: self._run(
-                op, args[0] if len(args) == 1 else args, captured
+            return lambda *args, **kwargs: _unpack(
+                self._run(op, args[0] if len(args) == 1 else args, captured)
             )
 
         def call(*args, **kwargs):
             if getattr(op, "_call_has_training_arg", False):
                 kwargs["training"] = False
-            y = op(*args, **kwargs)
-            if self.guided and _ends_in_relu(op):
-                y = _guided_identity(y)
-            if op is self.layer:
-                captured["activation"] = y
-            if id(op) in self.taps:
-                captured[id(op)] = y
-            return y
+            return self._record(op, op(*args, **kwargs), captured)
 
         return call
 
@@ -252,26 +362,101 @@ class ModelRunner:
             for layer in model.layers:
                 x = self._op(layer, captured)(x)
             return x
-        out = model._run_through_graph(x, operation_fn=lambda op: self._op(op, captured))
-        return out[0] if isinstance(out, (list, tuple)) else out
+        return model._run_through_graph(x, operation_fn=lambda op: self._op(op, captured))
 
-    def forward(self, x: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
-        """One pass: `(activation of the layer or None, logits (N, classes))`."""
-        captured: dict = {}
-        logits = self._run(self.model, x, captured)
-        logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
-        return captured.get("activation"), logits
+    def _run_subclassed(self, x: tf.Tensor, captured: dict) -> Any:
+        """Call a subclassed model with the layers we must see wrapped (only while tracing:
+        the compiled graph keeps what the wrappers recorded)."""
+        watched = [self.layer, *self.taps.values()]
+        if self.guided:
+            watched += [lay for lay in self.model._flatten_layers() if _ends_in_relu(lay)]
+        wrapped = {id(lay): lay for lay in watched if lay is not None and lay is not self.model}
+        own = {key: lay.__dict__.get("call") for key, lay in wrapped.items()}
+        try:
+            for lay in wrapped.values():
+                object.__setattr__(lay, "call", self._recording_call(lay, lay.call, captured))
+            return self.model(x, training=False)
+        finally:
+            for key, lay in wrapped.items():
+                if own[key] is None:
+                    object.__delattr__(lay, "call")
+                else:
+                    object.__setattr__(lay, "call", own[key])
+
+    def _recording_call(self, layer: Any, call: Callable, captured: dict) -> Callable:
+        def recording(*args, **kwargs):
+            return self._record(layer, call(*args, **kwargs), captured)
+
+        return recording
+
+    def _model_inputs(self, x: tf.Tensor) -> Any:
+        """The images, with any held inputs (one row repeated, or one per image) beside."""
+        count = len(self.model.inputs)
+        if count == 1:
+            return x
+        held = self.model.__dict__.get(_HELD_ATTR, {})
+        batch = tf.shape(x)[0]
+        values = []
+        for i in range(count):
+            if i == self.head.image_input:
+                values.append(x)
+            elif i not in held:
+                raise InputError(f"Input {i} of model {self.model.name!r} was not given.")
+            else:
+                rows = held[i].value()
+                values.append(tf.repeat(rows, batch // tf.shape(rows)[0], axis=0))
+        return values
+
+    def forward(
+        self, x: tf.Tensor, captured: dict | None = None
+    ) -> tuple[tf.Tensor | None, tf.Tensor]:
+        """One pass: `(activation of the layer or None, scores (N, classes) float32)`;
+        tapped layers' outputs land in `captured`."""
+        captured = {} if captured is None else captured
+        if self.graph:
+            out = _unpack(self._run(self.model, self._model_inputs(x), captured))
+        else:
+            out = self._run_subclassed(x, captured)
+        if self.head.score is not None:
+            scores = tf.reshape(self.head.score(out), (-1, 1))
+        else:
+            scores = keras.tree.flatten(out)[self.head.output]
+            scores = tf.reshape(scores, (tf.shape(scores)[0], -1))
+            if self.kind == "sigmoid" and scores.shape[-1] == 1:
+                scores = tf.concat([-scores, scores], axis=-1)  # class 0: the negative logit
+        return captured.get("activation"), tf.cast(scores, tf.float32)
+
+    def to_grid(self, a: tf.Tensor) -> tf.Tensor:
+        """A captured activation as a float32 (N, h, w, C) grid: token layers (N, T, C) are
+        reshaped by `head.reshape`, or to their square grid (a class token dropped)."""
+        if a.shape.rank == 3:
+            if self.head.reshape is not None:
+                a = self.head.reshape(a)
+            else:
+                side, skip = token_grid(a.shape[1]) or (0, 0)
+                if not side:
+                    raise LayerError(
+                        f"Layer {self.layer.name!r} outputs {a.shape[1]} tokens, which is not "
+                        "a square grid (nor one after a class token); pass `reshape=` a "
+                        "function (N, T, C) -> (N, h, w, C)."
+                    )
+                a = tf.reshape(a[:, skip:], (-1, side, side, a.shape[-1]))
+        return tf.cast(a, tf.float32)
 
     def squash(self, scores: tf.Tensor) -> tf.Tensor:
-        """Probabilities from the scores `forward` returns: softmax (sigmoid for one unit) of
-        logits, unless the model's own outputs already are probabilities (e.g. a softmax the
-        runner could not strip, inside a custom layer). That is decided from the first batch
-        seen in eager mode (call once outside `tf.function`)."""
+        """Probabilities (or values) from the scores `forward` returns: softmax or sigmoid of
+        logits, the values themselves for linear heads and score functions. Where the head
+        is unknown ("auto" with nothing to strip, e.g. a softmax inside a custom layer), the
+        first batch seen in eager mode decides whether the outputs already are
+        probabilities (call once outside `tf.function`)."""
+        if self.kind in ("softmax", "sigmoid"):
+            return tf.nn.softmax(scores) if self.kind == "softmax" else tf.sigmoid(scores)
+        if self.kind in ("linear", "score"):
+            return scores
         if self.outputs_are_probabilities is None:
             out = scores.numpy() if tf.executing_eagerly() else None
             self.outputs_are_probabilities = bool(
-                self.score_kind == "output"
-                and out is not None
+                out is not None
                 and out.min() >= 0
                 and (
                     np.allclose(out.sum(-1), 1, atol=1e-3)
@@ -326,12 +511,19 @@ class ModelRunner:
         return self.forward(x)[1]
 
     def _layer_grads(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
-        """(activation, d target logit / d activation, logits, targets)."""
+        """(activation, d target score / d activation, scores, targets); the activation and
+        its gradient as float32 grids (`to_grid`)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             activation, logits = self.forward(x)
             targets, y = self._pick(logits, targets)
-        return activation, tape.gradient(y, activation), logits, targets
+        grads = tape.gradient(y, activation)
+        if grads is None:
+            raise LayerError(
+                f"The explained score does not depend on layer {self.layer.name!r} (it is not "
+                "on the path to the chosen output); pick a layer before that output."
+            )
+        return self.to_grid(activation), self.to_grid(grads), logits, targets
 
     def _input_grads(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
         """(d target logit / d input, logits, targets)."""
@@ -358,9 +550,8 @@ class LayerTaps(ModelRunner):
 
     def _tapped(self, x: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
         captured: dict = {}
-        logits = self._run(self.model, x, captured)
-        logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
-        return [captured[id(lay)] for lay in self.layers], logits
+        _, scores = self.forward(x, captured)
+        return [captured[id(lay)] for lay in self.layers], scores
 
     def __call__(self, x: Any) -> tuple[list[tf.Tensor], tf.Tensor]:
         return self._fn(tf.convert_to_tensor(x, tf.float32))
