@@ -354,3 +354,19 @@ def test_tf_data_images_equal_arrays(images):
     labels = np.arange(len(images)) % 3
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
     np.testing.assert_allclose(explain(model, ds).maps, explain(model, images).maps, atol=1e-6)
+
+
+def test_maps_do_not_depend_on_the_batch_they_come_in(images):
+    """BatchNorm and Dropout run in inference mode: an image's map is the same alone, in any
+    batch, and in the padded last batch."""
+    from xai_keras.config import ModelConfig
+    from xai_keras.models import build_cnn
+
+    keras.utils.set_random_seed(10)
+    model = build_cnn(ModelConfig(), (SIZE, SIZE, 3), 3)
+    names = ["gradcam", "saliency", "scorecam"]
+    batched = explain(model, images, method=names, batch_size=4)
+    for i in (0, len(images) - 1):
+        alone = explain(model, images[i], method=names)
+        for a, b in zip(batched, alone, strict=True):
+            np.testing.assert_allclose(a.maps[i], b.maps[0], atol=1e-5)

@@ -400,14 +400,13 @@ def sag(
     if not single and x.shape[0] != 1:
         raise InputError(f"`sag` explains one image at a time. Received {x.shape[0]} images.")
     img = x[0].numpy()
-    num_classes = int(model.outputs[0].shape[-1])
     grid = tuple(int(g) for g in grid)
     probe = PatchScorer(model, img, 0, grid, baseline, batch_size)
     n = probe.n_patches
     full = tuple(range(n))
     logits = probe.runner.forward_fn(x).numpy()[0]
     top = int(np.argmax(logits))
-    target = top if target is None else int(check_targets(target, 1, num_classes)[0])
+    target = top if target is None else int(check_targets(target, 1, len(logits))[0])
     scorer = PatchScorer(model, img, target, grid, baseline, batch_size)
     probability = float(scorer.probabilities([full])[0])
     scorer.n_forward = 0

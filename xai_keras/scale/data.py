@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from xai_keras.data.folder import IMAGE_SUFFIXES
 from xai_keras.errors import InputError
+from xai_keras.explain.base import runner_for
 
 __all__ = ["Source", "as_source"]
 
@@ -252,7 +253,7 @@ def as_source(dataset: Any, model: keras.Model) -> Source:
         InputError: the images do not fit the model, the labels are not class indices, or
             the folder does not exist or holds no images.
     """
-    num_classes = int(model.outputs[0].shape[-1])
+    num_classes = runner_for(model).num_scores
     if isinstance(dataset, tf.data.Dataset):
         return _from_dataset(dataset, model, num_classes)
     if isinstance(dataset, (str, os.PathLike)):

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from xai_keras.errors import InputError
 from xai_keras.explain.api import finish_maps
-from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.base import Method, get_method, runner_for
 from xai_keras.io import ensure_writable_dir
 from xai_keras.scale.data import Source, as_source
 from xai_keras.scale.metrics import check_border, map_metrics
@@ -197,7 +197,7 @@ def _check_args(
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
-    num_classes = int(model.outputs[0].shape[-1])
+    num_classes = runner_for(model).num_scores
     if targets is not None and targets != "label":
         if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)):
             raise InputError(
@@ -457,7 +457,7 @@ def explain_dataset(
             "folder with one sub-folder per class, or targets=None."
         )
     names = list(class_names) if class_names is not None else source.class_names
-    num_classes = int(model.outputs[0].shape[-1])
+    num_classes = runner_for(model).num_scores
     image_shape = tuple(int(d) if d is not None else None for d in model.inputs[0].shape[1:])
     settings = {
         "format": FORMAT,
