@@ -370,3 +370,21 @@ def test_maps_do_not_depend_on_the_batch_they_come_in(images):
         alone = explain(model, images[i], method=names)
         for a, b in zip(batched, alone, strict=True):
             np.testing.assert_allclose(a.maps[i], b.maps[0], atol=1e-5)
+
+
+def test_several_methods_share_layer_and_options_where_they_apply(images):
+    keras.utils.set_random_seed(11)
+    inp, _, cls = _softmax_model()
+    model = keras.Model(inp, cls)
+    names = ["gradcam", "integrated_gradients", "scorecam"]
+    together = explain(model, images, method=names, layer="conv1", steps=8, max_channels=4)
+    separate = [
+        explain(model, images, method="gradcam", layer="conv1"),
+        explain(model, images, method="integrated_gradients", steps=8),
+        explain(model, images, method="scorecam", layer="conv1", max_channels=4),
+    ]
+    for a, b in zip(together, separate, strict=True):
+        assert a.layer == b.layer
+        np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+    with pytest.raises(InputError, match="stpes"):
+        explain(model, images, method=names, stpes=8)

@@ -206,10 +206,24 @@ def explain(
         raise InputError("`method` must name at least one method; see xai_keras.methods().")
     spec, held = resolve_head(model, output, head, score, inputs, reshape)
     classes = [get_method(name) for name in names]
-    instances = [  # with several methods, `layer` is for those that explain a layer
-        cls.create(model, layer if cls.uses_layer or len(names) == 1 else None, spec, **options)
-        for cls in classes
-    ]
+    if len(classes) == 1:
+        instances = [classes[0].create(model, layer, spec, **options)]
+    else:  # each method gets the layer and the options it takes; an option none takes is an error
+        unused = sorted(set(options) - {o for cls in classes for o in cls.options()})
+        if unused:
+            raise InputError(
+                f"No method in {names} takes option(s) {', '.join(unused)}. "
+                + "; ".join(f"{c.name}: {', '.join(c.options()) or 'none'}" for c in classes)
+            )
+        instances = [
+            cls.create(
+                model,
+                layer if cls.uses_layer else None,
+                spec,
+                **{k: v for k, v in options.items() if k in cls.options()},
+            )
+            for cls in classes
+        ]
     for instance in instances:
         instance.batch_size = batch_size
     x, single = check_images(images, model, input_index=spec.image_input)
