@@ -74,3 +74,32 @@ def test_log_explanation_with_a_name(gap_model, images32, tmp_path):
     events = _events(tmp_path)
     assert [s for s, _ in events["explain/val/gradcam++"]] == [7]
     assert "explain/val/gradcam++/info" in events
+
+
+def test_callback_takes_the_tf_data_validation_set_and_its_labels(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_cnn(ModelConfig(filters=[8]), (16, 16, 3), 3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(40, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 40)
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # what fit's validation gets
+    names = ["a", "b", "c"]
+    callback = ExplainCallback(
+        val,
+        ("gradcam", "saliency"),
+        log_dir=tmp_path,
+        targets="labels",
+        class_names=names,
+        max_images=5,
+    )
+    model.fit(val, validation_data=val, epochs=1, verbose=0, shuffle=False, callbacks=[callback])
+    events = _events(tmp_path)
+    for method in ("gradcam", "saliency"):
+        assert [step for step, _ in events[f"explain/{method}"]] == [0]
+        value = events[f"explain/{method}"][0][1]
+        assert len(tf.make_ndarray(value.tensor)) == 2 + 5  # the first 5 images, across batches
+        assert _image_shape(value) == (16, 16, 3)
+        text = tf.make_ndarray(events[f"explain/{method}/info"][0][1].tensor).item().decode()
+        for i in range(5):  # each row explains the image's label, not its top class
+            assert f"| {i} | {names[y[i]]} (" in text
+    np.testing.assert_array_equal(callback.images, x[:5])

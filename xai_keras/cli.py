@@ -87,21 +87,63 @@ def _method_list(text: str) -> list[str]:
     return [get_method(n).name for n in names]
 
 
+# What `explain`, `sag` and `features` read with OpenCV: the suffixes tf.data folders decode
+# (`IMAGE_SUFFIXES`), plus WebP and TIFF, which only OpenCV reads.
+_OPENCV_ONLY = (".webp", ".tif", ".tiff")
+
+
 def _image_files(paths: Sequence[str]) -> list[Path]:
+    """Image files named directly, or found anywhere under the given folders.
+
+    Hidden files and folders under a given folder are skipped: macOS `._name.png` resource
+    forks and `.ipynb_checkpoints` copies are not images of the set.
+    """
     from xai_keras.data.folder import IMAGE_SUFFIXES
     from xai_keras.errors import InputError
 
+    suffixes = (*IMAGE_SUFFIXES, *_OPENCV_ONLY)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in suffixes
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
         elif p.is_file():
             files.append(p)
         else:
             raise InputError(f"Image path not found: {p}.")
     if not files:
-        raise InputError(f"No images ({'/'.join(IMAGE_SUFFIXES)}) found in: {', '.join(paths)}.")
+        raise InputError(f"No images ({'/'.join(suffixes)}) found in: {', '.join(paths)}.")
     return files
+
+
+def _output_stems(files: list[Path]) -> list[str]:
+    """A distinct name per image for its output PNGs: the file stem, or, where stems repeat
+    (a/1.png and b/1.png in nested folders), the path below the common folder joined by '_'."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    root = Path(os.path.commonpath([f.resolve().parent for f in files]))
+    names = ["_".join(f.resolve().relative_to(root).with_suffix("").parts) for f in files]
+    if len(set(names)) < len(names):  # a/1.png next to a/1.jpg
+        names = [f"{n}_{f.suffix.lstrip('.').lower()}" for n, f in zip(names, files)]
+    return [f"{n}_{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _to_bgra(img):
+    """Any decoded image (gray, BGR or BGRA; 8 or 16 bit) as 8-bit BGRA, opaque without alpha."""
+    import cv2
+    import numpy as np
+
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2BGRA) if img.shape[2] == 3 else img
 
 
 def _read_images(files: list[Path], shape: tuple, scale: float):
@@ -111,14 +153,22 @@ def _read_images(files: list[Path], shape: tuple, scale: float):
     from xai_keras.errors import InputError
 
     h, w, c = shape
+    if c not in (1, 3, 4):
+        raise InputError(
+            f"The model takes {c}-channel images; image files can be read for models with 1 "
+            "(grayscale), 3 (RGB) or 4 (RGBA) channels. Pass the images as an array instead."
+        )
+    flag = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, 4: cv2.IMREAD_UNCHANGED}[c]
     images = []
     for f in files:
-        flag = cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR
         img = cv2.imread(str(f), flag)
         if img is None:
             raise InputError(f"Cannot read image {f} (not an image, or an unsupported format).")
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        img = img[..., None] if c == 1 else img[..., ::-1]
+        img = cv2.resize(_to_bgra(img) if c == 4 else img, (w, h), interpolation=cv2.INTER_AREA)
+        if c == 1:
+            img = img[..., None]
+        else:  # BGR(A) -> RGB(A)
+            img = img[..., ::-1] if c == 3 else img[..., [2, 1, 0, 3]]
         images.append(img.astype(np.float32) / scale)
     return np.stack(images)
 
@@ -210,6 +260,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         images = preprocess(images)
     out = ensure_writable_dir(args.out)
     class_names = _class_names(args.classes)
+    stems = _output_stems(files)
     explanations = explain(  # gradient CAMs of one layer share one pass
         model,
         images,
@@ -220,8 +271,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         class_names=class_names,
     )
     for exp in tqdm(explanations, desc="writing", disable=args.quiet):
-        for i, f in enumerate(files):
-            save_figure(exp[i].plot(), out / f"{f.stem}_{exp.method}.png")
+        for i, stem in enumerate(stems):
+            save_figure(exp[i].plot(), out / f"{stem}_{exp.method}.png")
     for i, f in enumerate(files):
         _print(args, f"{f}: {explanations[0].label(i)}")
     if len(explanations) > 1 or len(files) > 1:

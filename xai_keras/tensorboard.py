@@ -60,6 +60,9 @@ def log_explanation(
     writer.close()
 
 
+_DATASET_IMAGES = 8  # images taken from a dataset or folder unless `max_images` says
+
+
 class ExplainCallback(keras.callbacks.Callback):
     """Log explanations of fixed images during `model.fit`, so attention can be watched per epoch.
 
@@ -68,44 +71,117 @@ class ExplainCallback(keras.callbacks.Callback):
     (they read the current weights), and the writer is created on first use, so a run that
     never reaches a logged epoch leaves no empty event file.
 
+    The images can be the validation `tf.data.Dataset` itself: its first `max_images` images
+    are read once, when training begins (so a reshuffling dataset still gives the same images
+    every epoch, and a dataset that does not fit the model fails before the first epoch).
+
     Args:
-        images: (N, H, W, C) images to explain, e.g. a few validation images.
+        images: (N, H, W, C) images to explain, e.g. a few validation images; or a
+            `tf.data.Dataset` (batched or not) of images, `(images, labels)`,
+            `(images, labels, weights)` or dicts with an "image"/"images" key (and
+            "label"/"labels"); or a folder of images (one sub-folder per class gives labels).
         methods: registered method names.
         log_dir: where the event files go (e.g. the TensorBoard callback's dir + "/explain").
         every_n_epochs: log every this many epochs.
-        targets: classes to explain (e.g. the true labels); None explains the top class.
-        class_names: names for the text summaries.
+        targets: classes to explain: None explains the top class, a list gives one class
+            per image, and "labels" takes the labels of the dataset (or folder).
+        class_names: names for the text summaries (default: a folder's class names).
         batch_size: images per compiled batch.
+        max_images: explain at most this many images; default all of an array and the
+            first 8 of a dataset or folder.
+
+    Raises:
+        InputError: bad arguments; from `on_train_begin`, a dataset that does not fit the
+            model, is empty, or has no labels while targets="labels".
 
     Example:
-        >>> model.fit(train, callbacks=[ExplainCallback(x_val[:8], ("gradcam", "saliency"),
-        ...                                             log_dir="logs/run/explain")])
+        >>> model.fit(train, validation_data=val, callbacks=[
+        ...     ExplainCallback(val, ("gradcam", "saliency"), targets="labels",
+        ...                     log_dir="logs/run/explain")])
     """
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray | tf.data.Dataset | str | os.PathLike,
         methods: Sequence[str] = ("gradcam",),
         log_dir: str | os.PathLike = "logs/explain",
         every_n_epochs: int = 1,
-        targets: Sequence[int] | None = None,
+        targets: Sequence[int] | str | None = None,
         class_names: Sequence[str] | None = None,
         batch_size: int = 32,
+        max_images: int | None = None,
     ):
         super().__init__()
-        if every_n_epochs < 1:
+        if (
+            isinstance(every_n_epochs, bool)
+            or not isinstance(every_n_epochs, int)
+            or every_n_epochs < 1
+        ):
             raise InputError(
-                f"The `every_n_epochs` argument must be >= 1. Received: {every_n_epochs}."
+                f"The `every_n_epochs` argument must be an int >= 1. Received: {every_n_epochs!r}."
             )
-        self.images = np.asarray(images, np.float32)
+        if max_images is not None and (
+            isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+        ):
+            raise InputError(
+                f"The `max_images` argument must be a positive int or None. Received: "
+                f"{max_images!r}."
+            )
+        if isinstance(targets, str) and targets != "labels":
+            raise InputError(
+                f'The `targets` argument must be None, class indices or "labels". '
+                f"Received: {targets!r}."
+            )
+        self._source = images if _is_source(images) else None
+        self.images = None
+        if self._source is None:
+            if isinstance(targets, str):  # "labels"
+                raise InputError(
+                    'targets="labels" needs labelled images: pass a tf.data.Dataset of '
+                    "(images, labels) (or a folder with one sub-folder per class), or pass the "
+                    "labels themselves as `targets`."
+                )
+            self.images = np.asarray(images, np.float32)[:max_images]
         self.methods = [get_method(m).name for m in methods]
         self.log_dir, self.every_n_epochs = str(log_dir), every_n_epochs
         self.targets, self.class_names, self.batch_size = targets, class_names, batch_size
+        self.max_images = max_images
         self._writer = None
+
+    def _read_source(self) -> None:
+        """Take the first images (and labels) of the dataset or folder, once."""
+        from xai_keras.scale.data import as_source
+
+        source = as_source(self._source, self.model)
+        k = self.max_images or _DATASET_IMAGES
+        first = next(iter(source.elements.take(k).batch(k)), None)
+        if first is None:
+            raise InputError(
+                "The `images` dataset given to ExplainCallback is empty: it must yield at "
+                "least one image."
+            )
+        self.images = first[0].numpy()
+        if isinstance(self.targets, str):  # "labels"
+            if not source.has_labels:
+                raise InputError(
+                    f'targets="labels" but the `images` {source.kind} has no labels: '
+                    "it must yield (images, labels) (or dicts with a 'label' key), or be a "
+                    "folder with one sub-folder per class."
+                )
+            self.targets = first[1].numpy()
+        if self.class_names is None and source.class_names:
+            self.class_names = source.class_names
+        self._source = None  # read once: the same images every epoch
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.images is None:
+            self._read_source()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
+        if self.images is None:  # on_train_begin was not called (a hand-driven loop)
+            self._read_source()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
@@ -125,6 +201,11 @@ class ExplainCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _is_source(images: object) -> bool:
+    """Whether `images` is read through `as_source` (a dataset or a folder) and not an array."""
+    return isinstance(images, (tf.data.Dataset, str, os.PathLike))
 
 
 def log_figure(log_dir: str | os.PathLike, tag: str, png: bytes, step: int = 0) -> None:

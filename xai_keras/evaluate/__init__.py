@@ -5,7 +5,9 @@
 - sanity: `cascading_randomization` (model-parameter randomisation) and its `summary`;
 - shortcut: `shortcut_hits`, `shortcut_rate` against masks of a known spurious cue.
 
-Each returns per-image values; aggregate (mean, median, ...) as you need.
+Each returns per-image values; aggregate (mean, median, ...) as you need. `evaluate_model`
+runs them all at once, as the benchmark does, on your own model and data (a `tf.data.Dataset`
+or arrays) and returns their means.
 """
 
 from xai_keras.evaluate.faithfulness import Curves, average_drop_increase, deletion, insertion
@@ -20,9 +22,19 @@ __all__ = [
     "cascading_randomization",
     "deletion",
     "energy_pointing",
+    "evaluate_model",
     "insertion",
     "pointing_game",
     "shortcut_hits",
     "shortcut_rate",
     "summary",
 ]
+
+
+def __getattr__(name: str):
+    """`evaluate_model` lives with the benchmark runner; imported on first use."""
+    if name == "evaluate_model":
+        from xai_keras.evaluate.benchmark import evaluate_model
+
+        return evaluate_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

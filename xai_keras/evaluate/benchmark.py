@@ -32,14 +32,22 @@ from xai_keras.config import Config, load_config
 from xai_keras.data import ArraySplit, DatasetSplits, load_dataset
 from xai_keras.errors import InputError
 from xai_keras.evaluate.faithfulness import average_drop_increase, deletion, insertion
-from xai_keras.evaluate.localisation import energy_pointing, pointing_game
+from xai_keras.evaluate.localisation import _check_masks, energy_pointing, pointing_game
 from xai_keras.evaluate.sanity import cascading_randomization
 from xai_keras.evaluate.shortcut import shortcut_rate
 from xai_keras.explain import contact_sheet, explain, methods, sag
+from xai_keras.explain.api import check_images
 from xai_keras.explain.base import get_method, runner_for
 from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 
-__all__ = ["DATASET_SETTINGS", "METRICS", "BenchmarkModel", "run_benchmark", "to_markdown"]
+__all__ = [
+    "DATASET_SETTINGS",
+    "METRICS",
+    "BenchmarkModel",
+    "evaluate_model",
+    "run_benchmark",
+    "to_markdown",
+]
 
 # Config overrides per dataset; "quick" ones train in well under a minute on 2 CPU cores.
 DATASET_SETTINGS: dict[str, dict[str, list[str]]] = {
@@ -166,28 +174,36 @@ def _time_forward(model: keras.Model, images: np.ndarray, batch_size: int) -> fl
     return (time.perf_counter() - start) / (reps * len(x))
 
 
-def _evaluate_method(
-    bm: BenchmarkModel, method: str, test: ArraySplit, n_sanity: int, batch_size: int
+def _method_row(
+    model: keras.Model,
+    method: str,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    n_sanity: int,
+    batch_size: int,
+    class_names: Sequence[str] | None = None,
+    targets: np.ndarray | None = None,
 ) -> tuple[dict[str, float], Any, Any]:
-    images = test.images
+    """One method's metrics on images (and masks): the benchmark's row for one dataset."""
     options = _FAST_OPTIONS.get(method, {})
     # Warm up on a full batch: the timed call then reuses the traced kernels.
-    explain(bm.model, images[:batch_size], method=method, batch_size=batch_size, **options)
+    explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         exp = explain(
-            bm.model,
+            model,
             images,
             method=method,
+            targets=targets,
             batch_size=batch_size,
-            class_names=bm.splits.class_names,
+            class_names=class_names,
             **options,
         )
     ms = 1000 * (time.perf_counter() - start) / len(images)
-    dele = deletion(bm.model, images, exp.maps, exp.targets, batch_size=batch_size)
-    ins = insertion(bm.model, images, exp.maps, exp.targets, batch_size=batch_size)
-    drop, increase = average_drop_increase(bm.model, images, exp.maps, exp.targets)
+    dele = deletion(model, images, exp.maps, exp.targets, batch_size=batch_size)
+    ins = insertion(model, images, exp.maps, exp.targets, batch_size=batch_size)
+    drop, increase = average_drop_increase(model, images, exp.maps, exp.targets)
     row = {
         "deletion_auc": float(np.mean(dele.auc)),
         "insertion_auc": float(np.mean(ins.auc)),
@@ -195,25 +211,23 @@ def _evaluate_method(
         "increase": float(np.mean(increase)),
         "ms_per_image": ms,
     }
-    if test.masks is not None:
+    if masks is not None:
         # The usual tolerance: 15 pixels at 224 x 224, scaled to the image size.
         tolerance = max(1, round(15 / 224 * images.shape[1]))
-        hits = pointing_game(exp.maps, test.masks, tolerance)
+        hits = pointing_game(exp.maps, masks, tolerance)
         row["pointing_game"] = float(np.mean(hits))
         # Objects not covering the image centre: where a centre-biased map cannot score.
         h, w = images.shape[1:3]
-        off = ~test.masks[:, h // 2, w // 2]
+        off = ~np.asarray(masks, bool)[:, h // 2, w // 2]
         if off.any():
             row["pointing_offcentre"] = float(np.mean(hits[off]))
-        row["energy_pointing"] = float(np.mean(energy_pointing(exp.maps, test.masks)))
-    if test.cue_masks is not None and bm.name.endswith("_shortcut"):
-        row["shortcut_rate"] = shortcut_rate(exp.maps, test.cue_masks, test.masks, "nearest")
+        row["energy_pointing"] = float(np.mean(energy_pointing(exp.maps, masks)))
     sanity = None
     if n_sanity > 0 and get_method(method).family != "baseline":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             sanity = cascading_randomization(
-                bm.model,
+                model,
                 images[:n_sanity],
                 method=method,
                 targets=exp.targets[:n_sanity],
@@ -223,6 +237,17 @@ def _evaluate_method(
         row["sanity_spearman"] = float(np.mean(sanity.spearman[-1]))
         row["sanity_ssim"] = float(np.mean(sanity.ssim[-1]))
     return row, exp, (dele, ins, sanity)
+
+
+def _evaluate_method(
+    bm: BenchmarkModel, method: str, test: ArraySplit, n_sanity: int, batch_size: int
+) -> tuple[dict[str, float], Any, Any]:
+    row, exp, curves = _method_row(
+        bm.model, method, test.images, test.masks, n_sanity, batch_size, bm.splits.class_names
+    )
+    if test.cue_masks is not None and bm.name.endswith("_shortcut"):
+        row["shortcut_rate"] = shortcut_rate(exp.maps, test.cue_masks, test.masks, "nearest")
+    return row, exp, curves
 
 
 def _evaluate_sag(bm: BenchmarkModel, images: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -245,6 +270,193 @@ def _evaluate_sag(bm: BenchmarkModel, images: np.ndarray, batch_size: int) -> di
         "images": len(images),
         "ms_per_image": 1000 * (time.perf_counter() - start) / len(images),
     }
+
+
+# -- the user's own model and data -----------------------------------------------------------
+_IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
+_LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+_MASK_KEYS = ("mask", "masks", "segmentation")
+_DATA_FORMS = (
+    "a tf.data.Dataset (batched or not) of (image, label) or (image, label, mask) elements, "
+    "or dicts with 'image', 'label' and 'mask' keys; or arrays: images, (images, labels) or "
+    "(images, labels, masks)"
+)
+
+
+def _parts(spec: Any) -> tuple[Any, Any, Any]:
+    """Where the image, label and mask sit in an element: keys or tuple positions (or None)."""
+    if isinstance(spec, tf.TensorSpec):
+        return 0, None, None
+    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
+        return 0, (1 if len(spec) > 1 else None), (2 if len(spec) > 2 else None)
+    if isinstance(spec, dict):
+        image, label, mask = (
+            next((k for k in keys if k in spec), None)
+            for keys in (_IMAGE_KEYS, _LABEL_KEYS, _MASK_KEYS)
+        )
+        if image is not None:
+            return image, label, mask
+    raise InputError(f"The `data` must be {_DATA_FORMS}. Received elements with spec {spec}.")
+
+
+def _take(data: tf.data.Dataset, model: keras.Model, n: int) -> tuple:
+    """The first n (images, labels or None, masks or None) of a dataset, read in one pass."""
+    from xai_keras.scale.data import as_source
+
+    spec = data.element_spec
+    keys = _parts(spec)
+
+    def pick(*element):  # (image, label, mask), without the missing ones
+        item = element[0] if isinstance(spec, dict) else element
+        return tuple(item[k] for k in keys if k is not None)
+
+    # The image and label checks (shapes, dtypes, batched or not) of explain_dataset; this
+    # reads nothing, and names what does not fit the model.
+    as_source(data.map(lambda *e: pick(*e)[: 1 + (keys[1] is not None)]), model)
+    rank = pick(*_as_args(spec))[0].shape.rank
+    ds = data.map(pick)
+    if rank == len(model.inputs[0].shape):  # batched: the batch axis plus the image's
+        ds = ds.unbatch()
+    chunks = list(ds.take(n).batch(min(n, 256)).as_numpy_iterator())
+    if not chunks:
+        raise InputError("The `data` dataset is empty: it must yield at least one image.")
+    arrays = [np.concatenate(part) for part in zip(*chunks)]
+    images = arrays.pop(0)
+    labels = arrays.pop(0) if keys[1] is not None else None
+    masks = arrays.pop(0) if keys[2] is not None else None
+    return images, labels, masks
+
+
+def _as_args(spec: Any) -> tuple:
+    """An element spec as the positional arguments `Dataset.map` passes."""
+    return tuple(spec) if isinstance(spec, (tuple, list)) else (spec,)
+
+
+def _user_data(data: Any, model: keras.Model, n: int) -> tuple:
+    """(images (k, H, W, C) float32, labels (k,) int or None, masks (k, H, W) bool or None)."""
+    if isinstance(data, tf.data.Dataset):
+        images, labels, masks = _take(data, model, n)
+    elif isinstance(data, (tuple, list)) and 1 <= len(data) <= 3:
+        images, labels, masks = (*data, None, None)[:3]
+    elif isinstance(data, (np.ndarray, tf.Tensor)):
+        images, labels, masks = data, None, None
+    else:
+        raise InputError(f"The `data` must be {_DATA_FORMS}. Received {type(data).__name__}.")
+    images = np.asarray(check_images(np.asarray(images)[:n], model, "data images")[0])
+    k = len(images)
+    num_classes = max(2, int(model.outputs[0].shape[-1]))  # one sigmoid unit: classes 0, 1
+    if labels is not None:
+        labels = np.asarray(labels)[:k]
+        if labels.ndim == 2 and labels.shape[1] == num_classes > 1:  # one-hot rows
+            labels = labels.argmax(axis=1)
+        elif labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        numeric = np.issubdtype(labels.dtype, np.number) and not np.issubdtype(
+            labels.dtype, np.complexfloating
+        )
+        whole = numeric and np.array_equal(labels, np.round(labels))
+        if labels.shape != (k,) or not whole or labels.min() < 0 or labels.max() >= num_classes:
+            raise InputError(
+                f"The `data` labels must be {k} class indices in [0, {num_classes - 1}] or "
+                f"one-hot rows (N, {num_classes}), one per image. Received shape "
+                f"{labels.shape}, dtype {labels.dtype}."
+            )
+        labels = labels.astype(np.int32)
+    if masks is not None:
+        masks = np.asarray(masks)[:k]
+        if masks.ndim == 4 and masks.shape[-1] == 1:
+            masks = masks[..., 0]
+        masks = _check_masks(masks, images.shape[:3], "data masks")
+    return images, labels, masks
+
+
+def evaluate_model(
+    model: keras.Model,
+    data: Any,
+    method_names: Sequence[str] = ("gradcam", "saliency", "random"),
+    n: int = 100,
+    targets: str = "predicted",
+    n_sanity: int = 8,
+    batch_size: int = 32,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The benchmark's metrics for your own model on your own data.
+
+    `run_benchmark` trains its own models on built-in datasets; this scores the methods on
+    the model and data you care about, with the same metrics: faithfulness (deletion and
+    insertion AUC, average drop, increase), localisation (pointing game, energy pointing)
+    where object masks are given, the cascading-randomisation sanity check, and cost.
+
+    Args:
+        model: a Functional or Sequential Keras classifier.
+        data: a `tf.data.Dataset` (batched or not) of `(image, label)` or
+            `(image, label, mask)` elements, or of dicts with "image", "label" and "mask"
+            keys; or arrays: images, `(images, labels)` or `(images, labels, masks)`. Masks
+            are (H, W) booleans (or 0/1) marking the object; labels are class indices or
+            one-hot rows. Images must be preprocessed as the model expects.
+        method_names: methods to score (see `xai_keras.methods()`); "random" and "centre"
+            give reference values.
+        n: how many images to use: the first n of `data`.
+        targets: "predicted" explains each image's top class (as the benchmark does);
+            "labels" explains the labelled class.
+        n_sanity: images for the sanity check (0 skips it; it explains a copy of the model
+            once per layer with weights).
+        batch_size: images per compiled batch.
+        class_names: names for the explanations (not needed for the metrics).
+
+    Returns:
+        `{"n": images used, "accuracy": top-1 accuracy or None without labels,
+        "methods": {method: {metric: mean value}}}`: one dataset's entry of `run_benchmark`'s
+        results, with the metric names of `METRICS`.
+
+    Raises:
+        InputError: data that does not fit the model (shapes, labels, masks), targets="labels"
+            without labels, unknown methods or bad numbers.
+
+    Example:
+        >>> val = tf.data.Dataset.from_tensor_slices((x_val, y_val, masks_val)).batch(32)
+        >>> rows = evaluate_model(model, val, ["gradcam", "saliency", "random"])["methods"]
+        >>> rows["gradcam"]["deletion_auc"], rows["gradcam"]["pointing_game"]
+    """
+    if not isinstance(model, keras.Model):
+        raise InputError(
+            f"The `model` argument must be a keras.Model. Received: {type(model).__name__}."
+        )
+    for name, value, low in (("n", n, 1), ("n_sanity", n_sanity, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"The `{name}` argument must be an int >= {low}. Received: {value!r}.")
+    if targets not in ("predicted", "labels"):
+        raise InputError(
+            f'The `targets` argument must be "predicted" or "labels". Received: {targets!r}.'
+        )
+    names = [get_method(m).name for m in method_names]
+    images, labels, masks = _user_data(data, model, int(n))
+    if targets == "labels" and labels is None:
+        raise InputError(
+            'targets="labels" but the `data` has no labels: pass (image, label) elements '
+            'or (images, labels) arrays, or use targets="predicted".'
+        )
+    runner = runner_for(model)
+    accuracy = None
+    if labels is not None:
+        predicted = runner.probabilities(images, batch_size).argmax(axis=1)
+        accuracy = float(np.mean(predicted == labels))
+    forward_s = _time_forward(model, images, batch_size)
+    rows = {}
+    for method in names:
+        row, _, _ = _method_row(
+            model,
+            method,
+            images,
+            masks,
+            int(n_sanity),
+            batch_size,
+            class_names,
+            labels if targets == "labels" else None,
+        )
+        row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
+        rows[method] = row
+    return {"n": len(images), "accuracy": accuracy, "methods": rows}
 
 
 # -- figures ---------------------------------------------------------------------------------
