@@ -388,3 +388,23 @@ def test_several_methods_share_layer_and_options_where_they_apply(images):
         np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
     with pytest.raises(InputError, match="stpes"):
         explain(model, images, method=names, stpes=8)
+
+
+def test_cli_explains_a_binary_model_for_either_class(binary_task, tmp_path, capsys):
+    import cv2
+
+    from xai_keras.cli import main
+
+    model, (x, _, _) = binary_task
+    path = tmp_path / "binary.keras"
+    model.save(path)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), (x[0][..., ::-1] * 255).round().astype(np.uint8))
+    for target in ("0", "1"):
+        out = tmp_path / f"out{target}"
+        args = ["explain", str(folder), "--model", str(path), "--target", target, "--out", str(out)]
+        assert main([*args, "--quiet"]) == 0
+        assert (out / "a_gradcam.png").exists()
+    assert main(["explain", str(folder), "--model", str(path), "--output", "scores"]) == 2
+    assert "No output 'scores'" in capsys.readouterr().err

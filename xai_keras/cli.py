@@ -269,6 +269,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         targets=args.target,
         batch_size=args.batch_size,
         class_names=class_names,
+        output=int(args.output) if args.output and args.output.isdigit() else args.output,
+        head=args.head,
     )
     for exp in tqdm(explanations, desc="writing", disable=args.quiet):
         for i, stem in enumerate(stems):
@@ -566,6 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--output", help="output to explain (name or index) of a multi-output model")
+    p.add_argument(
+        "--head",
+        choices=("softmax", "sigmoid", "linear"),
+        help="how the output is read (default: from its final activation); a single sigmoid "
+        "unit gives classes 0 (negative logit) and 1",
+    )
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file, one per line")
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
