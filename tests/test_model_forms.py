@@ -408,3 +408,22 @@ def test_cli_explains_a_binary_model_for_either_class(binary_task, tmp_path, cap
         assert (out / "a_gradcam.png").exists()
     assert main(["explain", str(folder), "--model", str(path), "--output", "scores"]) == 2
     assert "No output 'scores'" in capsys.readouterr().err
+
+
+def test_tiny_gradients_give_the_same_maps_as_normal_ones(images):
+    """Scaling the logits by 1e-21 (as wide untrained networks do) must not change any
+    normalised map; guided Grad-CAM once multiplied two ~1e-21 factors and underflowed to 0."""
+    keras.utils.set_random_seed(12)
+    inp, pooled, _ = _softmax_model()
+    normal = keras.Model(inp, L.Dense(3, name="logits")(pooled))
+    tiny = _twin(normal, lambda: keras.Model(inp, L.Dense(3, name="logits")(pooled)))
+    kernel, bias = normal.get_layer("logits").get_weights()
+    tiny.get_layer("logits").set_weights([kernel * 1e-21, bias * 1e-21])
+    names = ["gradcam", "guided_backprop", "guided_gradcam", "layercam", "saliency"]
+    for a, b in zip(
+        explain(tiny, images, method=names, targets=1),
+        explain(normal, images, method=names, targets=1),
+        strict=True,
+    ):
+        assert a.maps.max() == 1.0, a.method
+        np.testing.assert_allclose(a.maps, b.maps, atol=1e-4, err_msg=a.method)

@@ -103,7 +103,10 @@ class GuidedGradCam(GuidedBackprop):
         grads, logits, targets = self.guided.input_grads_fn(x, cam.targets)
         up = tf.image.resize(cam.raw[..., None], tf.shape(x)[1:3], method="bilinear")
         peak = tf.reduce_max(up, axis=(1, 2, 3), keepdims=True)
-        return grads * up / tf.where(peak > 0, peak, tf.ones_like(peak)), logits, targets
+        # Normalise the gate before multiplying: on wide untrained networks both factors can
+        # be ~1e-20, and their product underflows to zero.
+        gate = up / tf.where(peak > 0, peak, tf.ones_like(peak))
+        return grads * gate, logits, targets
 
 
 @register("smoothgrad")
