@@ -20,9 +20,9 @@ from xai_keras.evaluate import (
     shortcut_rate,
     summary,
 )
-from xai_keras.evaluate.faithfulness import _kernel_for
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.masking import curve_kernel
 
 SIDE = 8
 DECISIVE = [(3, 3), (3, 4), (4, 3), (4, 4)]  # the pixels that raise the class-0 logit
@@ -171,7 +171,7 @@ def test_curves_on_a_real_cnn_trace_once_and_take_a_callable_baseline(gap_model,
     maps = np.random.default_rng(5).uniform(0, 1, images32.shape[:3])
     first = deletion(gap_model, images32, maps, steps=10, baseline="black", batch_size=8)
     again = insertion(gap_model, images32, maps, steps=10, baseline=tf.zeros_like, batch_size=8)
-    kernel = _kernel_for(runner_for(gap_model))
+    kernel = curve_kernel(runner_for(gap_model))
     assert kernel.experimental_get_tracing_count() == 1  # padded batches: one shape only
     assert first.scores.shape == again.scores.shape == (5, 11)
     np.testing.assert_allclose(first.scores[:, 0], again.scores[:, -1], atol=1e-5)

@@ -11,7 +11,6 @@ is padded, so the kernel traces once per input shape and batch size.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.graph import ModelRunner
+from xai_keras.explain.masking import curve_scores, pixel_ranks
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
 
@@ -57,19 +57,6 @@ class Curves:
         """
         widths = np.diff(self.fractions)
         return ((self.scores[:, 1:] + self.scores[:, :-1]) / 2 * widths).sum(axis=1)
-
-
-def _masked_probabilities(runner: ModelRunner, first, second, ranks, k, targets):
-    """(B,) target probability of images taking the pixels of rank < k from `first` and the
-    others from `second`. first, second (B, H, W, C); ranks (B, H, W); k, targets (B,)."""
-    take = (ranks < k[:, None, None])[..., None]
-    probs = runner.squash(runner.forward(tf.where(take, first, second))[1])
-    return tf.gather(probs, targets, batch_dims=1)
-
-
-def _kernel_for(runner: ModelRunner) -> Callable:
-    """The compiled kernel, built once per runner (so once per model)."""
-    return runner.kernel("faithfulness", functools.partial(_masked_probabilities, runner))
 
 
 def _check_positive_int(value: Any, name: str) -> int:
@@ -116,18 +103,6 @@ def _fill(x: tf.Tensor, baseline: Baseline) -> tf.Tensor:
     return fill
 
 
-def _ranks(maps: np.ndarray) -> np.ndarray:
-    """(N, H, W) int32 rank of each pixel in decreasing map order (0 = most important).
-
-    A stable sort of -map: equal values keep row-major order.
-    """
-    flat = maps.reshape(len(maps), -1)
-    order = np.argsort(-flat, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
-    return ranks.reshape(maps.shape).astype(np.int32)
-
-
 def _curves(
     kind: str,
     model: keras.Model,
@@ -142,34 +117,21 @@ def _curves(
     runner, x, m, tgt, _ = _prepare(model, images, maps, targets, batch_size)
     fill = _fill(x, baseline)
     first, second = (fill, x) if kind == "deletion" else (x, fill)
-    ranks = tf.constant(_ranks(m))
     n, pixels = len(m), m.shape[1] * m.shape[2]
     fractions = np.linspace(0.0, 1.0, steps + 1)
     ks = np.floor(fractions * pixels + 0.5).astype(np.int32)  # round half up
-
     # One row per (image, fraction), scored in fixed-size batches.
     rows_image = np.repeat(np.arange(n, dtype=np.int32), steps + 1)
-    rows_k = np.tile(ks, n)
-    rows_target = tgt[rows_image]
-    total = len(rows_image)
-    size = min(batch_size, total)
-    kernel = _kernel_for(runner)
-    scores = []
-    for start in range(0, total, size):
-        stop = min(start + size, total)
-        pad = size - (stop - start)
-        idx, k, t = (
-            np.pad(a[start:stop], (0, pad), mode="edge") for a in (rows_image, rows_k, rows_target)
-        )
-        out = kernel(
-            tf.gather(first, idx),
-            tf.gather(second, idx),
-            tf.gather(ranks, idx),
-            tf.constant(k),
-            tf.constant(t),
-        )
-        scores.append(out.numpy()[: stop - start])
-    scores = np.concatenate(scores).reshape(n, steps + 1).astype(np.float64)
+    scores = curve_scores(
+        runner,
+        first,
+        second,
+        pixel_ranks(m),
+        rows_image,
+        np.tile(ks, n),
+        tgt[rows_image],
+        batch_size,
+    ).reshape(n, steps + 1)
     return Curves(fractions=fractions, scores=scores, kind=kind, targets=tgt)
 
 

@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
 from xai_keras.explain.api import explain
-from xai_keras.explain.graph import find_layer, walk_layers
+from xai_keras.explain.layers import find_layer, walk_layers
 
 __all__ = ["SanityResult", "cascading_randomization", "summary"]
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["Occlusion", "patch_corners"]
 
@@ -47,6 +48,7 @@ class Occlusion(Method):
         patch: patch side in pixels (default: 1/8 of the image side).
         stride: step between patches (default: half the patch).
         baseline: what fills the patch: "mean", "black", "blur", a number or an array.
+        value_range: the model's input range ("black" is its minimum); set by `explain`.
 
     Reference: Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
     ECCV 2014.
@@ -63,9 +65,11 @@ class Occlusion(Method):
         patch: int | None = None,
         stride: int | None = None,
         baseline: str | float | np.ndarray = "mean",
+        value_range: ValueRange | None = None,
     ):
         super().__init__(model, layer)
         self.patch, self.stride, self.baseline = patch, stride, baseline
+        self.value_range = value_range
         self._scores = self.runner.kernel(
             "occlusion", functools.partial(_occluded_scores, self.runner)
         )
@@ -86,7 +90,7 @@ class Occlusion(Method):
         logits = self.runner.forward_fn(x)
         targets = self.runner.resolve_targets(logits, targets)
         clean = tf.gather(logits, targets, batch_dims=1)
-        fill = make_baseline(x, self.baseline)
+        fill = make_baseline(x, self.baseline, self.value_range)
         maps = []
         for i in range(x.shape[0]):
             weighted = tf.zeros((h, w))
