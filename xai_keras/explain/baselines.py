@@ -14,7 +14,7 @@ from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["BASELINES", "gaussian_blur", "make_baseline"]
 
-BASELINES = ("black", "mean", "blur")
+BASELINES = ("black", "mean", "blur", "blur_strong")
 
 
 def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
@@ -43,8 +43,9 @@ def make_baseline(
         x: (B, H, W, C) images.
         kind: "black" (the darkest value of `value_range`; 0 when it is None, as for
             models that take [0, 1] or [0, 255]), "mean" (each image's channel means),
-            "blur" (a Gaussian blur with sigma = 1/10 of the image side), a number (a
-            constant image), or an array broadcastable to `x`.
+            "blur" (a Gaussian blur with sigma = 1/10 of the image side), "blur_strong"
+            (sigma = 1/4 of the side), a number (a constant image), or an array
+            broadcastable to `x`.
         value_range: the model's input range (see `xai_keras.explain.ranges`).
     """
     if isinstance(kind, str):
@@ -54,6 +55,8 @@ def make_baseline(
             return tf.broadcast_to(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.shape(x))
         if kind == "blur":
             return gaussian_blur(x, max(1.0, x.shape[1] / 10))
+        if kind == "blur_strong":
+            return gaussian_blur(x, max(1.0, x.shape[1] / 4))
         raise InputError(
             f"Unknown baseline {kind!r}. Use one of {', '.join(BASELINES)}, a number, or an "
             "array broadcastable to the images."
