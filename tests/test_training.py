@@ -175,3 +175,18 @@ def test_cli_explain_a_keras_application_with_local_weights(tmp_path, capsys):
         )
     assert main(["explain", str(image), "--model", "resnet50", "--weights", "nope.h5"]) == 2
     assert "Weights file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["before", "after", "last"])
+def test_cli_debug_is_accepted_before_or_after_the_subcommand(where, capsys):
+    from xai_keras.errors import ConfigError
+
+    args = ["train", "--set", "training.epoch=3"]
+    args = {
+        "before": ["--debug", *args],
+        "after": [args[0], "--debug", *args[1:]],
+        "last": [*args, "--debug"],
+    }[where]
+    with pytest.raises(ConfigError, match="Unknown config key `training.epoch`"):
+        main(args)  # --debug: the traceback, not the one line
+    assert "unrecognized arguments" not in capsys.readouterr().err
