@@ -321,3 +321,21 @@ def test_shortcut_nearest_mode_handles_coarse_maps():
     assert shortcut_hits(maps, cue, obj, mode="nearest").tolist() == [True, False]
     with pytest.raises(InputError, match="needed for mode='nearest'"):
         shortcut_hits(maps, cue, mode="nearest")
+
+
+def test_randomization_reports_constant_maps(gap_model, images32, monkeypatch):
+    """Zeroed weights give all-zero (constant) maps: their Spearman is undefined; the result
+    counts them, warns, and the summary averages the other maps separately."""
+    from xai_keras.evaluate import sanity
+
+    monkeypatch.setattr(
+        sanity,
+        "_randomise",
+        lambda layer, rng: [w.assign(tf.zeros_like(w)) for w in layer.trainable_weights],
+    )
+    with pytest.warns(RuntimeWarning, match=r"5 of 5 maps .* constant"):
+        result = cascading_randomization(gap_model, images32, layers=["logits"])
+    assert result.constant.tolist() == [[True] * 5]
+    info = summary(result)
+    assert info["constant_maps"] == 5 and np.isnan(info["sanity_spearman_nonconstant"])
+    assert info["sanity_spearman"] == 0.0

@@ -26,6 +26,7 @@ from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.explain.masking import curve_scores, pixel_ranks
+from xai_keras.explain.ranges import resolve_value_range
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
 
@@ -90,10 +91,10 @@ def _prepare(
     return runner, x, m, tgt, probs[np.arange(len(tgt)), tgt]
 
 
-def _fill(x: tf.Tensor, baseline: Baseline) -> tf.Tensor:
+def _fill(x: tf.Tensor, baseline: Baseline, value_range: Any = None) -> tf.Tensor:
     """The baseline batch: `make_baseline(x, baseline)`, or `baseline(x)` for a callable."""
     if not callable(baseline):
-        return make_baseline(x, baseline)
+        return make_baseline(x, baseline, resolve_value_range(value_range))
     fill = tf.cast(tf.convert_to_tensor(baseline(x)), tf.float32)
     if tuple(fill.shape) != tuple(x.shape):
         raise InputError(
@@ -112,10 +113,11 @@ def _curves(
     steps: int,
     baseline: Baseline,
     batch_size: int,
+    value_range: Any = None,
 ) -> Curves:
     steps = _check_positive_int(steps, "steps")
     runner, x, m, tgt, _ = _prepare(model, images, maps, targets, batch_size)
-    fill = _fill(x, baseline)
+    fill = _fill(x, baseline, value_range)
     first, second = (fill, x) if kind == "deletion" else (x, fill)
     n, pixels = len(m), m.shape[1] * m.shape[2]
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -146,6 +148,7 @@ _CURVE_ARGS = """Args:
         baseline: what a removed pixel shows: "blur" (the image blurred), "mean", "black", a
             number, an array broadcastable to the images, or a callable images -> baseline.
         batch_size: masked images per compiled forward pass.
+        value_range: the model's input range, e.g. (-1, 1) or "tf": "black" is its minimum.
 
     Returns:
         `Curves` with `scores` (N, steps + 1) probabilities in [0, 1] and `auc` (N,).
@@ -163,6 +166,7 @@ def deletion(
     steps: int = 20,
     baseline: Baseline = "blur",
     batch_size: int = 64,
+    value_range: Any = None,
 ) -> Curves:
     """Deletion curves: the target probability as the most important pixels are removed.
 
@@ -178,7 +182,9 @@ def deletion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves("deletion", model, images, maps, targets, steps, baseline, batch_size)
+    return _curves(
+        "deletion", model, images, maps, targets, steps, baseline, batch_size, value_range
+    )
 
 
 def insertion(
@@ -189,6 +195,7 @@ def insertion(
     steps: int = 20,
     baseline: Baseline = "blur",
     batch_size: int = 64,
+    value_range: Any = None,
 ) -> Curves:
     """Insertion curves: the target probability as the most important pixels are restored.
 
@@ -202,7 +209,9 @@ def insertion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves("insertion", model, images, maps, targets, steps, baseline, batch_size)
+    return _curves(
+        "insertion", model, images, maps, targets, steps, baseline, batch_size, value_range
+    )
 
 
 for _f in (deletion, insertion):  # the shared argument text, written once
