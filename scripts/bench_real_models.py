@@ -58,7 +58,7 @@ def main() -> None:
         results[real.name] = evaluate_real_model(real, names, layer=args.layer, options=FAST)
         sources[real.name] = f"{real.source}; {len(real.images)} images."
         timings[real.name] = time.perf_counter() - start
-        verdicts = {m: r["beats_random"] for m, r in results[real.name].items()}
+        verdicts = {m: r.get("beats_random", "n/a") for m, r in results[real.name].items()}
         print(f"{real.name} ({timings[real.name]:.0f} s): {verdicts}", flush=True)
     out = Path(args.out)
     write_text(out / "results.md", real_suite_markdown(results, sources))

@@ -36,6 +36,7 @@ from scipy.stats import wilcoxon
 from xai_keras.config import DataConfig, ModelConfig
 from xai_keras.data import load_dataset
 from xai_keras.data.photos import photo_crops, real_faces
+from xai_keras.errors import LayerError
 from xai_keras.evaluate.faithfulness import deletion, insertion
 from xai_keras.explain.api import explain
 from xai_keras.explain.base import get_method
@@ -268,9 +269,13 @@ def evaluate_real_model(
         opts = dict((options or {}).get(name, {}))
         if get_method(name).uses_layer:
             opts["layer"] = layer
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exp = explain(model, x, name, value_range=vr, batch_size=batch_size, **opts)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exp = explain(model, x, name, value_range=vr, batch_size=batch_size, **opts)
+        except LayerError as err:  # e.g. CAM without a GAP + dense head: not applicable
+            rows[name] = {"not_applicable": str(err)}
+            continue
         d, i = curves(exp.maps)
         sd, si = beats_random(d, rand_del, False), beats_random(i, rand_ins, True)
         rows[name] = {
@@ -307,6 +312,9 @@ def real_suite_markdown(results: dict[str, dict], sources: dict[str, str]) -> st
         )
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for method, r in rows.items():
+            if "not_applicable" in r:
+                lines.append(f"| {method} | n/a | | | | | | n/a | |")
+                continue
             lines.append(
                 f"| {method} | {r['deletion_auc']:.3f} ({r['random_deletion_auc']:.3f}) | "
                 f"{r['p_deletion']:.1e} | {r['wins_deletion']}/{r['n']} | "
