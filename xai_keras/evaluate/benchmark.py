@@ -251,7 +251,7 @@ def _evaluate_method(
 
 
 def _evaluate_sag(bm: BenchmarkModel, images: np.ndarray, batch_size: int) -> dict[str, float]:
-    sizes, confidences, passes, found = [], [], [], 0
+    sizes, confidences, passes, found, kept, used = [], [], [], 0, 0, {}
     start = time.perf_counter()
     for image in images:
         with warnings.catch_warnings():
@@ -259,6 +259,8 @@ def _evaluate_sag(bm: BenchmarkModel, images: np.ndarray, batch_size: int) -> di
             g = sag(bm.model, image, batch_size=batch_size)
         passes.append(g.n_forward)
         found += bool(g.roots)
+        kept += min(g.baselines_tried.values()) >= g.threshold
+        used[g.baseline] = used.get(g.baseline, 0) + 1
         sizes += [len(r) for r in g.roots]
         confidences += [g.confidence(r) for r in g.roots]
     return {
@@ -266,6 +268,8 @@ def _evaluate_sag(bm: BenchmarkModel, images: np.ndarray, batch_size: int) -> di
         "sag_root_confidence": float(np.mean(confidences)) if confidences else None,
         "sag_roots_per_image": len(sizes) / len(images),
         "sag_images_with_roots": found / len(images),
+        "sag_no_baseline_removes_class": kept,
+        "sag_baselines": used,
         "sag_forward_per_image": float(np.mean(passes)),
         "images": len(images),
         "ms_per_image": 1000 * (time.perf_counter() - start) / len(images),
@@ -573,8 +577,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         if "sag" in data and not data["sag"]["sag_roots_per_image"]:
             lines += [
                 "",
-                f"SAG: no root found in {data['sag']['images']} images (see the "
-                "SAG message: the baseline alone may keep the class, or no small set does).",
+                f"SAG: no root found in {data['sag']['images']} images; in "
+                f"{data['sag'].get('sag_no_baseline_removes_class', 0)} of them no baseline "
+                "(blur, strong blur, mean, black) removes the class: the model keeps it with "
+                "no patch shown.",
             ]
         elif "sag" in data:
             s = data["sag"]
