@@ -8,7 +8,7 @@ the input resolution with `tf.image.resize`, and normalises them to [0, 1].
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -201,7 +201,10 @@ def explain(
         raise InputError(f"`model` must be a keras.Model. Received: {type(model).__name__}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"`batch_size` must be a positive int. Received: {batch_size!r}.")
-    names = [method] if isinstance(method, str) else list(method)
+    if isinstance(method, str) or not isinstance(method, Iterable):
+        names = [get_method(method).name]  # a non-string is refused here, listing the names
+    else:
+        names = list(method)
     if not names:
         raise InputError("`method` must name at least one method; see xai_keras.methods().")
     spec, held = resolve_head(model, output, head, score, inputs, reshape)

@@ -54,6 +54,11 @@ _ALIASES = {
 
 def get_method(name: str) -> type[Method]:
     """The method class registered under `name` (case, '-' and common aliases forgiven)."""
+    if not isinstance(name, str):
+        raise InputError(
+            f"`method` must be a method name (a str) or a list of names. Received: "
+            f"method={name!r}. Available methods: {', '.join(METHODS)}."
+        )
     key = name.lower().replace("-", "_").replace(" ", "_")
     key = _ALIASES.get(key, key)
     if key not in METHODS:

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_choice, check_int
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.baselines import BASELINES, make_baseline
 
 __all__ = ["Occlusion", "patch_corners"]
 
@@ -65,6 +66,11 @@ class Occlusion(Method):
         baseline: str | float | np.ndarray = "mean",
     ):
         super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        patch = check_int(patch, "patch", low=1, where=where, allow_none=True)
+        stride = check_int(stride, "stride", low=1, where=where, allow_none=True)
+        if isinstance(baseline, str):
+            check_choice(baseline, "baseline", BASELINES, where=where)
         self.patch, self.stride, self.baseline = patch, stride, baseline
         self._scores = self.runner.kernel(
             "occlusion", functools.partial(_occluded_scores, self.runner)
