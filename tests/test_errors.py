@@ -8,6 +8,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from xai_keras import explain
 from xai_keras.checks import check_choice, check_int, check_number
@@ -84,3 +85,37 @@ def test_method_that_is_not_a_name_is_refused(tiny, x16, method):
         InputError, match=rf"`method` must be a method name .* Received: method={method!r}\. "
     ):
         explain(tiny, x16, method=method)
+
+
+# -- outputs with spatial dimensions --------------------------------------------------------------
+def test_segmentation_output_needs_a_score(x16):
+    inp = keras.Input((16, 16, 3))
+    seg = keras.Model(inp, keras.layers.Conv2D(2, 3, padding="same", name="mask")(inp))
+    with pytest.raises(
+        InputError,
+        match=r"'mask' .* shape \(None, 16, 16, 2\): it has spatial.*"
+        r"score=lambda out: tf\.reduce_mean\(out\[\.\.\., k\], axis=\(1, 2\)\)",
+    ):
+        explain(seg, x16, method="saliency")
+    exp = explain(
+        seg, x16, method="saliency", score=lambda out: tf.reduce_mean(out[..., 1], axis=(1, 2))
+    )
+    assert exp.maps.shape == (2, 16, 16)
+    # (N, 1, 1, K) and (N, K) heads are still classes
+    pooled = keras.Model(inp, keras.layers.Conv2D(3, 16, name="head")(inp))  # (N, 1, 1, 3)
+    assert explain(pooled, x16, method="saliency", targets=2).targets.tolist() == [2, 2]
+
+
+def test_subclassed_segmentation_output_needs_a_score(x16):
+    class Seg(keras.Model):
+        def __init__(self):
+            super().__init__(name="seg")
+            self.conv = keras.layers.Conv2D(2, 3, padding="same")
+
+        def call(self, x):
+            return self.conv(x)
+
+    with pytest.raises(
+        InputError, match=r"Output 0 of model 'seg' has shape \(None, 16, 16, 2\): it has spatial"
+    ):
+        explain(Seg(), x16, method="saliency")

@@ -20,7 +20,7 @@ from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.graph import hold_inputs
-from xai_keras.explain.heads import resolve_head
+from xai_keras.explain.heads import check_scores_shape, resolve_head
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
@@ -237,6 +237,9 @@ def explain(
         hold_inputs(model, {i: r[:1] for i, r in held.items()})
     else:
         hold_inputs(model, {i: r[:1] for i, r in rows.items()})
+    if runner.num_scores is None and spec.score is None:  # subclassed: shapes known by running
+        first = keras.tree.flatten(model(x[:1], training=False))[spec.output]
+        check_scores_shape(first.shape, spec.output, model.name)
     num_scores = runner.num_scores or int(runner.forward_fn(x[:1]).shape[-1])
     tgt = check_targets(targets, n, num_scores)
     if rows is None:

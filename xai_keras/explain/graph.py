@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.heads import Head, token_grid
+from xai_keras.explain.heads import Head, check_scores_shape, token_grid
 
 __all__ = [
     "LayerTaps",
@@ -294,6 +294,8 @@ class ModelRunner:
         head = head or Head()
         self.model, self.layer, self.guided, self.head = model, layer, guided, head
         self.graph = _is_graph_model(model)
+        if self.graph and head.score is None:  # a segmentation map is no row of class scores
+            check_scores_shape(model.outputs[head.output].shape, head.output, model.name)
         subs, dropped = {}, ""
         if self.graph and head.score is None and head.kind != "linear":
             subs, dropped = _linear_head(model, head.output)
