@@ -3,7 +3,9 @@ runner cache under fresh score functions, and the CLI's files and flags."""
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 
 import keras
 import numpy as np
@@ -13,6 +15,7 @@ import tensorflow as tf
 from xai_keras import explain
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
+from xai_keras.explain.base import _RUNNERS_ATTR, MAX_FUNCTION_HEADS
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,25 @@ def test_subclassed_segmentation_output_needs_a_score(x16):
         InputError, match=r"Output 0 of model 'seg' has shape \(None, 16, 16, 2\): it has spatial"
     ):
         explain(Seg(), x16, method="saliency")
+
+
+# -- runner cache ---------------------------------------------------------------------------------
+def test_fresh_score_lambdas_keep_the_runner_cache_bounded(tiny, x16):
+    first = None
+    sizes = []
+    for i in range(30):
+        explain(tiny, x16, method=["gradcam", "saliency"], score=lambda p, i=i: p[:, i % 3])
+        runners = getattr(tiny, _RUNNERS_ATTR)
+        first = first or weakref.ref(next(r for r in runners.values() if r.head.score))
+        sizes.append(sum(r.head.score is not None for r in runners.values()))
+    gc.collect()
+    assert max(sizes) == sizes[-1] == 2 * MAX_FUNCTION_HEADS  # gradcam's layer + the input
+    assert first() is None  # the oldest runner (and its traces) was freed
+    # one function reused: its runners stay cached and are not traced again
+    score = lambda p: p[:, 0]  # noqa: E731
+    explain(tiny, x16, method="saliency", score=score)
+    runner = next(r for r in getattr(tiny, _RUNNERS_ATTR).values() if r.head.score is score)
+    traces = runner.input_grads_fn.experimental_get_tracing_count()
+    for _ in range(5):
+        explain(tiny, x16, method="saliency", score=score)
+    assert runner.input_grads_fn.experimental_get_tracing_count() == traces

@@ -177,7 +177,12 @@ def explain(
             classes) or "linear" (regression: values explained as they are); default: from
             the model's final activation.
         score: a function `score(outputs) -> (N,)` explained instead of a class (it gets what
-            the model returns, e.g. a list for several outputs).
+            the model returns, e.g. a list for several outputs). Needed for outputs with
+            spatial dimensions (segmentation maps), e.g. the mean of class k's mask:
+            `lambda out: tf.reduce_mean(out[..., k], axis=(1, 2))`. Define it once, outside
+            any loop, and pass the same function each call: kernels are compiled per function,
+            so a new `lambda` per call is traced anew every time (kernels of only the 4 most
+            recent functions are kept per model, so memory stays bounded either way).
         inputs: a multi-input model's other inputs, `{name: array}`, one row for all images or
             one row per image; the input left unnamed takes `images`.
         reshape: `(N, T, C) -> (N, h, w, C)` for a token layer that is not a square grid
