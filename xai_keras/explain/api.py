@@ -247,6 +247,11 @@ def explain(
         check_scores_shape(first.shape, spec.output, model.name)
     num_scores = runner.num_scores or int(runner.forward_fn(x[:1]).shape[-1])
     tgt = check_targets(targets, n, num_scores)
+    if class_names is not None and spec.score is None and len(class_names) != num_scores:
+        raise InputError(
+            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
+            f"{num_scores} classes; give one name per class, in class-index order."
+        )
     if rows is None:
         results = _compute(instances, x, tgt, batch_size)
     else:  # other inputs differ per image: one image at a time, its row held

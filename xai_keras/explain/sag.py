@@ -406,6 +406,11 @@ def sag(
     full = tuple(range(n))
     logits = probe.runner.forward_fn(x).numpy()[0]
     top = int(np.argmax(logits))
+    if class_names is not None and len(class_names) != len(logits):
+        raise InputError(
+            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
+            f"{len(logits)} classes; give one name per class, in class-index order."
+        )
     target = top if target is None else int(check_targets(target, 1, len(logits))[0])
     scorer = PatchScorer(model, img, target, grid, baseline, batch_size)
     probability = float(scorer.probabilities([full])[0])
