@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xai_keras import explain
+from xai_keras import explain, sag
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
 from xai_keras.explain.base import _RUNNERS_ATTR, MAX_FUNCTION_HEADS
@@ -100,6 +100,8 @@ def test_segmentation_output_needs_a_score(x16):
         r"score=lambda out: tf\.reduce_mean\(out\[\.\.\., k\], axis=\(1, 2\)\)",
     ):
         explain(seg, x16, method="saliency")
+    with pytest.raises(InputError, match=r"'mask' .* it has spatial dimensions"):
+        sag(seg, x16[0], grid=(2, 2))
     exp = explain(
         seg, x16, method="saliency", score=lambda out: tf.reduce_mean(out[..., 1], axis=(1, 2))
     )

@@ -294,8 +294,6 @@ class ModelRunner:
         head = head or Head()
         self.model, self.layer, self.guided, self.head = model, layer, guided, head
         self.graph = _is_graph_model(model)
-        if self.graph and head.score is None:  # a segmentation map is no row of class scores
-            check_scores_shape(model.outputs[head.output].shape, head.output, model.name)
         subs, dropped = {}, ""
         if self.graph and head.score is None and head.kind != "linear":
             subs, dropped = _linear_head(model, head.output)
@@ -319,9 +317,16 @@ class ModelRunner:
     @property
     def num_scores(self) -> int | None:
         """The number of score columns (what `targets` index), or None if unknown before a
-        pass (subclassed models)."""
+        pass (subclassed models). Refuses an output with spatial dimensions (a segmentation
+        map is no row of class scores); layer readers (features, analysis) never ask, so they
+        take any model."""
         if self.kind == "score":
             return 1
+        if self.graph:
+            out = self.model.outputs[self.head.output]
+            history = getattr(out, "_keras_history", None)
+            name = history[0].name if history else self.head.output
+            check_scores_shape(out.shape, name, self.model.name)
         width = self._output_width()
         return 2 if width == 1 and self.kind == "sigmoid" else width
 

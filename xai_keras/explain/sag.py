@@ -402,6 +402,7 @@ def sag(
     img = x[0].numpy()
     grid = tuple(int(g) for g in grid)
     probe = PatchScorer(model, img, 0, grid, baseline, batch_size)
+    probe.runner.num_scores  # noqa: B018 (refuses an output with spatial dimensions)
     n = probe.n_patches
     full = tuple(range(n))
     logits = probe.runner.forward_fn(x).numpy()[0]
