@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import sys
 import weakref
 from pathlib import Path
@@ -144,7 +145,16 @@ def test_main_writes_the_report(tmp_path, capsys):
     assert cm.main(args) == 0
     assert "| small_cnn (32px) | c1 (16x16); logits | ✓ | ✓ |" in out.read_text()
     assert "| xai_keras | 1 / 1 |" in capsys.readouterr().out
-    assert (tmp_path / "raw.json").is_file()
+    saved = json.loads((tmp_path / "raw.json").read_text())
+    assert [r["name"] for r in saved["results"]] == ["small_cnn"]
+    # --resume takes the finished rows from the JSON file instead of running them again
+    saved["results"][0]["ours"]["gradcam"]["text"] = "from the file"
+    (tmp_path / "raw.json").write_text(json.dumps(saved))
+    assert cm.main([*args, "--resume"]) == 0
+    assert (
+        json.loads((tmp_path / "raw.json").read_text())["results"][0]["ours"]["gradcam"]["text"]
+        == "from the file"
+    )
 
 
 def test_peers_on_a_gap_dense_model():

@@ -201,18 +201,45 @@ def test_directory_is_not_a_config_file(tmp_path):
         load_config(tmp_path)
 
 
-def test_invalid_yaml(tmp_path):
+def test_invalid_yaml_is_one_line_with_file_line_and_column(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("training:\n  epochs: [1, 2\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML/JSON"):
+    path.write_text("training:\n  epochs: 3\n bad: [1, 2\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.yaml is not valid YAML at line 3, column 2: expected <block end>.*"
+        r"\(the line reads ' bad: \[1, 2'\). Check the indentation",
+    ) as info:
         load_config(path)
+    assert "\n" not in str(info.value) and "^" not in str(info.value)
 
 
-def test_invalid_json(tmp_path):
+def test_invalid_json_is_one_line_with_line_and_column(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text('{"training": {"epochs": 3,}}')
-    with pytest.raises(ConfigError, match=r"bad.json is not valid YAML/JSON"):
+    path.write_text('{"training":\n  {"epochs": 3,}}')
+    with pytest.raises(
+        ConfigError, match=r"bad.json is not valid JSON at line 2, column 16: Expecting property"
+    ) as info:
         load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"training:\n  optimizer: \xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml is not UTF-8 text \(byte 23"):
+        load_config(path)
+
+
+def test_cli_invalid_yaml_exits_2_with_one_line(tmp_path, capsys):
+    from xai_keras.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n\tepochs: 3\n")
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{path} is not valid YAML at line 2, column 1" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_image_size_too_small_for_conv_stack():

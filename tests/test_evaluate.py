@@ -20,9 +20,9 @@ from xai_keras.evaluate import (
     shortcut_rate,
     summary,
 )
-from xai_keras.evaluate.faithfulness import _kernel_for
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.masking import curve_kernel
 
 SIDE = 8
 DECISIVE = [(3, 3), (3, 4), (4, 3), (4, 4)]  # the pixels that raise the class-0 logit
@@ -171,7 +171,7 @@ def test_curves_on_a_real_cnn_trace_once_and_take_a_callable_baseline(gap_model,
     maps = np.random.default_rng(5).uniform(0, 1, images32.shape[:3])
     first = deletion(gap_model, images32, maps, steps=10, baseline="black", batch_size=8)
     again = insertion(gap_model, images32, maps, steps=10, baseline=tf.zeros_like, batch_size=8)
-    kernel = _kernel_for(runner_for(gap_model))
+    kernel = curve_kernel(runner_for(gap_model))
     assert kernel.experimental_get_tracing_count() == 1  # padded batches: one shape only
     assert first.scores.shape == again.scores.shape == (5, 11)
     np.testing.assert_allclose(first.scores[:, 0], again.scores[:, -1], atol=1e-5)
@@ -321,3 +321,21 @@ def test_shortcut_nearest_mode_handles_coarse_maps():
     assert shortcut_hits(maps, cue, obj, mode="nearest").tolist() == [True, False]
     with pytest.raises(InputError, match="needed for mode='nearest'"):
         shortcut_hits(maps, cue, mode="nearest")
+
+
+def test_randomization_reports_constant_maps(gap_model, images32, monkeypatch):
+    """Zeroed weights give all-zero (constant) maps: their Spearman is undefined; the result
+    counts them, warns, and the summary averages the other maps separately."""
+    from xai_keras.evaluate import sanity
+
+    monkeypatch.setattr(
+        sanity,
+        "_randomise",
+        lambda layer, rng: [w.assign(tf.zeros_like(w)) for w in layer.trainable_weights],
+    )
+    with pytest.warns(RuntimeWarning, match=r"5 of 5 maps .* constant"):
+        result = cascading_randomization(gap_model, images32, layers=["logits"])
+    assert result.constant.tolist() == [[True] * 5]
+    info = summary(result)
+    assert info["constant_maps"] == 5 and np.isnan(info["sanity_spearman_nonconstant"])
+    assert info["sanity_spearman"] == 0.0

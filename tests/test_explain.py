@@ -373,3 +373,39 @@ def test_several_methods_in_one_call_equal_separate_calls(gap_model, images32):
     assert "shared:gradcam,gradcam++,layercam,xgradcam,cam" in runner._kernels
     with pytest.raises(InputError, match="at least one method"):
         explain(gap_model, images32, method=[])
+
+
+# -- Grad-CAM++ follows the authors' final reference code ------------------------------------
+def _gradcam_pp_reference(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The authors' final formula in numpy, for (h, w, K) activations and gradients: alphas
+    normalised over the positions with a positive gradient only."""
+    total = a.sum(axis=(0, 1), keepdims=True)
+    denom = 2 * g**2 + total * g**3
+    alpha = g**2 / np.where(denom != 0, denom, 1.0)
+    positive = np.maximum(g, 0.0)
+    norm = np.where(positive > 0, alpha, 0.0).sum(axis=(0, 1), keepdims=True)
+    alpha = alpha / np.where(norm != 0, norm, 1.0)
+    return (positive * alpha).sum(axis=(0, 1))
+
+
+def test_gradcam_plus_plus_weight_stays_positive_in_the_smallest_case():
+    """One channel, A = [5, 5], g = [0.1, -0.25]: normalising alpha over every position gave
+    w = -0.02 and an empty map; over the positive-gradient positions it is 0.1."""
+    from xai_keras.explain.cam import GradCamPlusPlus
+
+    a = tf.constant([[[[5.0], [5.0]]]])  # (1, 1, 2, 1)
+    g = tf.constant([[[[0.1], [-0.25]]]])
+    w = GradCamPlusPlus.channel_weights(None, a, g, tf.constant([0])).numpy()
+    np.testing.assert_allclose(w, [[0.1]], rtol=1e-6)
+
+
+def test_gradcam_plus_plus_equals_the_reference_formula_and_is_never_negative():
+    from xai_keras.explain.cam import GradCamPlusPlus
+
+    rng = np.random.default_rng(4)
+    a = np.maximum(rng.normal(size=(6, 5, 5, 16)), 0).astype(np.float32)  # post-ReLU
+    g = rng.normal(scale=0.3, size=(6, 5, 5, 16)).astype(np.float32)
+    w = GradCamPlusPlus.channel_weights(None, tf.constant(a), tf.constant(g), None).numpy()
+    assert (w >= 0).all()
+    for i in range(6):
+        np.testing.assert_allclose(w[i], _gradcam_pp_reference(a[i], g[i]), rtol=1e-4, atol=1e-7)

@@ -15,7 +15,7 @@ from xai_keras.cli import main
 from xai_keras.data import generate_shapes
 from xai_keras.errors import InputError
 from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.sag import SAG, patch_index_map
+from xai_keras.explain.sag import AUTO_BASELINES, SAG, patch_index_map
 
 
 def _independent_confidence(model, g: SAG, patches) -> float:
@@ -189,14 +189,46 @@ def test_cli_sag_and_tensorboard(trained_shapes, tmp_path, capsys):
 
 
 def test_baseline_alone_sufficient_is_reported(images32):
-    """A model that ignores the image keeps its confidence with no patch at all: say so."""
+    """A model that ignores the image keeps its confidence with no patch at all: say so, and
+    never advise the baseline that was just tried."""
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="zeros")(x))
-    with pytest.warns(RuntimeWarning, match="baseline alone"):
-        g = sag(model, images32[0], grid=(4, 4))
-    assert g.roots == [] and g.n_forward == 1
+    with pytest.warns(RuntimeWarning, match="baseline alone") as caught:
+        g = sag(model, images32[0], grid=(4, 4), baseline="black")
+    advice = str(caught[0].message).split("Try", 1)[1]
+    assert "'black'" not in advice and "'mean'" in advice
+    assert g.roots == [] and g.n_forward == 1 and g.baseline == "black"
     assert g.probability == pytest.approx(1 / 3)  # logits (no softmax layer) are squashed
+    with pytest.warns(RuntimeWarning, match="No baseline removes the evidence.*finding about"):
+        g = sag(model, images32[0], grid=(4, 4))
+    assert list(g.baselines_tried) == list(AUTO_BASELINES) and g.n_forward == 4
+    assert all(v == pytest.approx(1.0) for v in g.baselines_tried.values())
+
+
+def test_auto_baseline_moves_past_a_blur_that_keeps_the_class():
+    """A bright square on noise: a blur keeps the square's mean brightness, so the empty set
+    is sufficient under it; "auto" moves on to a baseline that removes the square, and every
+    root it returns keeps the threshold when re-scored by an independent model() call."""
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((28, 28, 1))
+    # class 1 = "mean brightness is high": a blur cannot remove that, black can
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    logits = keras.layers.Dense(
+        2,
+        kernel_initializer=keras.initializers.Constant([[-40.0, 40.0]]),
+        bias_initializer=keras.initializers.Constant([6.0, -6.0]),
+    )(mean)
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    image = rng.uniform(0, 0.1, (28, 28, 1)).astype(np.float32)
+    image[8:20, 8:20] = 1.0
+    g = sag(model, image, grid=(4, 4), threshold=0.9)
+    assert g.baselines_tried["blur"] >= 0.9 and g.baseline != "blur"
+    assert g.baselines_tried[g.baseline] < 0.9 and g.roots
+    for root in g.roots:
+        masked = g.masked_image(root)
+        p = float(keras.ops.convert_to_numpy(model(masked[None]))[0, g.target])
+        assert p / g.probability >= g.threshold - 1e-4
 
 
 def test_ranked_candidates_bound_the_search(trained_shapes, graphs):

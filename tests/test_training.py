@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -13,7 +16,7 @@ import tensorflow as tf
 
 from xai_keras.cli import main
 from xai_keras.config import load_config
-from xai_keras.errors import InputError
+from xai_keras.errors import ConfigError, InputError
 from xai_keras.training import train
 
 
@@ -25,21 +28,25 @@ def _tags(log_dir: Path) -> set[str]:
     return tags
 
 
+_TINY = [
+    "data.image_size=32",
+    "data.n_train=128",
+    "data.n_val=32",
+    "data.n_test=32",
+    "model.filters=[8,16]",
+    "training.batch_size=32",
+    "training.epochs=1",
+]
+
+
 def _tiny(out: Path, *overrides: str):
-    return load_config(
-        None,
-        [
-            "data.image_size=32",
-            "data.n_train=128",
-            "data.n_val=32",
-            "data.n_test=32",
-            "model.filters=[8,16]",
-            "training.batch_size=32",
-            "training.epochs=1",
-            f"out_dir={out}",
-            *overrides,
-        ],
-    )
+    return load_config(None, [*_TINY, f"out_dir={out}", *overrides])
+
+
+def _tiny_cli(out: Path, *overrides: str) -> list[str]:
+    """`xai-keras train` arguments for the same tiny run, without the sample explanations."""
+    sets = [arg for key in [*_TINY, *overrides] for arg in ("--set", key)]
+    return ["train", "--out", str(out), "--explain", "0", "--quiet", *sets]
 
 
 def test_trained_model_reloads_with_same_predictions(trained_shapes):
@@ -96,6 +103,148 @@ def test_unwritable_out_dir_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="not writable"):
         train(_tiny(blocker / "run"), verbose=0)
+
+
+def test_resume_refuses_a_changed_model_config_naming_each_change(tmp_path, capsys):
+    train(_tiny(tmp_path), verbose=0)
+    saved = (tmp_path / "config.yaml").read_text()
+    changed = _tiny(tmp_path, "model.filters=[8,8]", "training.learning_rate=0.01")
+    with pytest.raises(
+        ConfigError,
+        match=r"Cannot resume the run in .*: its checkpoint was trained with a different config "
+        r"\(model.filters: \[8, 16\] -> \[8, 8\]; training.learning_rate: 0.003 -> 0.01\)\. "
+        r"Resume with the checkpoint's config \(only training.epochs, .* may change\)",
+    ):
+        train(changed, resume=True, verbose=0)
+    assert (tmp_path / "config.yaml").read_text() == saved  # still the config that was trained
+    assert main([*_tiny_cli(tmp_path, "model.filters=[8,8]"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model.filters: [8, 16] -> [8, 8]" in err
+    # More epochs (and the other RESUMABLE_KEYS) are fine: one more epoch is trained.
+    resumed = train(
+        _tiny(tmp_path, "training.epochs=2", "data.cache=false"), resume=True, verbose=0
+    )
+    assert len(resumed.history["loss"]) == 1
+    assert "epochs: 2" in (tmp_path / "config.yaml").read_text()
+
+
+def test_kill_after_last_keras_before_state_json_does_not_train_an_epoch_twice(
+    tmp_path, monkeypatch
+):
+    import xai_keras.training as training
+
+    real_write_json = training.write_json
+
+    def killed_before_state_json(path, data):
+        if Path(path).name == "state.json" and data["epoch"] == 1:
+            raise RuntimeError("killed")  # last.keras of epoch 1 is in place, state.json is not
+        return real_write_json(path, data)
+
+    monkeypatch.setattr(training, "write_json", killed_before_state_json)
+    cfg = _tiny(tmp_path, "training.epochs=3")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, verbose=0)
+    monkeypatch.undo()
+    ckpt = tmp_path / "checkpoints"
+    assert json.loads((ckpt / "state.json").read_text())["epoch"] == 0  # the readable copy lags
+    resumed = train(cfg, resume=True, verbose=0)
+    assert len(resumed.history["loss"]) == 1  # epoch 3 only: epoch 2 is in last.keras
+    assert json.loads((ckpt / "state.json").read_text())["epoch"] == 2
+
+
+def test_kill_between_best_and_last_keeps_the_newer_best_value(tmp_path, monkeypatch):
+    import xai_keras.training as training
+
+    attempt = {"n": 0}
+    real_end, real_save = training.AtomicCheckpoint.on_epoch_end, training._save_checkpoint
+
+    def scripted_val_loss(self, epoch, logs=None):  # 10, 9 first; 9.5 for epoch 2 on resume
+        return real_end(self, epoch, {**(logs or {}), "val_loss": 10.0 - epoch + attempt["n"] / 2})
+
+    def killed_before_last(model, path, state):
+        if attempt["n"] == 0 and path.name == "last.keras" and state["epoch"] == 1:
+            raise RuntimeError("killed")  # best.keras of epoch 2 is in place, last.keras is not
+        return real_save(model, path, state)
+
+    monkeypatch.setattr(training.AtomicCheckpoint, "on_epoch_end", scripted_val_loss)
+    monkeypatch.setattr(training, "_save_checkpoint", killed_before_last)
+    cfg = _tiny(tmp_path, "training.epochs=2")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, verbose=0)
+    ckpt = tmp_path / "checkpoints"
+    assert training.checkpoint_state(ckpt / "last.keras")["epoch"] == 0
+    assert training.checkpoint_state(ckpt / "best.keras")["value"] == 9.0
+    attempt["n"] = 1
+    resumed = train(cfg, resume=True, verbose=0)  # epoch 2 again: 9.5 is not better than 9
+    assert len(resumed.history["loss"]) == 1
+    assert json.loads((ckpt / "state.json").read_text())["best"] == 9.0
+    assert training.checkpoint_state(ckpt / "best.keras")["value"] == 9.0
+
+
+def test_resume_deletes_partial_checkpoints_but_nothing_else(tmp_path):
+    train(_tiny(tmp_path), verbose=0)
+    ckpt = tmp_path / "checkpoints"
+    partial = [
+        ckpt / f".last.{uuid.uuid4().hex}.keras",  # killed during a checkpoint save
+        ckpt / f".best.{uuid.uuid4().hex}.keras",
+        tmp_path / f".model.{uuid.uuid4().hex}.keras",
+    ]
+    for path in partial:
+        path.write_bytes(b"PK\x03\x04 half a zip")
+    users = [
+        ckpt / ".last.notes.keras",
+        ckpt / f".last.{uuid.uuid4().hex}.keras.bak",
+        ckpt / f"last.{uuid.uuid4().hex}.keras",
+        tmp_path / f".mine.{uuid.uuid4().hex}.keras",
+    ]
+    for path in users:
+        path.write_text("the user's")
+    link = ckpt / f".last.{uuid.uuid4().hex}.keras"
+    link.symlink_to(users[0])
+    train(_tiny(tmp_path, "training.epochs=2"), resume=True, verbose=0)
+    assert not any(path.exists() for path in partial)
+    assert all(path.read_text() == "the user's" for path in users)
+    assert link.is_symlink()
+
+
+def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
+    import shutil
+
+    import xai_keras.training as training
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        training.shutil, "disk_usage", lambda path: real(path)._replace(free=100_000)
+    )
+    with pytest.raises(
+        InputError, match=r"run has 0.1 MB free; this run needs about .* MB for its checkpoints"
+    ):
+        train(_tiny(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run" / "checkpoints" / "last.keras").exists()
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_full_disk_during_the_run_is_one_line_saying_what_was_written(
+    tmp_path, monkeypatch, capsys
+):
+    real_save = keras.Model.save
+
+    def disk_full_for_the_model(self, filepath, *args, **kwargs):
+        if Path(filepath).name.startswith(".model."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+        return real_save(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", disk_full_for_the_model)
+    assert main(_tiny_cli(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert (
+        f"Could not write model.keras in {tmp_path} (No space left on device). Written: "
+        "config.yaml, checkpoints/last.keras (epoch 1 of 1). Not written: model.keras, "
+        "report.json/.md, tb/test. Free some space (or pass another --out) and run `train` "
+        "again with --resume" in err
+    )
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporaries left
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -175,3 +324,18 @@ def test_cli_explain_a_keras_application_with_local_weights(tmp_path, capsys):
         )
     assert main(["explain", str(image), "--model", "resnet50", "--weights", "nope.h5"]) == 2
     assert "Weights file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["before", "after", "last"])
+def test_cli_debug_is_accepted_before_or_after_the_subcommand(where, capsys):
+    from xai_keras.errors import ConfigError
+
+    args = ["train", "--set", "training.epoch=3"]
+    args = {
+        "before": ["--debug", *args],
+        "after": [args[0], "--debug", *args[1:]],
+        "last": [*args, "--debug"],
+    }[where]
+    with pytest.raises(ConfigError, match="Unknown config key `training.epoch`"):
+        main(args)  # --debug: the traceback, not the one line
+    assert "unrecognized arguments" not in capsys.readouterr().err

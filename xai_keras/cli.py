@@ -863,6 +863,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the explanation methods and their options")
     p.set_defaults(func=_cmd_methods)
+    # `--debug` is accepted after the subcommand too; SUPPRESS keeps a value given before it.
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks on errors",
+        )
     return parser
 
 

@@ -261,6 +261,36 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(values)
 
 
+def _syntax_error(path: Path, text: str, err: Exception) -> str:
+    """One line for a YAML/JSON syntax error: file, line, column, problem and the line itself.
+
+    PyYAML's own message is several lines with a caret diagram; this keeps what it says.
+    """
+    kind = "JSON" if isinstance(err, json.JSONDecodeError) else "YAML"
+    if isinstance(err, json.JSONDecodeError):
+        line, column, problem, context = err.lineno, err.colno, err.msg, ""
+    else:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None) or ""
+        context_mark = getattr(err, "context_mark", None)
+        if context and context_mark is not None:
+            context += f" started at line {context_mark.line + 1}"
+    where = f" at line {line}, column {column}" if line else ""
+    lines = text.splitlines()
+    source = ""
+    if 0 < line <= len(lines):
+        source = f" (the line reads {lines[line - 1].rstrip()[:80]!r})"
+    detail = f"{problem}, {context}" if context else problem
+    hint = (
+        "double quotes, commas and brackets"
+        if kind == "JSON"
+        else "indentation (spaces, not tabs), a missing ': ' or a closing bracket"
+    )
+    return f"Config file {path} is not valid {kind}{where}: {detail}{source}. Check the {hint}."
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> Config:
@@ -274,10 +304,16 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Config file not found: {path}. Pass an existing .yaml/.json file.")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"Config file {path} is not UTF-8 text (byte {err.start}: "
+                f"{err.object[err.start : err.start + 1]!r}). Save it as UTF-8 YAML or JSON."
+            ) from None
         try:
             values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise ConfigError(f"Config file {path} is not valid YAML/JSON: {err}") from None
+            raise ConfigError(_syntax_error(path, text, err)) from None
         values = values or {}
     return apply_overrides(config_from_dict(values), overrides or [])

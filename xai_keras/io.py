@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ __all__ = [
     "write_bytes",
     "figure_to_png",
     "ensure_writable_dir",
+    "stale_temporaries",
 ]
 
 
@@ -34,6 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique hidden name beside the target; created with 0666 so the umask applies.
+    # `stale_temporaries` recognises exactly this name; keep the two in step.
     tmp_path = path.parent / f".{path.stem}.{uuid.uuid4().hex}{path.suffix}"
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
@@ -92,3 +95,21 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output directory")
             "Pass a directory you can write to (e.g. --out runs/myrun)."
         ) from None
     return path
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """The temporaries `atomic_path(path)` leaves behind when its process is killed mid-write.
+
+    Only names `atomic_path` itself makes for this target (`.<stem>.<32 hex digits><suffix>`,
+    plain files, not links) are returned, so a caller can delete them without touching a
+    user's files.
+    """
+    path = Path(path)
+    name = re.compile(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{32}}{re.escape(path.suffix)}")
+    if not path.parent.is_dir():
+        return []
+    return sorted(
+        p
+        for p in path.parent.iterdir()
+        if name.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+    )

@@ -9,12 +9,29 @@ Everything a run produces goes under `config.out_dir`:
     tb/                    TensorBoard logs: train/, validation/, test/ and samples
 
 Checkpoints are written to a temporary file and renamed, so a crash mid-epoch (or mid-save)
-keeps the previous finished checkpoint intact.
+keeps the previous finished checkpoint intact. Each checkpoint carries its own state (the finished
+epoch, the best value, the run's config) inside the `.keras` archive, so the weights and the
+epoch they belong to are replaced in one rename; `state.json` is a readable copy.
+
+Resuming (`train(config, resume=True)`, `xai-keras train --resume`) continues from `last.keras`
+and refuses a config that differs from the checkpoint's in anything but `RESUMABLE_KEYS`
+(training.epochs, training.early_stopping_patience, training.histogram_freq, data.cache,
+out_dir): the model, its optimizer and the data come from the checkpoint and the seed, so any
+other change would be silently ignored or would train a different experiment under one name.
+Temporaries left by a process killed mid-save (`.last.<hex>.keras` and the like, only names
+this module writes) are deleted on resume. Before the first epoch, `train` checks that `out_dir`
+is writable and has room for the checkpoints and the model; a write that fails later (a full
+disk) raises `InputError` saying which outputs were written and which were not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +43,38 @@ import yaml
 
 from xai_keras.config import Config
 from xai_keras.data import DatasetSplits, load_dataset
-from xai_keras.io import atomic_path, ensure_writable_dir, write_json, write_text
+from xai_keras.errors import ConfigError, InputError
+from xai_keras.io import (
+    atomic_path,
+    ensure_writable_dir,
+    stale_temporaries,
+    write_json,
+    write_text,
+)
 from xai_keras.models import build_cnn
 from xai_keras.report import evaluate_model, log_report, write_report
 
-__all__ = ["AtomicCheckpoint", "TrainResult", "train", "tensorboard_command"]
+__all__ = [
+    "AtomicCheckpoint",
+    "RESUMABLE_KEYS",
+    "TrainResult",
+    "checkpoint_state",
+    "train",
+    "tensorboard_command",
+]
+
+# Config keys that may differ between a checkpoint and `train(..., resume=True)`: how long to
+# train, when to stop, what to log, whether to cache, and where the run lives. Every other key
+# shapes the model, its optimizer (restored from the checkpoint) or the data it sees.
+RESUMABLE_KEYS = (
+    "training.epochs",
+    "training.early_stopping_patience",
+    "training.histogram_freq",
+    "data.cache",
+    "out_dir",
+)
+_STATE_ENTRY = "xai_keras_state.json"  # inside each checkpoint's .keras (zip) archive
+_CHECKPOINT_FILES = ("last.keras", "best.keras", "state.json")
 
 _OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -53,29 +97,107 @@ class TrainResult:
     history: dict[str, list[float]]
 
 
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """Save `last.keras` every epoch and `best.keras` on improvement, atomically.
+def _save_checkpoint(model: keras.Model, path: Path, state: dict[str, Any]) -> None:
+    """Save `model` with `state` inside the archive, to a temporary name renamed onto `path`."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(_STATE_ENTRY, json.dumps(state))
 
-    `state.json` records the finished epoch and the best value so far, which is what
-    `train(..., resume=True)` reads to continue where a crashed run stopped.
+
+def checkpoint_state(path: str | Path) -> dict[str, Any] | None:
+    """The state saved inside a checkpoint by `AtomicCheckpoint` (None for any other file).
+
+    `last.keras` holds `epoch` (the last finished epoch, from 0), `best`, `monitor`, `run` and
+    the run's `config`; `best.keras` holds `epoch`, `monitor`, `value` and `run`.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            state = json.loads(archive.read(_STATE_ENTRY))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+class _Progress:
+    """What a run has written so far, so that a failed write says what was and was not."""
+
+    def __init__(self, out: Path, planned: list[str]):
+        self.out, self.planned, self.written = out, planned, []
+        self.checkpoint: str | None = None  # e.g. "checkpoints/last.keras (epoch 2 of 5)"
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            raise InputError(self.failure(name, err)) from None
+        if name in self.planned:
+            self.written.append(name)
+
+    def failure(self, name: str, err: OSError) -> str:
+        written = [w for w in self.planned if w in self.written]
+        if self.checkpoint is not None:
+            written.insert(1, self.checkpoint)
+        missing = [p for p in self.planned if p not in self.written]
+        resume = (
+            "run `train` again with --resume to continue from the last checkpoint"
+            if self.checkpoint is not None
+            else "run `train` again"
+        )
+        return (
+            f"Could not write {name} in {self.out} ({err.strerror or err}). "
+            f"Written: {', '.join(written) or 'nothing'}. Not written: {', '.join(missing)}. "
+            f"Free some space (or pass another --out) and {resume}."
+        )
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Save `best.keras` on improvement and `last.keras` every epoch, each atomically.
+
+    Each file carries its state inside (see `checkpoint_state`), so a checkpoint and the epoch
+    it belongs to are replaced by one rename: a kill at any moment leaves a consistent pair.
+    `best.keras` is written before `last.keras`, and `train(..., resume=True)` takes the lower
+    of the two recorded best values. `state.json` is a readable copy of `last.keras`'s state.
     """
 
-    def __init__(self, directory: Path, monitor: str = "val_loss", best: float = np.inf):
+    def __init__(
+        self,
+        directory: Path,
+        monitor: str = "val_loss",
+        best: float = np.inf,
+        config: dict[str, Any] | None = None,
+        run: str | None = None,
+        progress: _Progress | None = None,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.monitor = monitor
         self.best = best
+        self.config = config
+        self.run = run or uuid.uuid4().hex
+        self.progress = progress
+
+    def _writing(self, name: str) -> contextlib.AbstractContextManager:
+        return self.progress.writing(name) if self.progress else contextlib.nullcontext()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         value = (logs or {}).get(self.monitor)
-        with atomic_path(self.directory / "last.keras") as tmp:
-            self.model.save(tmp)
+        of = f"epoch {epoch + 1}" + (f" of {self.params['epochs']}" if self.params else "")
         if value is not None and value < self.best:
+            best = {"epoch": epoch, "monitor": self.monitor, "value": float(value), "run": self.run}
+            with self._writing(f"checkpoints/best.keras ({of})"):
+                _save_checkpoint(self.model, self.directory / "best.keras", best)
             self.best = float(value)
-            with atomic_path(self.directory / "best.keras") as tmp:
-                self.model.save(tmp)
-        state = {"epoch": epoch, "best": self.best, "monitor": self.monitor}
-        write_json(self.directory / "state.json", state)
+        state = {"epoch": epoch, "best": self.best, "monitor": self.monitor, "run": self.run}
+        if self.config is not None:
+            state["config"] = self.config
+        with self._writing(f"checkpoints/last.keras ({of})"):
+            _save_checkpoint(self.model, self.directory / "last.keras", state)
+        if self.progress is not None:
+            self.progress.checkpoint = f"checkpoints/last.keras ({of})"
+        with self._writing(f"checkpoints/state.json ({of})"):
+            write_json(self.directory / "state.json", state)
 
 
 class _LogInputs(keras.callbacks.Callback):
@@ -111,12 +233,84 @@ def tensorboard_command(log_dir: str | Path) -> str:
     return f"tensorboard --logdir {log_dir} --host localhost --port 6006"
 
 
-def _resume_state(ckpt_dir: Path) -> tuple[keras.Model, int, float] | None:
-    state_file, last = ckpt_dir / "state.json", ckpt_dir / "last.keras"
-    if not (state_file.is_file() and last.is_file()):
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each key outside RESUMABLE_KEYS that differs (absent keys skip)."""
+    old, new = _flatten(before), _flatten(now)
+    return [
+        f"{key}: {old[key]!r} -> {value!r}"
+        for key, value in new.items()
+        if key in old and key not in RESUMABLE_KEYS and old[key] != value
+    ]
+
+
+@dataclass
+class _Resume:
+    last: Path
+    epoch: int  # the next epoch to train
+    best: float
+    run: str
+
+
+def _resume_state(ckpt_dir: Path, out: Path, config: Config) -> _Resume | None:
+    """Where a previous run stopped, checked against this config; None if there is nothing."""
+    last, state_file = ckpt_dir / "last.keras", ckpt_dir / "state.json"
+    if not last.is_file():
         return None
-    state = json.loads(state_file.read_text())
-    return keras.models.load_model(last), int(state["epoch"]) + 1, float(state["best"])
+    state = checkpoint_state(last)
+    if state is None:  # a checkpoint saved before the state went inside it
+        if not state_file.is_file():
+            return None
+        state = json.loads(state_file.read_text())
+    before = state.get("config")
+    if before is None and (out / "config.yaml").is_file():
+        with contextlib.suppress(yaml.YAMLError, OSError):
+            before = yaml.safe_load((out / "config.yaml").read_text())
+    changes = _config_changes(before, config.to_dict()) if isinstance(before, dict) else []
+    if changes:
+        raise ConfigError(
+            f"Cannot resume the run in {out}: its checkpoint was trained with a different "
+            f"config ({'; '.join(changes)}). Resume with the checkpoint's config (only "
+            f"{', '.join(RESUMABLE_KEYS)} may change), or train without --resume or with "
+            "another --out to start a new run."
+        )
+    best = float(state.get("best", np.inf))
+    best_state = checkpoint_state(ckpt_dir / "best.keras")
+    if best_state is not None and best_state.get("run") == state.get("run"):
+        # A kill between saving best.keras and last.keras leaves the newer best value there.
+        best = min(best, float(best_state.get("value", np.inf)))
+    return _Resume(last, int(state["epoch"]) + 1, best, state.get("run") or uuid.uuid4().hex)
+
+
+def _clean_temporaries(out: Path, ckpt_dir: Path) -> None:
+    """Delete what a kill mid-save left: only `atomic_path` names for files this module writes."""
+    outputs = ("model.keras", "config.yaml", "report.json", "report.md")
+    for target in [*(out / t for t in outputs), *(ckpt_dir / t for t in _CHECKPOINT_FILES)]:
+        for tmp in stale_temporaries(target):
+            tmp.unlink(missing_ok=True)
+
+
+def _check_free_space(out: Path, model: keras.Model) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints and the model."""
+    # Weights plus two optimizer slots in float32, and the archive's own files; four at once:
+    # last.keras, best.keras, model.keras and one temporary being written.
+    need = 4 * (model.count_params() * 4 * 3 + 64 * 1024)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise InputError(
+            f"The output directory {out} has {free / 1e6:.1f} MB free; this run needs about "
+            f"{need / 1e6:.1f} MB for its checkpoints and model (and more for TensorBoard "
+            "logs). Free some space or pass another --out."
+        )
 
 
 def train(
@@ -129,29 +323,39 @@ def train(
 
     Args:
         config: the full run config; `config.out_dir` receives every output.
-        resume: continue from `out_dir/checkpoints/last.keras` if a previous run left one.
+        resume: continue from `out_dir/checkpoints/last.keras` if a previous run left one;
+            the config may differ from that run's only in `RESUMABLE_KEYS`.
         verbose: Keras `fit` verbosity (progress bars).
         callbacks: extra Keras callbacks (e.g. `xai_keras.tensorboard.ExplainCallback`).
 
     Returns:
         A `TrainResult` with the best model (lowest validation loss) loaded.
 
+    Raises:
+        ConfigError: `resume` with a config that changes the checkpoint's model, optimizer or
+            data (the message lists each changed key, old -> new).
+        InputError: `out_dir` is not writable or too full, or a write failed mid-run (the
+            message says what was written and what was not).
+
     Example:
         >>> result = train(load_config("configs/shapes.yaml"))
         >>> result.report["accuracy"]
     """
     out = ensure_writable_dir(config.out_dir)
-    ckpt_dir, log_dir = out / "checkpoints", out / "tb"
-    ckpt_dir.mkdir(exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    ckpt_dir = ensure_writable_dir(out / "checkpoints", "checkpoint directory")
+    log_dir = ensure_writable_dir(out / "tb", "TensorBoard log directory")
+    previous = None
+    if resume:
+        _clean_temporaries(out, ckpt_dir)
+        previous = _resume_state(ckpt_dir, out, config)
 
     keras.utils.set_random_seed(config.training.seed)
     splits = load_dataset(config.data, config.training.batch_size, config.training.seed)
 
-    initial_epoch, best = 0, np.inf
-    previous = _resume_state(ckpt_dir) if resume else None
+    initial_epoch, best, run = 0, np.inf, uuid.uuid4().hex
     if previous is not None:
-        model, initial_epoch, best = previous
+        model = keras.models.load_model(previous.last)
+        initial_epoch, best, run = previous.epoch, previous.best, previous.run
     else:
         model = build_cnn(config.model, splits.image_shape, splits.num_classes)
         optimizer = _OPTIMIZERS[config.training.optimizer](
@@ -160,6 +364,11 @@ def train(
         model.compile(
             optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
         )
+    _check_free_space(out, model)
+
+    progress = _Progress(out, ["config.yaml", "model.keras", "report.json/.md", "tb/test"])
+    with progress.writing("config.yaml"):
+        write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     samples = next(iter(splits.train.unbatch().batch(8)))[0].numpy()
     history = model.fit(
@@ -173,7 +382,9 @@ def train(
             keras.callbacks.TensorBoard(
                 str(log_dir), histogram_freq=config.training.histogram_freq
             ),
-            AtomicCheckpoint(ckpt_dir, best=best),
+            AtomicCheckpoint(
+                ckpt_dir, best=best, config=config.to_dict(), run=run, progress=progress
+            ),
             keras.callbacks.EarlyStopping(
                 patience=config.training.early_stopping_patience, restore_best_weights=False
             ),
@@ -183,15 +394,19 @@ def train(
     )
 
     best_path = ckpt_dir / "best.keras"
-    if best_path.is_file():
+    best_state = checkpoint_state(best_path) if best_path.is_file() else None
+    # Only this run's best (a file from before states were saved inside counts as this run's).
+    if best_path.is_file() and (best_state is None or best_state.get("run") == run):
         model = keras.models.load_model(best_path)
     model_path = out / "model.keras"
-    with atomic_path(model_path) as tmp:
+    with progress.writing("model.keras"), atomic_path(model_path) as tmp:
         model.save(tmp)
 
     report = evaluate_model(model, splits.test, splits.class_names)
-    write_report(report, out)
-    log_report(report, str(log_dir / "test"), step=0)
+    with progress.writing("report.json/.md"):
+        write_report(report, out)
+    with progress.writing("tb/test"):
+        log_report(report, str(log_dir / "test"), step=0)
     return TrainResult(
         model=model,
         splits=splits,

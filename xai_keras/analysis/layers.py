@@ -37,13 +37,8 @@ from tqdm import tqdm
 from xai_keras.analysis.factors import Factor
 from xai_keras.analysis.gcmi import mutual_information, unit_information
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import (
-    _RESAMPLING,
-    LayerTaps,
-    _output_shape,
-    conv_candidates,
-    walk_layers,
-)
+from xai_keras.explain.graph import LayerTaps
+from xai_keras.explain.layers import RESAMPLING, conv_candidates, output_shape, walk_layers
 
 __all__ = ["LayerAnalysis", "analyze_layers", "collect_activations", "default_layers"]
 
@@ -55,9 +50,9 @@ def default_layers(model: keras.Model) -> list[str]:
     """The last layer at each spatial resolution (after its conv, norm and activation) and
     every Dense layer, in depth order: one entry per conv block and the dense head."""
     spatial = {
-        id(lay): tuple(_output_shape(lay)[1:3])
+        id(lay): tuple(output_shape(lay)[1:3])
         for _, lay in conv_candidates(model)
-        if not isinstance(lay, (*_RESAMPLING, kl.InputLayer))
+        if not isinstance(lay, (*RESAMPLING, kl.InputLayer))
     }
     chosen: list[str] = []
     group: tuple | None = None

@@ -11,7 +11,6 @@ is padded, so the kernel traces once per input shape and batch size.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,8 @@ from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.graph import ModelRunner
+from xai_keras.explain.masking import curve_scores, pixel_ranks
+from xai_keras.explain.ranges import resolve_value_range
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
 
@@ -59,19 +60,6 @@ class Curves:
         return ((self.scores[:, 1:] + self.scores[:, :-1]) / 2 * widths).sum(axis=1)
 
 
-def _masked_probabilities(runner: ModelRunner, first, second, ranks, k, targets):
-    """(B,) target probability of images taking the pixels of rank < k from `first` and the
-    others from `second`. first, second (B, H, W, C); ranks (B, H, W); k, targets (B,)."""
-    take = (ranks < k[:, None, None])[..., None]
-    probs = runner.squash(runner.forward(tf.where(take, first, second))[1])
-    return tf.gather(probs, targets, batch_dims=1)
-
-
-def _kernel_for(runner: ModelRunner) -> Callable:
-    """The compiled kernel, built once per runner (so once per model)."""
-    return runner.kernel("faithfulness", functools.partial(_masked_probabilities, runner))
-
-
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(
@@ -103,10 +91,10 @@ def _prepare(
     return runner, x, m, tgt, probs[np.arange(len(tgt)), tgt]
 
 
-def _fill(x: tf.Tensor, baseline: Baseline) -> tf.Tensor:
+def _fill(x: tf.Tensor, baseline: Baseline, value_range: Any = None) -> tf.Tensor:
     """The baseline batch: `make_baseline(x, baseline)`, or `baseline(x)` for a callable."""
     if not callable(baseline):
-        return make_baseline(x, baseline)
+        return make_baseline(x, baseline, resolve_value_range(value_range))
     fill = tf.cast(tf.convert_to_tensor(baseline(x)), tf.float32)
     if tuple(fill.shape) != tuple(x.shape):
         raise InputError(
@@ -114,18 +102,6 @@ def _fill(x: tf.Tensor, baseline: Baseline) -> tf.Tensor:
             f"Received: baseline(images).shape={tuple(fill.shape)}."
         )
     return fill
-
-
-def _ranks(maps: np.ndarray) -> np.ndarray:
-    """(N, H, W) int32 rank of each pixel in decreasing map order (0 = most important).
-
-    A stable sort of -map: equal values keep row-major order.
-    """
-    flat = maps.reshape(len(maps), -1)
-    order = np.argsort(-flat, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
-    return ranks.reshape(maps.shape).astype(np.int32)
 
 
 def _curves(
@@ -137,39 +113,27 @@ def _curves(
     steps: int,
     baseline: Baseline,
     batch_size: int,
+    value_range: Any = None,
 ) -> Curves:
     steps = _check_positive_int(steps, "steps")
     runner, x, m, tgt, _ = _prepare(model, images, maps, targets, batch_size)
-    fill = _fill(x, baseline)
+    fill = _fill(x, baseline, value_range)
     first, second = (fill, x) if kind == "deletion" else (x, fill)
-    ranks = tf.constant(_ranks(m))
     n, pixels = len(m), m.shape[1] * m.shape[2]
     fractions = np.linspace(0.0, 1.0, steps + 1)
     ks = np.floor(fractions * pixels + 0.5).astype(np.int32)  # round half up
-
     # One row per (image, fraction), scored in fixed-size batches.
     rows_image = np.repeat(np.arange(n, dtype=np.int32), steps + 1)
-    rows_k = np.tile(ks, n)
-    rows_target = tgt[rows_image]
-    total = len(rows_image)
-    size = min(batch_size, total)
-    kernel = _kernel_for(runner)
-    scores = []
-    for start in range(0, total, size):
-        stop = min(start + size, total)
-        pad = size - (stop - start)
-        idx, k, t = (
-            np.pad(a[start:stop], (0, pad), mode="edge") for a in (rows_image, rows_k, rows_target)
-        )
-        out = kernel(
-            tf.gather(first, idx),
-            tf.gather(second, idx),
-            tf.gather(ranks, idx),
-            tf.constant(k),
-            tf.constant(t),
-        )
-        scores.append(out.numpy()[: stop - start])
-    scores = np.concatenate(scores).reshape(n, steps + 1).astype(np.float64)
+    scores = curve_scores(
+        runner,
+        first,
+        second,
+        pixel_ranks(m),
+        rows_image,
+        np.tile(ks, n),
+        tgt[rows_image],
+        batch_size,
+    ).reshape(n, steps + 1)
     return Curves(fractions=fractions, scores=scores, kind=kind, targets=tgt)
 
 
@@ -184,6 +148,7 @@ _CURVE_ARGS = """Args:
         baseline: what a removed pixel shows: "blur" (the image blurred), "mean", "black", a
             number, an array broadcastable to the images, or a callable images -> baseline.
         batch_size: masked images per compiled forward pass.
+        value_range: the model's input range, e.g. (-1, 1) or "tf": "black" is its minimum.
 
     Returns:
         `Curves` with `scores` (N, steps + 1) probabilities in [0, 1] and `auc` (N,).
@@ -201,6 +166,7 @@ def deletion(
     steps: int = 20,
     baseline: Baseline = "blur",
     batch_size: int = 64,
+    value_range: Any = None,
 ) -> Curves:
     """Deletion curves: the target probability as the most important pixels are removed.
 
@@ -216,7 +182,9 @@ def deletion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves("deletion", model, images, maps, targets, steps, baseline, batch_size)
+    return _curves(
+        "deletion", model, images, maps, targets, steps, baseline, batch_size, value_range
+    )
 
 
 def insertion(
@@ -227,6 +195,7 @@ def insertion(
     steps: int = 20,
     baseline: Baseline = "blur",
     batch_size: int = 64,
+    value_range: Any = None,
 ) -> Curves:
     """Insertion curves: the target probability as the most important pixels are restored.
 
@@ -240,7 +209,9 @@ def insertion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves("insertion", model, images, maps, targets, steps, baseline, batch_size)
+    return _curves(
+        "insertion", model, images, maps, targets, steps, baseline, batch_size, value_range
+    )
 
 
 for _f in (deletion, insertion):  # the shared argument text, written once

@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
 from xai_keras.explain.api import explain
-from xai_keras.explain.graph import find_layer, walk_layers
+from xai_keras.explain.layers import find_layer, walk_layers
 
 __all__ = ["SanityResult", "cascading_randomization", "summary"]
 
@@ -45,6 +45,8 @@ class SanityResult:
         ssim: (L, N) structural similarity of the [0, 1] maps.
         targets: (N,) the explained classes, fixed to those of the original explanation.
         original: (N, H, W) the maps of the un-randomised model.
+        constant: (L, N) True where the randomised map is constant (e.g. all zero): its
+            Spearman correlation is undefined and is counted as 0.
     """
 
     method: str
@@ -53,6 +55,7 @@ class SanityResult:
     ssim: np.ndarray
     targets: np.ndarray
     original: np.ndarray
+    constant: np.ndarray | None = None
 
 
 def _copy(model: keras.Model) -> keras.Model:
@@ -195,6 +198,7 @@ def cascading_randomization(
     n = len(original)
     spearman = np.zeros((len(chosen), n))
     ssim = np.zeros((len(chosen), n))
+    constant = np.zeros((len(chosen), n), bool)
     for i, (_, layer) in enumerate(chosen):
         _randomise(layer, rng)
         with warnings.catch_warnings():  # all-zero maps are expected from random weights
@@ -202,17 +206,29 @@ def cascading_randomization(
             maps = explain(
                 clone, original.images, method=method, targets=original.targets, **options
             ).maps
+        constant[i] = np.ptp(maps.reshape(n, -1), axis=1) == 0
         for j in range(n):
             spearman[i, j] = _spearman(original.maps[j], maps[j])
             ssim[i, j] = _ssim(original.maps[j], maps[j])
-    return SanityResult(
+    result = SanityResult(
         method=original.method,
         layers=[path for path, _ in chosen],
         spearman=spearman,
         ssim=ssim,
         targets=original.targets,
         original=original.maps,
+        constant=constant,
     )
+    flat = int(constant[-1].sum())
+    if flat:
+        warnings.warn(
+            f"{original.method}: {flat} of {n} maps of the fully randomised model are constant "
+            "(e.g. all zero); their Spearman correlation is undefined and counted as 0. "
+            "summary() reports the count and the mean over the other maps.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
 
 
 def summary(result: SanityResult) -> dict[str, Any]:
@@ -222,12 +238,23 @@ def summary(result: SanityResult) -> dict[str, Any]:
         result: from `cascading_randomization`.
 
     Returns:
-        `{"method", "sanity_spearman", "sanity_ssim", "per_layer": {layer: {"spearman",
-        "ssim"}}}`, the first two measured with every listed layer randomised, as floats.
+        `{"method", "sanity_spearman", "sanity_ssim", "constant_maps",
+        "sanity_spearman_nonconstant", "per_layer": {layer: {"spearman", "ssim"}}}`, measured
+        with every listed layer randomised: `constant_maps` counts the randomised maps that
+        are constant (scored 0), `sanity_spearman_nonconstant` averages the others (NaN if
+        none).
     """
+    constant = (
+        result.constant[-1]
+        if result.constant is not None
+        else np.zeros(result.spearman.shape[1], bool)
+    )
+    rest = result.spearman[-1][~constant]
     return {
         "method": result.method,
         "sanity_spearman": float(result.spearman[-1].mean()),
+        "constant_maps": int(constant.sum()),
+        "sanity_spearman_nonconstant": float(rest.mean()) if rest.size else float("nan"),
         "sanity_ssim": float(result.ssim[-1].mean()),
         "per_layer": {
             name: {"spearman": float(s.mean()), "ssim": float(m.mean())}

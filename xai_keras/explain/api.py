@@ -16,11 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.base import Method, get_method, runner_for
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.graph import hold_inputs
 from xai_keras.explain.heads import check_scores_shape, resolve_head
+from xai_keras.explain.layer_search import choose_layer
+from xai_keras.explain.layers import LayerChoice, feeds_global_pooling, layer_reason
+from xai_keras.explain.ranges import ValueRange, resolve_value_range
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
@@ -152,6 +155,7 @@ def explain(
     score: Callable | None = None,
     inputs: dict[str, Any] | None = None,
     reshape: Callable | None = None,
+    value_range: Any = None,
     **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain a Keras image classifier's decisions.
@@ -168,7 +172,12 @@ def explain(
         targets: class index(es) to explain; None explains each image's top class. For a
             single sigmoid unit, 1 is the positive class and 0 the negative logit.
         layer: for CAM methods, the layer (name, "nested/path" or object); default: the last
-            layer with a spatial map larger than 1x1 (or square tokens, for transformers).
+            layer with a spatial map larger than 1x1 (or square tokens, for transformers)
+            before the model pools, skipping a class map (a conv whose channels are the
+            classes, as in class-conv heads). "auto" scores the last layer at each of the 4
+            deepest resolutions on these images (Grad-CAM, insertion - deletion on <= 16
+            images, about 20x the cost of one Grad-CAM call) and takes the best;
+            `Explanation.layer_reason` says why a layer was chosen.
         batch_size: images per compiled batch (bounds memory); also the chunk size of masked
             forward passes in Score-CAM and occlusion.
         class_names: names used in titles and plots.
@@ -187,6 +196,10 @@ def explain(
             one row per image; the input left unnamed takes `images`.
         reshape: `(N, T, C) -> (N, h, w, C)` for a token layer that is not a square grid
             (square ones, with or without a class token, are reshaped automatically).
+        value_range: the model's input range: a (low, high) pair such as (-1, 1), or "tf",
+            "torch", "caffe" (keras.applications preprocessing), "unit", "pixels". Baselines
+            use it ("black" is its minimum: for a [-1, 1] model 0 is mid-grey) and pictures
+            show images through it. Default: unknown, "black" is 0.
         **options: method options, e.g. `steps=` for Integrated Gradients (see each method).
 
     Returns:
@@ -213,35 +226,20 @@ def explain(
     if not names:
         raise InputError("`method` must name at least one method; see xai_keras.methods().")
     spec, held = resolve_head(model, output, head, score, inputs, reshape)
+    vrange = resolve_value_range(value_range)
     classes = [get_method(name) for name in names]
-    if len(classes) == 1:
-        instances = [classes[0].create(model, layer, spec, **options)]
-    else:  # each method gets the layer and the options it takes; an option none takes is an error
+    if len(classes) > 1:  # each method gets the layer and options it takes; unknown ones fail
         unused = sorted(set(options) - {o for cls in classes for o in cls.options()})
         if unused:
             raise InputError(
                 f"No method in {names} takes option(s) {', '.join(unused)}. "
                 + "; ".join(f"{c.name}: {', '.join(c.options()) or 'none'}" for c in classes)
             )
-        instances = [
-            cls.create(
-                model,
-                layer if cls.uses_layer else None,
-                spec,
-                **{k: v for k, v in options.items() if k in cls.options()},
-            )
-            for cls in classes
-        ]
-    for instance in instances:
-        instance.batch_size = batch_size
     x, single = check_images(images, model, input_index=spec.image_input)
     n = int(x.shape[0])
     rows = _held_per_image(held, n)
-    runner = instances[0].runner
-    if rows is None:
-        hold_inputs(model, {i: r[:1] for i, r in held.items()})
-    else:
-        hold_inputs(model, {i: r[:1] for i, r in rows.items()})
+    hold_inputs(model, {i: r[:1] for i, r in (held if rows is None else rows).items()})
+    runner = runner_for(model, head=spec)
     if runner.num_scores is None and spec.score is None:  # subclassed: shapes known by running
         first = keras.tree.flatten(model(x[:1], training=False))[spec.output]
         check_scores_shape(first.shape, spec.output, model.name)
@@ -252,6 +250,23 @@ def explain(
             f"`class_names` has {len(class_names)} names but model {model.name!r} has "
             f"{num_scores} classes; give one name per class, in class-index order."
         )
+    choice = None
+    if isinstance(layer, str) and layer == "auto" and any(c.uses_layer for c in classes):
+        choice = choose_layer(model, x if rows is None else x[:1], tgt, spec, batch_size)
+        layer = choice.path
+    instances = [
+        cls.create(
+            model,
+            layer if cls.uses_layer or len(classes) == 1 else None,
+            spec,
+            vrange,
+            **(options if len(classes) == 1 else _taken(options, cls)),
+        )
+        for cls in classes
+    ]
+    for instance in instances:
+        instance.batch_size = batch_size
+    _warn_coinciding_cams(model, instances)
     if rows is None:
         results = _compute(instances, x, tgt, batch_size)
     else:  # other inputs differ per image: one image at a time, its row held
@@ -261,10 +276,32 @@ def explain(
             parts.append(_compute(instances, x[j : j + 1], tgt[j : j + 1], 1))
         results = [_concat([p[i] for p in parts]) for i in range(len(instances))]
     built = [
-        _explanation(instance, result, x, single, class_names)
+        _explanation(instance, result, x, single, class_names, vrange, choice, layer)
         for instance, result in zip(instances, results)
     ]
     return built[0] if isinstance(method, str) else built
+
+
+def _taken(options: dict[str, Any], cls: type[Method]) -> dict[str, Any]:
+    """The options method `cls` takes."""
+    return {k: v for k, v in options.items() if k in cls.options()}
+
+
+def _warn_coinciding_cams(model: keras.Model, instances: list[Method]) -> None:
+    """Say when a CAM variant equals Grad-CAM by construction at its layer: there the
+    gradient is the same at every position (the layer feeds global average pooling through
+    linear layers), and the variants differ only in how they weigh positions."""
+    for instance in instances:
+        same = type(instance).same_when_pooled
+        if same and instance.layer_path and feeds_global_pooling(model, instance.layer_path):
+            warnings.warn(
+                f"{instance.name} {same} at layer {instance.layer_path!r}: the gradient there "
+                "is the same at every position (the layer feeds global average pooling "
+                "linearly), so the CAM variants coincide by construction. Explain an earlier "
+                "layer (or layer='auto') to tell them apart.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _held_per_image(held: dict[int, np.ndarray], n: int) -> dict[int, np.ndarray] | None:
@@ -308,6 +345,9 @@ def _explanation(
     x: tf.Tensor,
     single: bool,
     class_names: Sequence[str] | None,
+    value_range: ValueRange | None,
+    choice: LayerChoice | None,
+    layer: Any,
 ) -> Explanation:
     """Resize and normalise one method's raw maps and wrap them with scores and classes."""
     cls = type(instance)
@@ -316,10 +356,15 @@ def _explanation(
     empty = np.flatnonzero(tf.reduce_max(maps, axis=(1, 2)).numpy() <= 0).tolist()
     if empty:
         warnings.warn(
-            f"{cls.name}: the map is all zero for image(s) {empty[:10]} (the gradients or "
-            "scores were constant or non-finite); those maps are returned as zeros.",
+            f"{cls.name}: the map is all zero for image(s) {empty[:10]} ({cls.zero_map_cause});"
+            " those maps are returned as zeros.",
             RuntimeWarning,
             stacklevel=3,
+        )
+    reason = ""
+    if instance.layer_path is not None:
+        reason = (
+            choice.reason if choice else layer_reason(instance.model, layer, instance.layer_path)
         )
     logits = result["logits"]
     probs = instance.runner.squash(logits)
@@ -337,4 +382,7 @@ def _explanation(
         class_names=list(class_names) if class_names is not None else None,
         attributions=result["attributions"],
         single=single,
+        layer_reason=reason,
+        layer_scores=dict(choice.scores) if choice else None,
+        value_range=value_range,
     )

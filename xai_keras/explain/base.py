@@ -17,8 +17,10 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import ModelRunner, find_layer
+from xai_keras.explain.graph import ModelRunner
 from xai_keras.explain.heads import Head
+from xai_keras.explain.layers import find_layer
+from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["METHODS", "BatchResult", "Method", "register", "methods", "get_method", "runner_for"]
 
@@ -139,6 +141,11 @@ class Method:
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    # Why a map can come out all zero, for the warning `explain` gives.
+    zero_map_cause: ClassVar[str] = "the gradients or scores were constant or non-finite"
+    # For CAM variants: how the method relates to Grad-CAM where the gradient is the same at
+    # every position of the layer (e.g. "equals gradcam"); "" when it does not coincide.
+    same_when_pooled: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False
     signed: ClassVar[bool] = False
     reference: ClassVar[str] = ""
@@ -156,14 +163,24 @@ class Method:
     def options(cls) -> list[str]:
         """The keyword options this method accepts beyond model and layer."""
         params = inspect.signature(cls.__init__).parameters
-        return [p for p in params if p not in ("self", "model", "layer")]
+        return [p for p in params if p not in ("self", "model", "layer", "value_range")]
+
+    @classmethod
+    def takes_value_range(cls) -> bool:
+        """Whether the method makes images (baselines) and so needs the model's value range."""
+        return "value_range" in inspect.signature(cls.__init__).parameters
 
     @classmethod
     def create(
-        cls, model: keras.Model, layer: Any = None, head: Head | None = None, **options: Any
+        cls,
+        model: keras.Model,
+        layer: Any = None,
+        head: Head | None = None,
+        value_range: ValueRange | None = None,
+        **options: Any,
     ) -> Method:
-        """Build the method for `head` (default: the top output), rejecting options it does
-        not know."""
+        """Build the method for `head` (default: the top output) and the model's input
+        `value_range`, rejecting options it does not know."""
         unknown = sorted(set(options) - set(cls.options()))
         if unknown:
             allowed = ", ".join(cls.options()) or "none"
@@ -178,6 +195,8 @@ class Method:
             )
         token = _HEAD.set(head)
         try:
+            if cls.takes_value_range():
+                options["value_range"] = value_range
             return cls(model, layer, **options)
         finally:
             _HEAD.reset(token)

@@ -10,10 +10,11 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
+from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["BASELINES", "gaussian_blur", "make_baseline"]
 
-BASELINES = ("black", "mean", "blur")
+BASELINES = ("black", "mean", "blur", "blur_strong")
 
 
 def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
@@ -31,22 +32,31 @@ def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
     return tf.nn.depthwise_conv2d(y, ky, [1, 1, 1, 1], "VALID")
 
 
-def make_baseline(x: tf.Tensor, kind: str | float | np.ndarray = "black") -> tf.Tensor:
+def make_baseline(
+    x: tf.Tensor,
+    kind: str | float | np.ndarray = "black",
+    value_range: ValueRange | None = None,
+) -> tf.Tensor:
     """A baseline batch like `x`.
 
     Args:
         x: (B, H, W, C) images.
-        kind: "black" (zeros), "mean" (each image's channel means), "blur" (a Gaussian blur
-            with sigma = 1/10 of the image side), a number (a constant image), or an array
+        kind: "black" (the darkest value of `value_range`; 0 when it is None, as for
+            models that take [0, 1] or [0, 255]), "mean" (each image's channel means),
+            "blur" (a Gaussian blur with sigma = 1/10 of the image side), "blur_strong"
+            (sigma = 1/4 of the side), a number (a constant image), or an array
             broadcastable to `x`.
+        value_range: the model's input range (see `xai_keras.explain.ranges`).
     """
     if isinstance(kind, str):
         if kind == "black":
-            return tf.zeros_like(x)
+            return tf.zeros_like(x) if value_range is None else value_range.black(x)
         if kind == "mean":
             return tf.broadcast_to(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.shape(x))
         if kind == "blur":
             return gaussian_blur(x, max(1.0, x.shape[1] / 10))
+        if kind == "blur_strong":
+            return gaussian_blur(x, max(1.0, x.shape[1] / 4))
         raise InputError(
             f"Unknown baseline {kind!r}. Use one of {', '.join(BASELINES)}, a number, or an "
             "array broadcastable to the images."

@@ -16,9 +16,11 @@ import tensorflow as tf
 from xai_keras.checks import check_int
 from xai_keras.errors import LayerError
 from xai_keras.explain.base import BatchResult, Method, register
+from xai_keras.explain.layers import downstream
 
 __all__ = [
     "CamMethod",
+    "gap_dense_head",
     "SharedCam",
     "shares_pass",
     "Cam",
@@ -45,30 +47,17 @@ def _weighted_sum(a: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Flatten)
 
 
-def _gap_dense_head(model: keras.Model, path: str) -> keras.layers.Dense | None:
-    """The Dense layer fed by GAP(layer) through nothing but dropout, or None.
-
-    Follows the layer's consumers, stepping out of nested models whose output it is.
-    """
-    names = path.split("/")
-    owners = [model]
-    for name in names[:-1]:
-        owners.append(owners[-1].get_layer(name))
-    op, seen_gap = owners[-1].get_layer(names[-1]), False
-    while True:
-        nodes = op._outbound_nodes
-        if not nodes and len(owners) > 1:  # the output of a nested model: continue outside it
-            op = owners.pop()
-            continue
-        if len(nodes) != 1:
-            return None
-        op = nodes[0].operation
+def gap_dense_head(model: keras.Model, path: str) -> keras.layers.Dense | None:
+    """The Dense layer fed by GAP(layer) through nothing but dropout, or None."""
+    seen_gap = False
+    for op in downstream(model, path):
         if isinstance(op, keras.layers.GlobalAveragePooling2D) and not seen_gap:
             seen_gap = True
         elif isinstance(op, keras.layers.Dense) and seen_gap:
             return op
         elif not isinstance(op, _PASS_THROUGH) or not seen_gap:
             return None
+    return None
 
 
 def _masked_scores(runner, image, channel_maps, target):
@@ -87,6 +76,10 @@ class CamMethod(Method):
 
     family = "cam"
     uses_layer = True
+    zero_map_cause = (
+        "the channel-weighted sum is negative or zero at every position, so the ReLU leaves "
+        "nothing: at this layer the evidence is against the class; try another layer"
+    )
 
     def channel_weights(self, a: tf.Tensor, g: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """(B, K) weight of each channel for each image."""
@@ -162,7 +155,7 @@ class Cam(CamMethod):
 
     def __init__(self, model: keras.Model, layer: Any = None):
         super().__init__(model, layer)
-        self.dense = _gap_dense_head(model, self.layer_path)
+        self.dense = gap_dense_head(model, self.layer_path)
         if self.dense is None:
             raise LayerError(
                 f"method='cam' needs layer {self.layer_path!r} to feed a GlobalAveragePooling2D "
@@ -181,22 +174,28 @@ class Cam(CamMethod):
 class GradCamPlusPlus(CamMethod):
     """Grad-CAM++: positive gradients weighted per pixel by higher-order terms.
 
-    Follows the authors' reference code (and tf-keras-vis): with an exponential score the
-    second and third derivatives are powers of the first, and the per-pixel weights alpha are
-    normalised to sum to one over each channel.
+    With an exponential score the second and third derivatives are powers of the first, so
+    alpha = g^2 / (2 g^2 + sum(A) g^3) (0 where the denominator is 0). Follows the authors'
+    final reference code: alpha is normalised over the positions with a *positive* gradient
+    only (the positions whose weight relu(g) is non-zero). Normalising over all positions, as
+    earlier versions and some peers do, lets the negative alphas of negative-gradient positions
+    flip the sign of the sum, so a channel's weight can turn negative (A = [5, 5],
+    g = [0.1, -0.25] gave w = -0.02). Here every weight is >= 0 on non-negative activations.
 
     Reference: Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep
     Convolutional Networks", WACV 2018.
     """
 
     reference = "Chattopadhay et al., WACV 2018"
+    same_when_pooled = "equals gradcam with negative channel weights set to zero"
 
     def channel_weights(self, a, g, targets):
         g2, g3 = g**2, g**3
         total = tf.reduce_sum(a, axis=_SPATIAL, keepdims=True)
         alpha = _safe_divide(g2, 2.0 * g2 + total * g3)
-        alpha = _safe_divide(alpha, tf.reduce_sum(alpha, axis=_SPATIAL, keepdims=True))
-        return tf.reduce_sum(alpha * tf.nn.relu(g), axis=_SPATIAL)
+        positive = tf.nn.relu(g)
+        norm = tf.reduce_sum(tf.where(positive > 0, alpha, 0.0), axis=_SPATIAL, keepdims=True)
+        return tf.reduce_sum(_safe_divide(alpha, norm) * positive, axis=_SPATIAL)
 
 
 @register("xgradcam")
@@ -207,6 +206,7 @@ class XGradCam(CamMethod):
     """
 
     reference = "Fu et al., BMVC 2020"
+    same_when_pooled = "equals gradcam"
 
     def channel_weights(self, a, g, targets):
         total = tf.reduce_sum(a, axis=_SPATIAL)
@@ -222,6 +222,7 @@ class LayerCam(CamMethod):
     """
 
     reference = "Jiang et al., IEEE TIP 2021"
+    same_when_pooled = "equals gradcam with negative channel weights set to zero"
 
     def combine(self, a, g, targets):
         return tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1))

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from xai_keras import visualize
+from xai_keras.explain.ranges import ValueRange
 from xai_keras.io import figure_to_png, save_figure
 
 __all__ = ["Explanation", "contact_sheet"]
@@ -35,6 +36,10 @@ class Explanation:
         class_names: optional names for titles.
         attributions: (N, H, W, C) per-channel input attributions (gradient family) or None.
         single: a single image (H, W, C) was given.
+        layer_reason: why `layer` was explained (the user's, the default and what it
+            skipped, or "auto" with the candidates' scores).
+        layer_scores: for layer="auto", each candidate layer's faithfulness proxy.
+        value_range: the model's input range, used to show the images.
     """
 
     images: np.ndarray
@@ -49,6 +54,9 @@ class Explanation:
     class_names: list[str] | None = None
     attributions: np.ndarray | None = None
     single: bool = field(default=False, repr=False)
+    layer_reason: str = ""
+    layer_scores: dict[str, float] | None = None
+    value_range: ValueRange | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -68,7 +76,13 @@ class Explanation:
 
     def overlay(self, alpha: float = 0.45) -> np.ndarray:
         """(N, H, W, 3) uint8: the heatmap (OpenCV JET) blended over each image."""
-        return visualize.overlay(self.images, self.maps, alpha)
+        return visualize.overlay(self.display_images(), self.maps, alpha)
+
+    def display_images(self) -> np.ndarray:
+        """The images as pixels in [0, 255] (through `value_range` where it is known)."""
+        if self.value_range is None:
+            return self.images
+        return np.clip(self.value_range.to_pixels(self.images), 0, 255)
 
     def heatmaps(self) -> np.ndarray:
         """(N, H, W, 3) uint8 colour-mapped maps."""
@@ -78,7 +92,7 @@ class Explanation:
         """One row per image: image | heatmap | overlay, titled with class and score."""
         name = self.method + (f" @ {self.layer}" if self.layer else "")
         return visualize.explanation_grid(
-            self.images,
+            self.display_images(),
             [(name, self.heatmaps()), ("overlay", self.overlay())],
             row_titles=[self.label(i) for i in range(len(self))],
         )
@@ -104,5 +118,5 @@ def contact_sheet(explanations: list[Explanation]) -> Figure:
             raise ValueError("contact_sheet needs explanations of the same images.")
         columns.append((exp.method, exp.overlay()))
     return visualize.explanation_grid(
-        first.images, columns, row_titles=[first.label(i) for i in range(len(first))]
+        first.display_images(), columns, row_titles=[first.label(i) for i in range(len(first))]
     )

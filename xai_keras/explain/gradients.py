@@ -17,6 +17,7 @@ from xai_keras.checks import INT32_MAX, check_int, check_number
 from xai_keras.explain.base import BatchResult, Method, register, runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.cam import GradCam
+from xai_keras.explain.ranges import ValueRange
 
 __all__ = [
     "GradientMethod",
@@ -162,6 +163,9 @@ class IntegratedGradients(GradientMethod):
     Args:
         steps: number of path intervals (steps + 1 gradient evaluations).
         baseline: "black", "mean", "blur", a number or an array (see `make_baseline`).
+            "black" is the darkest value of the model's input range, not 0: pass
+            `explain(..., value_range=(-1, 1))` for a model that takes [-1, 1].
+        value_range: the model's input range; set by `explain`.
 
     Reference: Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
@@ -175,17 +179,19 @@ class IntegratedGradients(GradientMethod):
         layer: Any = None,
         steps: int = 64,
         baseline: str | float | np.ndarray = "black",
+        value_range: ValueRange | None = None,
     ):
         super().__init__(model, layer)
         steps = check_int(steps, "steps", low=1, where=f"method {self.name!r}")
         self.steps, self.baseline = steps, baseline
+        self.value_range = value_range
 
     def reduce(self, attributions):
         return tf.reduce_sum(attributions, axis=-1)
 
     def attributions(self, x, targets):
         logits, targets = self._resolve_targets(x, targets)
-        base = make_baseline(x, self.baseline)
+        base = make_baseline(x, self.baseline, self.value_range)
         total = tf.zeros_like(x)
         for i in range(self.steps + 1):
             weight = 0.5 if i in (0, self.steps) else 1.0  # trapezoid rule

@@ -19,7 +19,7 @@ Its compiled kernels (`tf.function`s) are built once per runner and traced once 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -29,15 +29,9 @@ from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
 from xai_keras.explain.heads import Head, check_scores_shape, token_grid
+from xai_keras.explain.layers import is_graph_model, resolve_layer
 
-__all__ = [
-    "LayerTaps",
-    "ModelRunner",
-    "conv_candidates",
-    "find_layer",
-    "resolve_layer",
-    "walk_layers",
-]
+__all__ = ["LayerTaps", "ModelRunner", "hold_inputs"]
 
 
 class _QuietOwnKernelTraces(logging.Filter):
@@ -52,131 +46,7 @@ class _QuietOwnKernelTraces(logging.Filter):
 
 tf.get_logger().addFilter(_QuietOwnKernelTraces())
 
-# Never the default layer: they only resample the layer before them.
-_RESAMPLING = (kl.MaxPooling2D, kl.AveragePooling2D, kl.ZeroPadding2D, kl.Cropping2D)
 _SQUASHING = ("softmax", "sigmoid")
-_SPATIAL_TYPES = (kl.Conv2D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.LayerNormalization)
-
-
-def _is_graph_model(layer: Any) -> bool:
-    return isinstance(layer, keras.Model) and (
-        isinstance(layer, keras.Sequential) or hasattr(layer, "_run_through_graph")
-    )
-
-
-def walk_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield `(path, layer)` for every layer, depth first, nested models included.
-
-    Paths join the names of enclosing models with "/", e.g. "mobilenetv2/out_relu".
-    """
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        yield path, layer
-        if _is_graph_model(layer):
-            yield from walk_layers(layer, f"{path}/")
-
-
-def _output_shape(layer: Any) -> tuple | None:
-    try:
-        return tuple(layer.output.shape)
-    except (AttributeError, ValueError):  # layer never called, or called several times
-        return None
-
-
-def _is_spatial(shape: tuple | None, any_tokens: bool = False) -> bool:
-    """A grid CAMs can use: (N, H, W, C) larger than 1x1, or (N, T, C) tokens forming a
-    square grid (after a class token), or any tokens when the user reshapes them."""
-    if shape is None:
-        return False
-    if len(shape) == 4:
-        return any(d is None or d > 1 for d in shape[1:3])
-    if len(shape) != 3 or shape[1] is None:
-        return False
-    return any_tokens or token_grid(shape[1]) is not None
-
-
-def conv_candidates(model: keras.Model) -> list[tuple[str, Any]]:
-    """Layers whose output is a spatial grid larger than 1x1 (or square tokens): what CAMs
-    can use."""
-    return [
-        (path, layer)
-        for path, layer in walk_layers(model)
-        if not isinstance(layer, kl.InputLayer | keras.Model) and _is_spatial(_output_shape(layer))
-    ]
-
-
-def _describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
-    names = [p for p, _ in candidates]
-    shown = names[-limit:]
-    more = f" (and {len(names) - limit} earlier)" if len(names) > limit else ""
-    return ", ".join(shown) + more
-
-
-def find_layer(
-    model: keras.Model, layer: str | Any | None = None, any_tokens: bool = False
-) -> tuple[str, Any]:
-    """Resolve `layer` (None, a name, a nested path or a layer object) to `(path, layer)`.
-
-    `any_tokens`: accept (N, T, C) layers that are no square grid (the user reshapes them).
-    None picks the last spatial layer before the model pools or flattens (pooling and padding
-    layers are skipped, 1x1 maps are never chosen), searched through nested models.
-
-    Raises:
-        LayerError: the layer is not in the model, or has no spatial output; the message lists
-            the candidate layers.
-    """
-    if not _is_graph_model(model):
-        return _subclassed_layer(model, layer)
-    candidates = conv_candidates(model)
-    if layer is None:
-        usable = [(p, lay) for p, lay in candidates if not isinstance(lay, _RESAMPLING)]
-        if not usable:
-            raise LayerError(
-                f"Model {model.name!r} has no layer with a spatial (N, H, W, C) output larger "
-                "than 1x1, so CAM methods cannot be used. Use a gradient method such as "
-                "method='saliency' or 'integrated_gradients'."
-            )
-        return usable[-1]
-    path, obj = resolve_layer(model, layer)
-    if _is_graph_model(obj):
-        inside = [p for p, _ in candidates if p.startswith(f"{path}/")]
-        raise LayerError(
-            f"{path!r} is a nested model, not a layer; name a layer inside it, e.g. "
-            f"{(inside or [path + '/<layer>'])[-1]!r}."
-        )
-    shape = _output_shape(obj)
-    if not _is_spatial(shape, any_tokens):
-        tokens = shape is not None and len(shape) == 3
-        fix = "pass `reshape=` a function (N, T, C) -> (N, h, w, C). " if tokens else ""
-        raise LayerError(
-            f"Layer {path!r} has output shape {shape}, not a spatial (N, H, W, C) map or "
-            f"square (N, T, C) tokens; {fix}Candidate conv layers: {_describe(candidates)}."
-        )
-    return path, obj
-
-
-def _subclassed_layer(model: keras.Model, layer: str | Any | None) -> tuple[str, Any]:
-    """A subclassed model has no graph to search: the layer must be named, and is then found
-    among the sublayers it tracks (its attributes)."""
-    every = {lay.name: lay for lay in model._flatten_layers(include_self=False)}
-    spatial = [n for n, lay in every.items() if isinstance(lay, _SPATIAL_TYPES)]
-    hint = f"Its conv-like sublayers: {', '.join(spatial) or 'none'}."
-    if layer is None:
-        raise LayerError(
-            f"Model {model.name!r} is a subclassed keras.Model: its layer graph cannot be read, "
-            f"so name the layer to explain, e.g. layer={spatial[-1] if spatial else 'conv'!r} "
-            f"or the layer object (layer=model.<attribute>). {hint}"
-        )
-    if isinstance(layer, str):
-        if layer not in every:
-            raise LayerError(f"No sublayer named {layer!r} in model {model.name!r}. {hint}")
-        return layer, every[layer]
-    if all(layer is not lay for lay in every.values()):
-        raise LayerError(
-            f"The layer object {getattr(layer, 'name', layer)!r} is not a sublayer of model "
-            f"{model.name!r}. {hint}"
-        )
-    return layer.name, layer
 
 
 @tf.custom_gradient
@@ -207,7 +77,7 @@ def _linear_head(model: keras.Model, index: int = 0) -> tuple[dict[int, Callable
     """Substitutions that drop a final softmax/sigmoid of output `index`, and which one was
     dropped ("softmax", "sigmoid", or "" when the output is used as it is)."""
     last, which = _output_layer(model, index)
-    if _is_graph_model(last):
+    if is_graph_model(last):
         return _linear_head(last, which)
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", "")
@@ -231,27 +101,6 @@ def _linear_head(model: keras.Model, index: int = 0) -> tuple[dict[int, Callable
 def _unpack(out: Any) -> Any:
     """What a Functional model's call returns for `out`: a lone output without its list."""
     return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
-
-
-def resolve_layer(model: keras.Model, layer: str | Any) -> tuple[str, Any]:
-    """Resolve a name, nested path or layer object to `(path, layer)`, whatever its output.
-
-    Raises:
-        LayerError: no such layer; the message lists the candidate conv layers.
-    """
-    every = list(walk_layers(model))
-    if isinstance(layer, str):
-        matches = [(p, lay) for p, lay in every if p == layer or lay.name == layer]
-        what = f"No layer named {layer!r} in model {model.name!r}."
-    else:
-        matches = [(p, lay) for p, lay in every if lay is layer]
-        what = (
-            f"The layer object {getattr(layer, 'name', layer)!r} is not part of model "
-            f"{model.name!r}."
-        )
-    if not matches:
-        raise LayerError(f"{what} Candidate conv layers: {_describe(conv_candidates(model))}.")
-    return matches[0]
 
 
 _HELD_ATTR = "_xai_keras_held"
@@ -293,7 +142,7 @@ class ModelRunner:
     ):
         head = head or Head()
         self.model, self.layer, self.guided, self.head = model, layer, guided, head
-        self.graph = _is_graph_model(model)
+        self.graph = is_graph_model(model)
         subs, dropped = {}, ""
         if self.graph and head.score is None and head.kind != "linear":
             subs, dropped = _linear_head(model, head.output)
@@ -352,7 +201,7 @@ class ModelRunner:
                 return y
 
             return tapped_sub
-        if _is_graph_model(op):
+        if is_graph_model(op):
             return lambda *args, **kwargs: _unpack(
                 self._run(op, args[0] if len(args) == 1 else args, captured)
             )

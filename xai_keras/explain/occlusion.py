@@ -13,6 +13,7 @@ from xai_keras.checks import check_choice, check_int
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.baselines import BASELINES, make_baseline
+from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["Occlusion", "patch_corners"]
 
@@ -48,6 +49,7 @@ class Occlusion(Method):
         patch: patch side in pixels (default: 1/8 of the image side).
         stride: step between patches (default: half the patch).
         baseline: what fills the patch: "mean", "black", "blur", a number or an array.
+        value_range: the model's input range ("black" is its minimum); set by `explain`.
 
     Reference: Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
     ECCV 2014.
@@ -64,6 +66,7 @@ class Occlusion(Method):
         patch: int | None = None,
         stride: int | None = None,
         baseline: str | float | np.ndarray = "mean",
+        value_range: ValueRange | None = None,
     ):
         super().__init__(model, layer)
         where = f"method {self.name!r}"
@@ -72,6 +75,7 @@ class Occlusion(Method):
         if isinstance(baseline, str):
             check_choice(baseline, "baseline", BASELINES, where=where)
         self.patch, self.stride, self.baseline = patch, stride, baseline
+        self.value_range = value_range
         self._scores = self.runner.kernel(
             "occlusion", functools.partial(_occluded_scores, self.runner)
         )
@@ -92,7 +96,7 @@ class Occlusion(Method):
         logits = self.runner.forward_fn(x)
         targets = self.runner.resolve_targets(logits, targets)
         clean = tf.gather(logits, targets, batch_dims=1)
-        fill = make_baseline(x, self.baseline)
+        fill = make_baseline(x, self.baseline, self.value_range)
         maps = []
         for i in range(x.shape[0]):
             weighted = tf.zeros((h, w))

@@ -7,7 +7,11 @@ Classification", NeurIPS 2021) finds them and shows how confidence falls as patc
 How it is computed here:
 
 1. The image is cut into a grid of patches. A patch set is shown by keeping those patches and
-   replacing the rest with a baseline (a blurred copy of the image by default).
+   replacing the rest with a baseline. The default, "auto", takes the first of a blurred copy,
+   a strongly blurred copy, the image's mean colour and black (the minimum of the model's
+   input range) under which the empty set is *not* sufficient: a baseline that keeps the
+   class on its own (a blur often does) leaves nothing to find. If none removes the evidence,
+   the model sees the class without the image's content, and the result says so.
 2. Confidence of a set = softmax probability of the target class for the masked image, divided
    by the probability for the full image (`relative=True`), or the probability itself.
 3. Beam search grows patch sets one patch at a time. At each size it scores every extension of
@@ -48,11 +52,14 @@ from xai_keras.errors import InputError
 from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.ranges import ValueRange, resolve_value_range
 from xai_keras.io import figure_to_png, save_figure
 
-__all__ = ["SAG", "PatchScorer", "sag", "patch_index_map"]
+__all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "sag", "patch_index_map"]
 
 Patches = tuple[int, ...]
+# What baseline="auto" tries, in order: the first under which the empty set is insufficient.
+AUTO_BASELINES = ("blur", "blur_strong", "mean", "black")
 
 
 def patch_index_map(height: int, width: int, grid: tuple[int, int]) -> np.ndarray:
@@ -91,8 +98,10 @@ class PatchScorer:
         image: (H, W, C) float32.
         target: the class whose probability is measured.
         grid: (rows, cols).
-        baseline: what hidden patches show ("blur", "black", "mean", a number or an array).
+        baseline: what hidden patches show ("blur", "blur_strong", "black", "mean", a number
+            or an array).
         batch_size: masked images per forward pass.
+        value_range: the model's input range ("black" is its minimum).
     """
 
     def __init__(
@@ -103,10 +112,11 @@ class PatchScorer:
         grid: tuple[int, int],
         baseline: Any = "blur",
         batch_size: int = 64,
+        value_range: ValueRange | None = None,
     ):
         self.runner = runner_for(model)
         self.image = tf.constant(image, tf.float32)
-        self.fill = make_baseline(self.image[None], baseline)[0]
+        self.fill = make_baseline(self.image[None], baseline, value_range)[0]
         self.index = tf.constant(patch_index_map(image.shape[0], image.shape[1], grid))
         self.n_patches = grid[0] * grid[1]
         self.target = tf.constant(int(target), tf.int32)
@@ -158,6 +168,8 @@ class SAG:
         grid, threshold, relative, floor: the settings used.
         n_forward: masked images scored to build the graph.
         message: why the graph is empty, if it is.
+        baseline: the baseline the hidden patches showed (the one "auto" chose).
+        baselines_tried: confidence of the empty set under each baseline tried.
     """
 
     image: np.ndarray
@@ -173,6 +185,8 @@ class SAG:
     class_name: str | None = None
     n_forward: int = 0
     message: str = ""
+    baseline: str = ""
+    baselines_tried: dict[str, float] = field(default_factory=dict)
     scorer: PatchScorer | None = field(default=None, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -210,6 +224,8 @@ class SAG:
             "edges": [list(e) for e in self.edges],
             "n_forward": self.n_forward,
             "message": self.message,
+            "baseline": self.baseline,
+            "baselines_tried": self.baselines_tried,
             "image_shape": list(self.image.shape),
         }
 
@@ -230,6 +246,8 @@ class SAG:
             class_name=data["class_name"],
             n_forward=data["n_forward"],
             message=data["message"],
+            baseline=data.get("baseline", ""),
+            baselines_tried=data.get("baselines_tried", {}),
         )
 
     def to_json(self, path: str | os.PathLike) -> Path:
@@ -345,7 +363,7 @@ def sag(
     grid: tuple[int, int] = (7, 7),
     threshold: float = 0.9,
     relative: bool = True,
-    baseline: Any = "blur",
+    baseline: Any = "auto",
     beam_width: int = 5,
     max_size: int | None = None,
     max_roots: int = 3,
@@ -358,6 +376,7 @@ def sag(
     extra_sizes: int = 2,
     batch_size: int = 64,
     class_names: list[str] | None = None,
+    value_range: Any = None,
 ) -> SAG:
     """Find diverse minimal sufficient patch sets and the graph of their deletions.
 
@@ -368,7 +387,9 @@ def sag(
         grid: (rows, cols) of patches; sizes the grid does not divide are fine.
         threshold: confidence a set must keep to be sufficient.
         relative: confidence relative to the full image's probability (else absolute).
-        baseline: what hidden patches show: "blur" (default), "black", "mean", a number, an array.
+        baseline: what hidden patches show: "auto" (default: the first of "blur",
+            "blur_strong", "mean" and "black" under which the empty set is insufficient),
+            one of those, a number or an array.
         beam_width: sets kept per size during the search.
         max_size: the largest set searched (default: 30% of the patches).
         max_roots: the number of diverse roots returned.
@@ -382,6 +403,7 @@ def sag(
         extra_sizes: sizes searched past the first one where a sufficient set appears.
         batch_size: masked images per compiled forward pass.
         class_names: for the plot's title.
+        value_range: the model's input range, e.g. (-1, 1) ("black" is its minimum).
 
     Returns:
         A `SAG`. If no set up to `max_size` reaches the threshold it has no roots and its
@@ -401,7 +423,8 @@ def sag(
         raise InputError(f"`sag` explains one image at a time. Received {x.shape[0]} images.")
     img = x[0].numpy()
     grid = tuple(int(g) for g in grid)
-    probe = PatchScorer(model, img, 0, grid, baseline, batch_size)
+    vrange = resolve_value_range(value_range)
+    probe = PatchScorer(model, img, 0, grid, "black", batch_size, vrange)
     probe.runner.num_scores  # noqa: B018 (refuses an output with spatial dimensions)
     n = probe.n_patches
     full = tuple(range(n))
@@ -413,14 +436,22 @@ def sag(
             f"{len(logits)} classes; give one name per class, in class-index order."
         )
     target = top if target is None else int(check_targets(target, 1, len(logits))[0])
-    scorer = PatchScorer(model, img, target, grid, baseline, batch_size)
-    probability = float(scorer.probabilities([full])[0])
+    auto = isinstance(baseline, str) and baseline == "auto"
+    tried: dict[str, float] = {}
+    for kind in AUTO_BASELINES if auto else (baseline,):
+        scorer = PatchScorer(model, img, target, grid, kind, batch_size, vrange)
+        probability = float(scorer.probabilities([full])[0])
+        if relative and probability <= 0:
+            raise InputError(
+                f"The model gives class {target} probability 0 on this image, so a confidence "
+                "relative to it is undefined. Pass relative=False or another target."
+            )
+        empty = float(scorer.probabilities([()])[0]) / (probability if relative else 1.0)
+        tried[kind if isinstance(kind, str) else "custom"] = empty
+        if empty < threshold:
+            break
+    n_forward = len(tried)  # the empty set under each baseline tried
     scorer.n_forward = 0
-    if relative and probability <= 0:
-        raise InputError(
-            f"The model gives class {target} probability 0 on this image, so a confidence "
-            "relative to it is undefined. Pass relative=False or another target."
-        )
 
     def score(sets: list[Patches]) -> np.ndarray:
         p = scorer.probabilities(sets)
@@ -442,8 +473,9 @@ def sag(
         floor=floor,
         class_name=class_names[target] if class_names else None,
         scorer=scorer,
+        baseline=list(tried)[-1],
+        baselines_tried=tried,
     )
-    empty = float(score([()])[0])
     found = (
         []
         if empty >= threshold
@@ -451,15 +483,15 @@ def sag(
             score, threshold, beam_width, max_size, candidates, extra_sizes, 4 * max_roots
         )
     )
+    if not found and empty < threshold and float(score([full])[0]) >= threshold:
+        # Nothing small suffices, yet the whole image does: shrink the whole image instead,
+        # so an image whose evidence can be removed always gets a (verified, minimal) root.
+        found = [_minimise(score, full, threshold)]
     if found:
         result.roots = _diverse_minimal(score, found, threshold, max_roots, max_overlap)
         _expand(result, score, branching, max_depth)
     elif empty >= threshold:
-        result.message = (
-            f"The baseline alone ({baseline!r}, no patch kept) keeps {empty:.0%} of the "
-            f"confidence for class {target}: the model still sees the class without any patch, "
-            "so no patch set is needed. Try baseline='black' or 'mean'."
-        )
+        result.message = _no_baseline_message(tried, target, auto, threshold)
     else:
         result.message = (
             f"No set of up to {max_size} of {n} patches keeps {threshold:.0%} of the "
@@ -469,8 +501,28 @@ def sag(
         )
     if result.message:
         warnings.warn(result.message, RuntimeWarning, stacklevel=2)
-    result.n_forward = scorer.n_forward
+    result.n_forward = scorer.n_forward + n_forward
     return result
+
+
+def _no_baseline_message(tried: dict[str, float], target: int, auto: bool, threshold) -> str:
+    """Why the graph is empty when the empty set already keeps the class; advice never
+    repeats a baseline that was tried."""
+    kept = ", ".join(f"{k} {v:.0%}" for k, v in tried.items())
+    if auto:
+        return (
+            f"No baseline removes the evidence for class {target}: with no patch kept the "
+            f"model keeps {kept} of its confidence (threshold {threshold:.0%}). It sees the "
+            "class without the image's content (e.g. it is as confident on a blank image): a "
+            "finding about the model, not a failure of the search."
+        )
+    others = [b for b in AUTO_BASELINES if b not in tried]
+    return (
+        f"The baseline alone ({kept}, no patch kept) keeps the confidence for class {target}: "
+        "the model still sees the class without any patch, so no patch set is needed. Try "
+        f"baseline='auto' (which tries {', '.join(AUTO_BASELINES)})"
+        + (f" or one of {', '.join(repr(b) for b in others)}." if others else ".")
+    )
 
 
 def _expand(g: SAG, score, branching: int, max_depth: int) -> None:

@@ -66,7 +66,11 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         fig = Figure(figsize=(4, 4.4), layout="constrained")
         ax = fig.subplots()
         ax.imshow(to_display(g.image[None])[0])
-        ax.set_title(f"{name} (p={g.probability:.2f})\nno sufficient patch set found", fontsize=9)
+        ax.set_title(
+            f"{name} (p={g.probability:.2f})\nno sufficient patch set found"
+            + (f"\n(baselines tried: {', '.join(g.baselines_tried)})" if g.baselines_tried else ""),
+            fontsize=9,
+        )
         ax.set_axis_off()
         return fig
     pos = _layout(g)
@@ -82,7 +86,10 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         left.axhline(r * h / rows - 0.5, color="white", lw=0.4, alpha=0.6)
     for c in range(1, cols_):
         left.axvline(c * w / cols_ - 0.5, color="white", lw=0.4, alpha=0.6)
-    left.set_title(f"input: {name}\np = {g.probability:.3f}", fontsize=10)
+    left.set_title(
+        f"input: {name}\np = {g.probability:.3f}\nhidden patches: {g.baseline or 'baseline'}",
+        fontsize=10,
+    )
     left.set_axis_off()
 
     for k, (x, y) in pos.items():

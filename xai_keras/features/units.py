@@ -11,7 +11,7 @@ import keras
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.graph import _output_shape, conv_candidates, resolve_layer
+from xai_keras.explain.layers import conv_candidates, output_shape, resolve_layer
 
 __all__ = ["UnitLayer", "parse_units", "relu_input", "unit_layer"]
 
@@ -122,7 +122,7 @@ def unit_layer(model: keras.Model, layer: str | Any) -> UnitLayer:
             f"Layer {path!r} is the model's input, which has no units. Use a conv layer "
             f"({names}) or a dense layer such as the logits."
         )
-    shape = _output_shape(obj) or ()
+    shape = output_shape(obj) or ()
     if len(shape) < 2 or shape[-1] is None or isinstance(obj, keras.Model):
         raise LayerError(
             f"Layer {path!r} has output shape {shape or 'unknown'}, with no unit axis to "

@@ -1,0 +1,82 @@
+"""Images made from two others by a map's pixel ranking, scored in one compiled kernel.
+
+The deletion and insertion curves (`xai_keras.evaluate`) and `layer="auto"` both ask: what
+is the target probability when the k top-ranked pixels of a map come from one image and the
+rest from another? `curve_scores` answers for many (image, k) rows at once, in fixed-size
+batches whose last one is padded, so the kernel traces once per input shape and batch size.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.explain.graph import ModelRunner
+
+__all__ = ["curve_kernel", "curve_scores", "pixel_ranks"]
+
+
+def pixel_ranks(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) int32 rank of each pixel in decreasing map order (0 = most important).
+
+    A stable sort of -map: equal values keep row-major order.
+    """
+    flat = maps.reshape(len(maps), -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
+    return ranks.reshape(maps.shape).astype(np.int32)
+
+
+def _masked_probabilities(runner: ModelRunner, first, second, ranks, k, targets):
+    """(B,) target probability of images taking the pixels of rank < k from `first` and the
+    others from `second`. first, second (B, H, W, C); ranks (B, H, W); k, targets (B,)."""
+    take = (ranks < k[:, None, None])[..., None]
+    probs = runner.squash(runner.forward(tf.where(take, first, second))[1])
+    return tf.gather(probs, targets, batch_dims=1)
+
+
+def curve_kernel(runner: ModelRunner) -> Callable:
+    """The compiled kernel, built once per runner (so once per model)."""
+    return runner.kernel("faithfulness", functools.partial(_masked_probabilities, runner))
+
+
+def curve_scores(
+    runner: ModelRunner,
+    first: tf.Tensor,
+    second: tf.Tensor,
+    ranks: np.ndarray,
+    rows_image: np.ndarray,
+    rows_k: np.ndarray,
+    rows_target: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
+    """(R,) target probability of each row: image `rows_image[r]` with its `rows_k[r]`
+    top-ranked pixels (by `ranks`) from `first` and the others from `second`.
+
+    `first`, `second` (N, H, W, C) and `ranks` (N, H, W) are indexed by `rows_image`.
+    """
+    ranks = tf.constant(ranks)
+    total = len(rows_image)
+    size = min(batch_size, total)
+    kernel = curve_kernel(runner)
+    runner.squash(runner.forward_fn(first[:1]))  # decide, eagerly, whether outputs need a softmax
+    scores = []
+    for start in range(0, total, size):
+        stop = min(start + size, total)
+        pad = size - (stop - start)
+        idx, k, t = (
+            np.pad(a[start:stop], (0, pad), mode="edge") for a in (rows_image, rows_k, rows_target)
+        )
+        out = kernel(
+            tf.gather(first, idx),
+            tf.gather(second, idx),
+            tf.gather(ranks, idx),
+            tf.constant(k, tf.int32),
+            tf.constant(t, tf.int32),
+        )
+        scores.append(out.numpy()[: stop - start])
+    return np.concatenate(scores).astype(np.float64)
