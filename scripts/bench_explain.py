@@ -279,7 +279,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         model = _small_model(args.small_model, args.small_size)
         size, layer, name = args.small_size, None, args.small_model
     n, batch = args.scorecam_images, args.batch
-    method = get_method("scorecam").create(model, layer, max_channels=args.max_channels)
+    method = get_method("scorecam").create(model, layer, max_channels=args.max_channels or None)
     method.batch_size = batch
     channels = int(method.layer.output.shape[-1])
     masked = n * min(channels, args.max_channels or channels)
@@ -291,7 +291,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     x_fwd = tf.constant(_images(rng, batch, size))
     plain = _plain_forward(model)
     t = tf.constant(_top_classes(plain, tf.constant(x_np)))
-    options = {"max_channels": args.max_channels}
+    options = {"max_channels": args.max_channels or None}
 
     def forward_batches() -> np.ndarray:
         for _ in range(batches):

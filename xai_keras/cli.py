@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -146,13 +147,49 @@ def _to_bgra(img):
     return cv2.cvtColor(img, cv2.COLOR_BGR2BGRA) if img.shape[2] == 3 else img
 
 
-def _read_images(files: list[Path], shape: tuple, scale: float):
+def _check_complete(f: Path) -> None:
+    """Refuse a truncated or corrupt JPEG, which OpenCV decodes with its missing part grey
+    (printing only "Premature end of JPEG file"); PIL's decoder raises instead."""
+    from PIL import Image
+
+    from xai_keras.errors import InputError
+
+    with open(f, "rb") as fh:
+        if fh.read(3) != b"\xff\xd8\xff":  # only JPEGs: OpenCV refuses other broken files
+            return
+    try:
+        with Image.open(f) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(
+            f"Image {f} is truncated or corrupt ({err}); re-save it or leave it out."
+        ) from None
+
+
+def _image_size(shape: tuple, size: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    """(H, W) the images are resized to: the model's, or `--size` where the model accepts any
+    size; None for a side the image keeps."""
+    from xai_keras.errors import InputError
+
+    h, w = shape[0], shape[1]
+    if size is None:
+        return h, w
+    if (h is not None and h != size[0]) or (w is not None and w != size[1]):
+        raise InputError(
+            f"--size {size[0]},{size[1]} does not match the model's input size {h}x{w}; "
+            "drop --size (images are resized to the model's size)."
+        )
+    return size
+
+
+def _read_images(files: list[Path], shape: tuple, scale: float, size=None):
     import cv2
     import numpy as np
 
     from xai_keras.errors import InputError
 
-    h, w, c = shape
+    c = shape[-1]
+    h, w = _image_size(shape, size)
     if c not in (1, 3, 4):
         raise InputError(
             f"The model takes {c}-channel images; image files can be read for models with 1 "
@@ -161,26 +198,95 @@ def _read_images(files: list[Path], shape: tuple, scale: float):
     flag = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, 4: cv2.IMREAD_UNCHANGED}[c]
     images = []
     for f in files:
+        _check_complete(f)
         img = cv2.imread(str(f), flag)
         if img is None:
             raise InputError(f"Cannot read image {f} (not an image, or an unsupported format).")
-        img = cv2.resize(_to_bgra(img) if c == 4 else img, (w, h), interpolation=cv2.INTER_AREA)
+        img = _to_bgra(img) if c == 4 else img
+        target = (w or img.shape[1], h or img.shape[0])  # a side the model leaves free: kept
+        if (img.shape[1], img.shape[0]) != target:
+            img = cv2.resize(img, target, interpolation=cv2.INTER_AREA)
         if c == 1:
             img = img[..., None]
         else:  # BGR(A) -> RGB(A)
             img = img[..., ::-1] if c == 3 else img[..., [2, 1, 0, 3]]
         images.append(img.astype(np.float32) / scale)
+    sizes = {im.shape[:2] for im in images}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{f} {im.shape[0]}x{im.shape[1]}" for f, im in zip(files, images))
+        raise InputError(
+            f"The model accepts any image size, but the images differ ({listed[:200]}); pass "
+            "--size H,W to resize them all, e.g. --size 224,224."
+        )
     return np.stack(images)
 
 
-def _class_names(path: str | None) -> list[str] | None:
-    if path is None:
+_CLASSES_FIX = (
+    'pass inline JSON such as \'["cat", "dog"]\', a .json file with a list or a dict '
+    '{"0": "cat", "1": "dog"}, or a text file with one name per line'
+)
+
+
+def _class_names(value: str | None) -> list[str] | None:
+    """`--classes`: inline JSON (a list, or a dict keyed "0".."n-1"), a .json file holding
+    one, or a text file with one name per line."""
+    from xai_keras.errors import InputError
+
+    if value is None:
         return None
-    text = Path(path).read_text()
-    if path.endswith(".json"):
-        data = json.loads(text)
-        return [data[str(i)] for i in range(len(data))] if isinstance(data, dict) else list(data)
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    inline = value.strip().startswith(("[", "{"))
+    if inline:
+        text, what = value, "--classes"
+    else:
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"--classes {value}: no such file; {_CLASSES_FIX}.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(
+                f"--classes {value}: cannot read it ({err}); {_CLASSES_FIX}."
+            ) from None
+        what = f"--classes {value}"
+    if inline or value.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{what}: invalid JSON ({err}); {_CLASSES_FIX}.") from None
+        if isinstance(data, dict):
+            keys = [str(i) for i in range(len(data))]
+            if sorted(data, key=str) != sorted(keys):
+                raise InputError(
+                    f'{what}: a dict must have the keys "0".."{len(data) - 1}" (one per '
+                    f"class index); it has {', '.join(map(repr, list(data)[:8]))}."
+                )
+            data = [data[k] for k in keys]
+        if not isinstance(data, list) or not all(isinstance(n, (str, int)) for n in data):
+            raise InputError(f"{what}: expected a list of names; {_CLASSES_FIX}.")
+        names = [str(n) for n in data]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"{what}: no class names in it; {_CLASSES_FIX}.")
+    return names
+
+
+def _check_class_count(names: list[str] | None, model, output=None, head=None) -> None:
+    """Refuse `--classes` with a name count other than the model's number of classes
+    (known before any work for graph models; subclassed ones are checked by `explain`)."""
+    from xai_keras.errors import InputError
+    from xai_keras.explain.base import runner_for
+    from xai_keras.explain.heads import resolve_head
+
+    if names is None:
+        return
+    spec, _ = resolve_head(model, output, head)
+    count = runner_for(model, None, head=spec).num_scores
+    if count is not None and count != len(names):
+        raise InputError(
+            f"--classes gives {len(names)} names but model {model.name!r} has {count} classes; "
+            f"give one name per class, in class-index order."
+        )
 
 
 def load_model(path: str, unsafe: bool = False):
@@ -191,6 +297,10 @@ def load_model(path: str, unsafe: bool = False):
 
     if not Path(path).is_file():
         raise InputError(f"Model file not found: {path}. Pass a saved .keras model.")
+    fix = "pass a model saved with model.save('name.keras')"
+    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
+        kind = "it is empty" if Path(path).stat().st_size == 0 else "it is not a zip archive"
+        raise InputError(f"{path} is not a readable Keras model file ({kind}); {fix}.")
     try:
         return keras.models.load_model(path, safe_mode=not unsafe, compile=False)
     except ValueError as err:
@@ -199,7 +309,11 @@ def load_model(path: str, unsafe: bool = False):
                 f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run. "
                 "If you trust the file, pass --unsafe."
             ) from None
-        raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
 
 
 # name -> (keras.applications constructor, module with preprocess_input)
@@ -254,12 +368,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     else:
         model, preprocess = load_model(args.model, args.unsafe), None
         scale = 255.0 if args.unit else 1.0
+    out = ensure_writable_dir(args.out)
+    output = int(args.output) if args.output and args.output.isdigit() else args.output
+    class_names = _class_names(args.classes)
+    _check_class_count(class_names, model, output, args.head)
     files = _image_files(args.images)
-    images = _read_images(files, tuple(model.inputs[0].shape[1:]), scale)
+    images = _read_images(files, tuple(model.inputs[0].shape[1:]), scale, args.size)
     if preprocess is not None:
         images = preprocess(images)
-    out = ensure_writable_dir(args.out)
-    class_names = _class_names(args.classes)
     stems = _output_stems(files)
     explanations = explain(  # gradient CAMs of one layer share one pass
         model,
@@ -269,19 +385,41 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         targets=args.target,
         batch_size=args.batch_size,
         class_names=class_names,
-        output=int(args.output) if args.output and args.output.isdigit() else args.output,
+        output=output,
         head=args.head,
     )
-    for exp in tqdm(explanations, desc="writing", disable=args.quiet):
-        for i, stem in enumerate(stems):
-            save_figure(exp[i].plot(), out / f"{stem}_{exp.method}.png")
+    sheet = len(explanations) > 1 or len(files) > 1
+    total = len(files) * len(explanations) + sheet
+    written: list[Path] = []
+    try:
+        for exp in tqdm(explanations, desc="writing", disable=args.quiet):
+            for i, stem in enumerate(stems):
+                written.append(save_figure(exp[i].plot(), out / f"{stem}_{exp.method}.png"))
+        if sheet:
+            written.append(save_figure(contact_sheet(explanations), out / "contact_sheet.png"))
+    except OSError as err:
+        raise _write_error(err, written, total, out) from err
     for i, f in enumerate(files):
         _print(args, f"{f}: {explanations[0].label(i)}")
-    if len(explanations) > 1 or len(files) > 1:
-        sheet = save_figure(contact_sheet(explanations), out / "contact_sheet.png")
-        _print(args, f"contact sheet: {sheet}")
+    if sheet:
+        _print(args, f"contact sheet: {written[-1]}")
     _print(args, f"wrote {len(files) * len(explanations)} PNGs to {out}")
     return 0
+
+
+def _write_error(err: OSError, written: Sequence[Path], total: int, out: Path):
+    """One line for a failed write (a full disk, a folder made read-only): what was written
+    and what was not."""
+    from xai_keras.errors import InputError
+
+    failed = f" {err.filename}" if err.filename else ""
+    done = f"{len(written)} of {total} files were written to {out}"
+    if written:
+        done += f" (the last: {Path(written[-1]).name})"
+    return InputError(
+        f"Writing{failed} failed ({err.strerror or err}); {done}, the other {total - len(written)} "
+        "were not. Free some space or pass another --out, then run again."
+    )
 
 
 # -- sag ---------------------------------------------------------------------------------------
@@ -295,11 +433,19 @@ def _grid(text: str) -> tuple[int, int]:
 
 def _cmd_sag(args: argparse.Namespace) -> int:
     from xai_keras import sag
+    from xai_keras.io import ensure_writable_dir
     from xai_keras.tensorboard import log_sag
 
+    picture, beside = Path(args.out), Path(args.out).with_suffix(".json")
+    ensure_writable_dir(picture.parent, "folder of --out")  # before the search, not after
+    if args.logdir:
+        ensure_writable_dir(args.logdir, "--logdir folder")
     model = load_model(args.model, args.unsafe)
+    class_names = _class_names(args.classes)
+    _check_class_count(class_names, model)
     shape = tuple(model.inputs[0].shape[1:])
-    image = _read_images(_image_files([args.image]), shape, 255.0 if args.unit else 1.0)[0]
+    scale = 255.0 if args.unit else 1.0
+    image = _read_images(_image_files([args.image]), shape, scale, args.size)[0]
     graph = sag(
         model,
         image,
@@ -310,12 +456,17 @@ def _cmd_sag(args: argparse.Namespace) -> int:
         beam_width=args.beam_width,
         max_roots=args.max_roots,
         baseline=args.baseline,
-        class_names=_class_names(args.classes),
+        class_names=class_names,
     )
-    path = graph.save(args.out)
-    graph.to_json(Path(args.out).with_suffix(".json"))
-    if args.logdir:
-        log_sag(args.logdir, graph)
+    written: list[Path] = []
+    try:
+        path = graph.save(picture)
+        written.append(path)
+        written.append(graph.to_json(beside))
+        if args.logdir:
+            log_sag(args.logdir, graph)
+    except OSError as err:
+        raise _write_error(err, written, 2, picture.parent) from err
     if graph.message:
         _print(args, graph.message)
     for root in graph.roots:
@@ -326,22 +477,33 @@ def _cmd_sag(args: argparse.Namespace) -> int:
 
 # -- benchmark ---------------------------------------------------------------------------------
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from xai_keras.errors import InputError
     from xai_keras.evaluate.benchmark import run_benchmark
+    from xai_keras.io import ensure_writable_dir
 
     names = None if args.methods == "all" else _method_list(args.methods)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     n = args.n if args.n is not None else (48 if args.quick else 200)
-    results = run_benchmark(
-        datasets,
-        names,
-        n=n,
-        out=args.out,
-        quick=args.quick,
-        seed=args.seed,
-        cache=args.cache,
-        n_sanity=0 if args.no_sanity else (4 if args.quick else 8),
-        n_sag=args.sag if args.sag is not None else (2 if args.quick else 4),
-    )
+    ensure_writable_dir(args.out, "--out folder")  # before training and explaining, not after
+    ensure_writable_dir(args.cache, "--cache folder")
+    try:
+        results = run_benchmark(
+            datasets,
+            names,
+            n=n,
+            out=args.out,
+            quick=args.quick,
+            seed=args.seed,
+            cache=args.cache,
+            n_sanity=0 if args.no_sanity else (4 if args.quick else 8),
+            n_sag=args.sag if args.sag is not None else (2 if args.quick else 4),
+        )
+    except OSError as err:
+        failed = f" {err.filename}" if err.filename else ""
+        raise InputError(
+            f"Writing{failed} failed ({err.strerror or err}); what was written is in {args.out} "
+            f"and {args.cache}, the rest was not. Free some space, then run again."
+        ) from err
     out = Path(args.out)
     _print(args, (out / "results.md").read_text())
     _print(args, f"results: {out / 'results.json'}, {out / 'results.md'}; figures in {out}")
@@ -448,7 +610,8 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     shape = tuple(model.inputs[0].shape[1:])
     images = None
     if args.images:
-        images = _read_images(_image_files(args.images), shape, 255.0 if args.unit else 1.0)
+        scale = 255.0 if args.unit else 1.0
+        images = _read_images(_image_files(args.images), shape, scale, args.size)
     elif args.dataset == "shapes":
         from xai_keras.data import generate_shapes
 
@@ -508,9 +671,28 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _size(text: str) -> tuple[int, int]:
+    """`--size H,W` (or one number for a square)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        h = w = 0
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"size must look like 224,224 (H,W), got {text!r}")
+    return h, w
+
+
 def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
     """The flags of every command that loads a user's model (and, with `pixels`, reads images)."""
     if pixels:
+        p.add_argument(
+            "--size",
+            type=_size,
+            metavar="H,W",
+            help="resize images to H,W for a model that accepts any size (default: the "
+            "model's size, else each image's own)",
+        )
         p.add_argument(
             "--unit",
             action=argparse.BooleanOptionalAction,

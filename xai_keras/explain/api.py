@@ -8,7 +8,7 @@ the input resolution with `tf.image.resize`, and normalises them to [0, 1].
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -20,7 +20,7 @@ from xai_keras.explain.base import Method, get_method, runner_for
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.graph import hold_inputs
-from xai_keras.explain.heads import resolve_head
+from xai_keras.explain.heads import check_scores_shape, resolve_head
 from xai_keras.explain.layer_search import choose_layer
 from xai_keras.explain.layers import LayerChoice, feeds_global_pooling, layer_reason
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
@@ -186,7 +186,12 @@ def explain(
             classes) or "linear" (regression: values explained as they are); default: from
             the model's final activation.
         score: a function `score(outputs) -> (N,)` explained instead of a class (it gets what
-            the model returns, e.g. a list for several outputs).
+            the model returns, e.g. a list for several outputs). Needed for outputs with
+            spatial dimensions (segmentation maps), e.g. the mean of class k's mask:
+            `lambda out: tf.reduce_mean(out[..., k], axis=(1, 2))`. Define it once, outside
+            any loop, and pass the same function each call: kernels are compiled per function,
+            so a new `lambda` per call is traced anew every time (kernels of only the 4 most
+            recent functions are kept per model, so memory stays bounded either way).
         inputs: a multi-input model's other inputs, `{name: array}`, one row for all images or
             one row per image; the input left unnamed takes `images`.
         reshape: `(N, T, C) -> (N, h, w, C)` for a token layer that is not a square grid
@@ -214,7 +219,10 @@ def explain(
         raise InputError(f"`model` must be a keras.Model. Received: {type(model).__name__}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"`batch_size` must be a positive int. Received: {batch_size!r}.")
-    names = [method] if isinstance(method, str) else list(method)
+    if isinstance(method, str) or not isinstance(method, Iterable):
+        names = [get_method(method).name]  # a non-string is refused here, listing the names
+    else:
+        names = list(method)
     if not names:
         raise InputError("`method` must name at least one method; see xai_keras.methods().")
     spec, held = resolve_head(model, output, head, score, inputs, reshape)
@@ -232,8 +240,16 @@ def explain(
     rows = _held_per_image(held, n)
     hold_inputs(model, {i: r[:1] for i, r in (held if rows is None else rows).items()})
     runner = runner_for(model, head=spec)
+    if runner.num_scores is None and spec.score is None:  # subclassed: shapes known by running
+        first = keras.tree.flatten(model(x[:1], training=False))[spec.output]
+        check_scores_shape(first.shape, spec.output, model.name)
     num_scores = runner.num_scores or int(runner.forward_fn(x[:1]).shape[-1])
     tgt = check_targets(targets, n, num_scores)
+    if class_names is not None and spec.score is None and len(class_names) != num_scores:
+        raise InputError(
+            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
+            f"{num_scores} classes; give one name per class, in class-index order."
+        )
     choice = None
     if isinstance(layer, str) and layer == "auto" and any(c.uses_layer for c in classes):
         choice = choose_layer(model, x if rows is None else x[:1], tgt, spec, batch_size)

@@ -56,6 +56,11 @@ _ALIASES = {
 
 def get_method(name: str) -> type[Method]:
     """The method class registered under `name` (case, '-' and common aliases forgiven)."""
+    if not isinstance(name, str):
+        raise InputError(
+            f"`method` must be a method name (a str) or a list of names. Received: "
+            f"method={name!r}. Available methods: {', '.join(METHODS)}."
+        )
     key = name.lower().replace("-", "_").replace(" ", "_")
     key = _ALIASES.get(key, key)
     if key not in METHODS:
@@ -64,6 +69,11 @@ def get_method(name: str) -> type[Method]:
 
 
 _RUNNERS_ATTR = "_xai_keras_runners"
+# Runners whose head holds a user's function (`score=`, `reshape=`) are kept for at most this
+# many heads per model (least recently used dropped): a fresh lambda per call cannot be told
+# from a new function, and each would otherwise keep a runner and its traces forever. One
+# `explain` call needs up to three runners per head (layer, input, guided).
+MAX_FUNCTION_HEADS = 4
 # The head methods are built for: set by `Method.create`, so method classes need not pass it on.
 _HEAD: ContextVar[Head | None] = ContextVar("xai_keras_head", default=None)
 
@@ -75,6 +85,8 @@ def runner_for(
 
     Kept on the model itself (not in a global cache that the runner would keep alive), so
     the compiled kernels are traced once, reused by every later call, and freed with the model.
+    Runners for heads with a user's function are kept for the `MAX_FUNCTION_HEADS` most
+    recently used such heads only, so memory stays bounded when a new function comes each call.
     `head` defaults to the one the method being created explains (see `Method.create`).
     """
     head = head or _HEAD.get() or Head()
@@ -83,9 +95,20 @@ def runner_for(
         per_model = {}
         object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
     key = (id(layer), guided, head)
-    if key not in per_model:
-        per_model[key] = ModelRunner(model, layer, guided=guided, head=head)
-    return per_model[key]
+    runner = per_model.pop(key, None)  # re-inserted last: the dict's order is the LRU order
+    if runner is None:
+        runner = ModelRunner(model, layer, guided=guided, head=head)
+    per_model[key] = runner
+    if _has_function(head):
+        recent = dict.fromkeys(k[2] for k in reversed(per_model) if _has_function(k[2]))
+        for old in list(recent)[MAX_FUNCTION_HEADS:]:
+            for k in [k for k in per_model if k[2] == old]:
+                del per_model[k]
+    return runner
+
+
+def _has_function(head: Head) -> bool:
+    return head.score is not None or head.reshape is not None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from xai_keras.checks import check_int
 from xai_keras.errors import LayerError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.layers import downstream
@@ -268,6 +269,8 @@ class ScoreCam(CamMethod):
 
     def __init__(self, model: keras.Model, layer: Any = None, max_channels: int | None = None):
         super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        max_channels = check_int(max_channels, "max_channels", low=1, where=where, allow_none=True)
         self.max_channels = max_channels
         self._masked_scores = self.runner.kernel(
             "scorecam:masked", functools.partial(_masked_scores, self.runner)

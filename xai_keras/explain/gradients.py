@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import INT32_MAX, check_int, check_number
 from xai_keras.explain.base import BatchResult, Method, register, runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.cam import GradCam
@@ -134,6 +135,10 @@ class SmoothGrad(GradientMethod):
         seed: int = 0,
     ):
         super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        samples = check_int(samples, "samples", low=1, where=where)
+        noise = check_number(noise, "noise", low=0.0, where=where)
+        seed = check_int(seed, "seed", low=0, high=INT32_MAX, where=where)
         self.samples, self.noise, self.seed = samples, noise, seed
 
     def attributions(self, x, targets):
@@ -177,6 +182,7 @@ class IntegratedGradients(GradientMethod):
         value_range: ValueRange | None = None,
     ):
         super().__init__(model, layer)
+        steps = check_int(steps, "steps", low=1, where=f"method {self.name!r}")
         self.steps, self.baseline = steps, baseline
         self.value_range = value_range
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.heads import Head, token_grid
+from xai_keras.explain.heads import Head, check_scores_shape, token_grid
 from xai_keras.explain.layers import is_graph_model, resolve_layer
 
 __all__ = ["LayerTaps", "ModelRunner", "hold_inputs"]
@@ -166,9 +166,16 @@ class ModelRunner:
     @property
     def num_scores(self) -> int | None:
         """The number of score columns (what `targets` index), or None if unknown before a
-        pass (subclassed models)."""
+        pass (subclassed models). Refuses an output with spatial dimensions (a segmentation
+        map is no row of class scores); layer readers (features, analysis) never ask, so they
+        take any model."""
         if self.kind == "score":
             return 1
+        if self.graph:
+            out = self.model.outputs[self.head.output]
+            history = getattr(out, "_keras_history", None)
+            name = history[0].name if history else self.head.output
+            check_scores_shape(out.shape, name, self.model.name)
         width = self._output_width()
         return 2 if width == 1 and self.kind == "sigmoid" else width
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from xai_keras.errors import InputError
 
-__all__ = ["HEAD_KINDS", "Head", "resolve_head", "token_grid"]
+__all__ = ["HEAD_KINDS", "Head", "check_scores_shape", "resolve_head", "token_grid"]
 
 HEAD_KINDS = ("auto", "softmax", "sigmoid", "linear")
 
@@ -92,6 +92,22 @@ def _held_rows(value: Any, spec: Any, name: str) -> np.ndarray:
     return arr
 
 
+def check_scores_shape(shape: Any, output: int | str, model_name: str) -> None:
+    """Refuse an output with spatial dimensions (e.g. a segmentation map (N, H, W, K)): read
+    as class scores it would be flattened into H * W * K "classes". At most one non-batch
+    dimension may differ from 1, so (N, K), (N, 1, 1, K) and (N, K, 1) are fine."""
+    dims = tuple(shape)[1:]
+    if sum(d != 1 for d in dims) <= 1:
+        return
+    axes = tuple(range(1, len(dims)))
+    raise InputError(
+        f"Output {output!r} of model {model_name!r} has shape {(None, *dims)}: it has spatial "
+        "dimensions (e.g. a segmentation map), not one score per class. Pass `score=` a "
+        "function giving one number per image, e.g. "
+        f"`score=lambda out: tf.reduce_mean(out[..., k], axis={axes})` for class k's mean."
+    )
+
+
 def resolve_head(
     model: keras.Model,
     output: int | str | None = None,
@@ -125,9 +141,10 @@ def resolve_head(
                 "to choose from; pass `score=lambda outputs: ...` to pick what is explained."
             )
         return Head(kind=kind, score=score, reshape=reshape), {}
-    out_index = _index(
-        output, _names(model.outputs, getattr(model, "_outputs_struct", None)), "output", model
-    )
+    out_names = _names(model.outputs, getattr(model, "_outputs_struct", None))
+    out_index = _index(output, out_names, "output", model)
+    if score is None:
+        check_scores_shape(model.outputs[out_index].shape, out_names[out_index], model.name)
     in_names = _names(model.inputs, getattr(model, "_inputs_struct", None))
     given = dict(inputs or {})
     unknown = sorted(set(given) - set(in_names))

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_choice, check_int
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.baselines import BASELINES, make_baseline
 from xai_keras.explain.ranges import ValueRange
 
 __all__ = ["Occlusion", "patch_corners"]
@@ -68,6 +69,11 @@ class Occlusion(Method):
         value_range: ValueRange | None = None,
     ):
         super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        patch = check_int(patch, "patch", low=1, where=where, allow_none=True)
+        stride = check_int(stride, "stride", low=1, where=where, allow_none=True)
+        if isinstance(baseline, str):
+            check_choice(baseline, "baseline", BASELINES, where=where)
         self.patch, self.stride, self.baseline = patch, stride, baseline
         self.value_range = value_range
         self._scores = self.runner.kernel(

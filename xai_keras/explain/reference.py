@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from xai_keras.checks import INT32_MAX, check_int, check_number
 from xai_keras.explain.base import BatchResult, Method, register
 
 __all__ = ["RandomMap", "CentreMap"]
@@ -37,6 +38,8 @@ class RandomMap(_ReferenceMap):
 
     def __init__(self, model: keras.Model, layer: Any = None, seed: int = 0, cells: int = 7):
         super().__init__(model, layer)
+        seed = check_int(seed, "seed", low=0, high=INT32_MAX, where=f"method {self.name!r}")
+        cells = check_int(cells, "cells", low=1, where=f"method {self.name!r}")
         self.seed, self.cells = seed, cells
 
     def field(self, image):
@@ -53,6 +56,7 @@ class CentreMap(_ReferenceMap):
 
     def __init__(self, model: keras.Model, layer: Any = None, sigma: float = 0.25):
         super().__init__(model, layer)
+        sigma = check_number(sigma, "sigma", low=0.0, low_open=True, where=f"method {self.name!r}")
         self.sigma = sigma
 
     def field(self, image):

@@ -425,10 +425,16 @@ def sag(
     grid = tuple(int(g) for g in grid)
     vrange = resolve_value_range(value_range)
     probe = PatchScorer(model, img, 0, grid, "black", batch_size, vrange)
+    probe.runner.num_scores  # noqa: B018 (refuses an output with spatial dimensions)
     n = probe.n_patches
     full = tuple(range(n))
     logits = probe.runner.forward_fn(x).numpy()[0]
     top = int(np.argmax(logits))
+    if class_names is not None and len(class_names) != len(logits):
+        raise InputError(
+            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
+            f"{len(logits)} classes; give one name per class, in class-index order."
+        )
     target = top if target is None else int(check_targets(target, 1, len(logits))[0])
     auto = isinstance(baseline, str) and baseline == "auto"
     tried: dict[str, float] = {}

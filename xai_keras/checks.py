@@ -1,0 +1,110 @@
+"""Checks that validate one value and return it clean (the scikit-learn `check_array` habit).
+
+Each raises `InputError` with one message template, naming the value, what it belongs to,
+what is allowed and what was received:
+
+    The `steps` option of method 'integrated_gradients' must be an int >= 1. Received: steps=-3.
+
+`where` names the owner ("method 'integrated_gradients'"); without it the subject is just
+the name in backquotes.
+
+Example:
+    >>> steps = check_int(steps, "steps", low=1, where="method 'integrated_gradients'")
+    >>> noise = check_number(noise, "noise", low=0.0, where="method 'smoothgrad'")
+    >>> kind = check_choice(kind, "head", ("softmax", "sigmoid"))
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from xai_keras.errors import InputError
+
+__all__ = ["check_int", "check_number", "check_choice", "INT32_MAX"]
+
+INT32_MAX = 2**31 - 1
+
+
+def _fail(name: str, where: str | None, requirement: str, value: Any) -> InputError:
+    subject = f"The `{name}` option of {where}" if where else f"`{name}`"
+    return InputError(f"{subject} must be {requirement}. Received: {name}={value!r}.")
+
+
+def _bounds(low: Any, high: Any, low_open: bool = False, high_open: bool = False) -> str:
+    """' >= 1', ' in [0, 10]', ' > 0', ... or '' without bounds."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high}"
+    return ""
+
+
+def check_int(
+    value: Any,
+    name: str,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+    where: str | None = None,
+    allow_none: bool = False,
+) -> int | None:
+    """`value` as a Python int in [low, high] (None allowed with `allow_none`).
+
+    Ints and numpy integers pass; bools, floats (also 3.0) and strings do not.
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ok:
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        requirement = f"an int{_bounds(low, high)}"
+        raise _fail(name, where, f"None or {requirement}" if allow_none else requirement, value)
+    return int(value)
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    where: str | None = None,
+    allow_none: bool = False,
+) -> float | None:
+    """`value` as a finite Python float in the range (`low_open`/`high_open` exclude the
+    bound); None allowed with `allow_none`. NaN, infinities, bools and strings are refused."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        number = float(value)
+        ok = math.isfinite(number)
+        if ok and low is not None:
+            ok = number > low if low_open else number >= low
+        if ok and high is not None:
+            ok = number < high if high_open else number <= high
+    if not ok:
+        requirement = f"a finite number{_bounds(low, high, low_open, high_open)}"
+        raise _fail(name, where, f"None or {requirement}" if allow_none else requirement, value)
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any], *, where: str | None = None) -> Any:
+    """`value` if it is one of `choices` (compared with ==), else an error listing them."""
+    choices = list(choices)
+    try:
+        ok = any(isinstance(value, type(c)) and bool(value == c) for c in choices)
+    except (TypeError, ValueError):  # e.g. an array compared with a string
+        ok = False
+    if not ok:
+        listed = ", ".join(repr(c) for c in choices)
+        raise _fail(name, where, f"one of {listed}", value)
+    return value
