@@ -134,3 +134,61 @@ def test_explanation_pictures_show_images_through_the_value_range():
     exp = explain(model, x, value_range=(-1, 1))
     np.testing.assert_allclose(exp.display_images(), pixels, atol=1e-3)
     assert exp.overlay().shape == (2, 16, 16, 3)
+
+
+def test_cli_maps_image_files_through_the_value_range(tmp_path):
+    import cv2
+
+    from xai_keras.cli import _join_negative_ranges, _read_images, _value_range, build_parser, main
+
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels[:, 4:] = 255
+    cv2.imwrite(str(tmp_path / "half.png"), pixels)
+    files = [tmp_path / "half.png"]
+    parse = build_parser().parse_args
+    for flags, low, high in (
+        ([], 0, 1),
+        (["--no-unit"], 0, 255),
+        (["--value-range", "-1,1"], -1, 1),
+    ):
+        args = parse(
+            _join_negative_ranges(["sag", "--model", "m.keras", "--image", "x.png", *flags])
+        )
+        img = _read_images(files, (8, 8, 3), _value_range(args))[0]
+        assert img.min() == low and img.max() == high
+    args = parse(["sag", "--model", "m.keras", "--image", "x.png", "--preprocess", "caffe"])
+    img = _read_images(files, (8, 8, 3), _value_range(args))[0]
+    np.testing.assert_allclose(img[0, 0], [-103.939, -116.779, -123.68], atol=1e-3)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(2, 3, activation="relu", padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "m.keras")
+    code = main(
+        [
+            "explain",
+            str(files[0]),
+            "--model",
+            str(tmp_path / "m.keras"),
+            "--out",
+            str(tmp_path / "out"),
+            "--method",
+            "integrated_gradients",
+            "--value-range",
+            "-1,1",
+            "--quiet",
+        ]
+    )
+    assert code == 0 and list((tmp_path / "out").glob("*.png"))
+    assert (
+        main(
+            [
+                "explain",
+                str(files[0]),
+                "--model",
+                str(tmp_path / "m.keras"),
+                "--value-range",
+                "1,-1",
+            ]
+        )
+        == 2
+    )

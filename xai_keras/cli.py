@@ -182,7 +182,16 @@ def _image_size(shape: tuple, size: tuple[int, int] | None) -> tuple[int | None,
     return size
 
 
-def _read_images(files: list[Path], shape: tuple, scale: float, size=None):
+def _value_range(args: argparse.Namespace):
+    """The model's input range from --value-range, --preprocess or --unit/--no-unit."""
+    from xai_keras.explain.ranges import resolve_value_range
+
+    given = args.value_range or args.preprocess
+    return resolve_value_range(given or ("unit" if args.unit else "pixels"))
+
+
+def _read_images(files: list[Path], shape: tuple, value_range, size=None):
+    """Image files as the model takes them: pixels mapped through the model's value range."""
     import cv2
     import numpy as np
 
@@ -210,7 +219,7 @@ def _read_images(files: list[Path], shape: tuple, scale: float, size=None):
             img = img[..., None]
         else:  # BGR(A) -> RGB(A)
             img = img[..., ::-1] if c == 3 else img[..., [2, 1, 0, 3]]
-        images.append(img.astype(np.float32) / scale)
+        images.append(value_range.from_pixels(img))
     sizes = {im.shape[:2] for im in images}
     if len(sizes) > 1:
         listed = ", ".join(f"{f} {im.shape[0]}x{im.shape[1]}" for f, im in zip(files, images))
@@ -360,20 +369,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     from xai_keras import explain
     from xai_keras.explain import contact_sheet
+    from xai_keras.explain.ranges import resolve_value_range
     from xai_keras.io import ensure_writable_dir, save_figure
 
     if args.model.lower() in _APPLICATIONS:  # these take 0-255 pixels and preprocess them
         model, preprocess = load_application(args.model, args.weights)
-        scale = 1.0
+        value_range = resolve_value_range("pixels")
     else:
         model, preprocess = load_model(args.model, args.unsafe), None
-        scale = 255.0 if args.unit else 1.0
+        value_range = _value_range(args)
     out = ensure_writable_dir(args.out)
     output = int(args.output) if args.output and args.output.isdigit() else args.output
     class_names = _class_names(args.classes)
     _check_class_count(class_names, model, output, args.head)
     files = _image_files(args.images)
-    images = _read_images(files, tuple(model.inputs[0].shape[1:]), scale, args.size)
+    images = _read_images(files, tuple(model.inputs[0].shape[1:]), value_range, args.size)
     if preprocess is not None:
         images = preprocess(images)
     stems = _output_stems(files)
@@ -387,6 +397,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         class_names=class_names,
         output=output,
         head=args.head,
+        value_range=None if preprocess is not None else value_range,
     )
     sheet = len(explanations) > 1 or len(files) > 1
     total = len(files) * len(explanations) + sheet
@@ -444,8 +455,8 @@ def _cmd_sag(args: argparse.Namespace) -> int:
     class_names = _class_names(args.classes)
     _check_class_count(class_names, model)
     shape = tuple(model.inputs[0].shape[1:])
-    scale = 255.0 if args.unit else 1.0
-    image = _read_images(_image_files([args.image]), shape, scale, args.size)[0]
+    value_range = _value_range(args)
+    image = _read_images(_image_files([args.image]), shape, value_range, args.size)[0]
     graph = sag(
         model,
         image,
@@ -457,6 +468,7 @@ def _cmd_sag(args: argparse.Namespace) -> int:
         max_roots=args.max_roots,
         baseline=args.baseline,
         class_names=class_names,
+        value_range=value_range,
     )
     written: list[Path] = []
     try:
@@ -610,8 +622,7 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
     shape = tuple(model.inputs[0].shape[1:])
     images = None
     if args.images:
-        scale = 255.0 if args.unit else 1.0
-        images = _read_images(_image_files(args.images), shape, scale, args.size)
+        images = _read_images(_image_files(args.images), shape, _value_range(args), args.size)
     elif args.dataset == "shapes":
         from xai_keras.data import generate_shapes
 
@@ -699,6 +710,18 @@ def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
             default=True,
             help="scale image pixels to [0, 1] (default; --no-unit keeps 0-255)",
         )
+        p.add_argument(
+            "--value-range",
+            metavar="LOW,HIGH",
+            help="the model's input range, e.g. -1,1: pixel 0 becomes LOW and 255 HIGH "
+            "(overrides --unit); 'black' baselines use LOW",
+        )
+        p.add_argument(
+            "--preprocess",
+            choices=["tf", "torch", "caffe"],
+            help="the model takes keras.applications-style preprocessed images: tf ([-1, 1]), "
+            "torch (ImageNet mean/std) or caffe (BGR, mean-centred)",
+        )
     p.add_argument(
         "--unsafe",
         action="store_true",
@@ -773,7 +796,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--absolute", action="store_true", help="threshold on the probability itself")
     p.add_argument("--beam-width", type=int, default=5)
     p.add_argument("--max-roots", type=int, default=3)
-    p.add_argument("--baseline", default="blur", choices=["blur", "black", "mean"])
+    p.add_argument(
+        "--baseline",
+        default="auto",
+        choices=["auto", "blur", "blur_strong", "mean", "black"],
+        help="what hidden patches show (auto: the first of blur, blur_strong, mean, black that "
+        "removes the class; black is the minimum of the model's value range)",
+    )
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
     p.add_argument("--logdir", help="also log the picture to TensorBoard here")
     _add_model_flags(p, pixels=True)
@@ -874,8 +903,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_ranges(argv: list[str]) -> list[str]:
+    """`--value-range -1,1` as `--value-range=-1,1`: argparse reads "-1,1" as a flag."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--value-range" and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"--value-range={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = _join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     from xai_keras.errors import XaiKerasError
 
