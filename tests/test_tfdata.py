@@ -137,6 +137,10 @@ def test_evaluate_model_on_a_dataset_equals_arrays_and_the_metrics(trained_shape
     ].keys()
     assert "sanity_spearman" in rows["gradcam"] and "sanity_spearman" not in rows["random"]
     assert rows["gradcam"]["pointing_game"] > rows["random"]["pointing_game"]
+    # Significance against three seeded random maps, paired by image.
+    assert rows["gradcam"]["beats_random"] and rows["gradcam"]["p_deletion"] < 0.01
+    assert not rows["random"]["beats_random"]
+    assert rows["gradcam"]["wins_insertion"] > 12
     # The same numbers as the metric functions on the arrays.
     exp = explain(model, x[:24], method="gradcam")
     assert rows["gradcam"]["deletion_auc"] == pytest.approx(

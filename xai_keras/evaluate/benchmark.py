@@ -35,6 +35,7 @@ from xai_keras.evaluate.faithfulness import average_drop_increase, deletion, ins
 from xai_keras.evaluate.localisation import _check_masks, energy_pointing, pointing_game
 from xai_keras.evaluate.sanity import cascading_randomization
 from xai_keras.evaluate.shortcut import shortcut_rate
+from xai_keras.evaluate.significance import beats_random
 from xai_keras.explain import contact_sheet, explain, methods, sag
 from xai_keras.explain.api import check_images
 from xai_keras.explain.base import get_method, runner_for
@@ -183,9 +184,13 @@ def _method_row(
     batch_size: int,
     class_names: Sequence[str] | None = None,
     targets: np.ndarray | None = None,
+    value_range: Any = None,
+    seed: int | None = None,
 ) -> tuple[dict[str, float], Any, Any]:
     """One method's metrics on images (and masks): the benchmark's row for one dataset."""
-    options = _FAST_OPTIONS.get(method, {})
+    options = {**_FAST_OPTIONS.get(method, {}), "value_range": value_range}
+    if seed is not None:
+        options["seed"] = seed
     # Warm up on a full batch: the timed call then reuses the traced kernels.
     explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
     start = time.perf_counter()
@@ -201,8 +206,9 @@ def _method_row(
             **options,
         )
     ms = 1000 * (time.perf_counter() - start) / len(images)
-    dele = deletion(model, images, exp.maps, exp.targets, batch_size=batch_size)
-    ins = insertion(model, images, exp.maps, exp.targets, batch_size=batch_size)
+    kw = {"batch_size": batch_size, "value_range": value_range}
+    dele = deletion(model, images, exp.maps, exp.targets, **kw)
+    ins = insertion(model, images, exp.maps, exp.targets, **kw)
     drop, increase = average_drop_increase(model, images, exp.maps, exp.targets)
     row = {
         "deletion_auc": float(np.mean(dele.auc)),
@@ -383,6 +389,7 @@ def evaluate_model(
     n_sanity: int = 8,
     batch_size: int = 32,
     class_names: Sequence[str] | None = None,
+    value_range: Any = None,
 ) -> dict[str, Any]:
     """The benchmark's metrics for your own model on your own data.
 
@@ -407,11 +414,17 @@ def evaluate_model(
             once per layer with weights).
         batch_size: images per compiled batch.
         class_names: names for the explanations (not needed for the metrics).
+        value_range: the model's input range, e.g. (-1, 1) ("black" baselines use its
+            minimum; see `xai_keras.explain.ranges`).
 
     Returns:
         `{"n": images used, "accuracy": top-1 accuracy or None without labels,
         "methods": {method: {metric: mean value}}}`: one dataset's entry of `run_benchmark`'s
-        results, with the metric names of `METRICS`.
+        results, with the metric names of `METRICS`. Each method's row also says whether it
+        beats a random map on this model: `p_deletion` and `p_insertion` (one-sided Wilcoxon
+        signed-rank test, paired by image, against the mean AUC of three seeded random maps),
+        `wins_deletion`/`wins_insertion` (images where it is better) and `beats_random`
+        (both p < 0.01).
 
     Raises:
         InputError: data that does not fit the model (shapes, labels, masks), targets="labels"
@@ -446,20 +459,37 @@ def evaluate_model(
         predicted = runner.probabilities(images, batch_size).argmax(axis=1)
         accuracy = float(np.mean(predicted == labels))
     forward_s = _time_forward(model, images, batch_size)
-    rows = {}
-    for method in names:
-        row, _, _ = _method_row(
+    rows, aucs = {}, {}
+    for method in [*names, *(f"random:{s}" for s in range(3))]:
+        name, _, seed = method.partition(":")
+        row, exp, (dele, ins, _) = _method_row(
             model,
-            method,
+            name,
             images,
             masks,
-            int(n_sanity),
+            int(n_sanity) if not seed else 0,
             batch_size,
             class_names,
             labels if targets == "labels" else None,
+            value_range,
+            int(seed) if seed else None,
         )
-        row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
-        rows[method] = row
+        aucs[method] = (dele.auc, ins.auc)
+        if not seed:
+            row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
+            rows[method] = row
+    random_del = np.mean([aucs[f"random:{s}"][0] for s in range(3)], axis=0)
+    random_ins = np.mean([aucs[f"random:{s}"][1] for s in range(3)], axis=0)
+    for method, row in rows.items():
+        d = beats_random(aucs[method][0], random_del, higher_is_better=False)
+        i = beats_random(aucs[method][1], random_ins, higher_is_better=True)
+        row.update(
+            p_deletion=d["p"],
+            p_insertion=i["p"],
+            wins_deletion=d["wins"],
+            wins_insertion=i["wins"],
+            beats_random=bool(d["p"] < 0.01 and i["p"] < 0.01),
+        )
     return {"n": len(images), "accuracy": accuracy, "methods": rows}
 
 
