@@ -301,6 +301,11 @@ def test_a_foreign_out_folder_is_never_deleted_or_overwritten(gap_model, data, t
     )
     with pytest.raises(InputError, match="must be a folder"):
         _run(gap_model, images, out / "notes.txt")
+    hidden = tmp_path / "hidden"  # only hidden files (.DS_Store): empty enough, left alone
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"finder")
+    assert _run(gap_model, images, hidden, summary=False).complete
+    assert (hidden / ".DS_Store").read_bytes() == b"finder"
 
 
 def test_a_second_run_on_one_out_is_refused_and_a_stale_lock_is_taken_over(
@@ -464,3 +469,19 @@ def test_train_distributed_says_clearly_when_its_multi_worker_fix_cannot_apply(m
     with pytest.raises(InputError, match=r"MultiWorkerMirroredStrategy .*keras/issues/20585"):
         with _multi_worker_fit_fixes():
             pass
+
+
+def test_cli_names_the_unreadable_file_and_skips_it_with_skip_bad(workdir, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    folder = _images_folder(tmp_path / "images", n=3)
+    (folder / "1b.png").write_bytes(b"\x89PNG broken")
+    argv = ["explain-dataset", str(folder), "--model", str(workdir / "model.keras"), "--quiet"]
+    argv += ["--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1b.png" in err and "--skip-bad" in err, err
+    with pytest.warns(RuntimeWarning, match="1 unreadable"):
+        assert main([*argv, "--skip-bad"]) == 0
+    index = (tmp_path / "run" / "index.jsonl").read_text().splitlines()
+    assert len(index) == 4 and json.loads(index[-1])["skipped"] is True

@@ -162,7 +162,12 @@ def _from_writer(strategy: tf.distribute.Strategy, writer: bool, values: Sequenc
     same point). Used so that all workers start at the shard the chief resumes from, and as a
     barrier that tells workers whether the chief's step succeeded."""
     row = tf.constant([int(writer), *[int(v) for v in values]], tf.int64)
-    rows = strategy.gather(strategy.run(lambda: tf.identity(row)), axis=0)
+    quiet = _QuietEagerStrategy()  # a handful of eager calls per run: no overhead to speak of
+    tf.get_logger().addFilter(quiet)
+    try:
+        rows = strategy.gather(strategy.run(lambda: tf.identity(row)), axis=0)
+    finally:
+        tf.get_logger().removeFilter(quiet)
     rows = np.asarray(rows).reshape(-1, len(values) + 1)
     chief = rows[rows[:, 0] == 1]
     return chief[0, 1:].tolist() if len(chief) else [0] * len(values)
@@ -770,9 +775,14 @@ def _explain_shards(
         arrays, records = part
         k = manifest["shards_done"]
         arrays_files = arrays["files"]
-        unreadable(int(arrays_files[-1]) + 1)
-        if final and source.files is not None:
-            unreadable(len(source.files))
+        if source.files is not None and int(arrays_files[0]) < manifest["files_done"]:
+            raise InputError(
+                f"The folder changed since this run began: {source.files[int(arrays_files[0])]}"
+                " was unreadable then and reads now, so the images after it would move. "
+                "Start again with overwrite=True (--overwrite)."
+            )
+        # files up to this shard's last (to the end of the folder for the last shard)
+        unreadable(len(source.files) if final and source.files else int(arrays_files[-1]) + 1)
         if writer:
             stored = {
                 "maps": arrays["maps"].astype(MAP_DTYPE),

@@ -71,8 +71,10 @@ LOCK = ".explain_dataset.lock"
 
 
 def foreign_files(out: Path) -> list[str]:
-    """Entries of `out` other than our lock and temporaries (sorted names)."""
-    return sorted(p.name for p in out.iterdir() if p.name != LOCK and not _TEMP.match(p.name))
+    """Visible entries of `out` (sorted names): a folder with none counts as empty. Hidden
+    files (.DS_Store, .gitkeep, our lock and temporaries) do not count and are never
+    touched, except our own temporaries."""
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
 
 
 def remove_outputs(out: Path) -> None:
