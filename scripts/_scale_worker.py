@@ -6,6 +6,8 @@ writes `model.keras`, `images.npy` and `labels.npy` into WORKDIR and runs
 
     python scripts/_scale_worker.py mirrored WORKDIR   # MirroredStrategy on 2 logical CPUs
     python scripts/_scale_worker.py crash WORKDIR N    # SIGKILL while writing shard N
+    python scripts/_scale_worker.py multiworker WORKDIR OUT [train]  # one worker of TF_CONFIG's
+        cluster: explain into WORKDIR/OUT (and train_distributed a tiny model with "train")
 
 Results go to WORKDIR (explain_dataset folders and `result.json`).
 """
@@ -114,10 +116,59 @@ def crash(work: Path, at: int) -> dict:
     return {"finished": True}  # not reached when the kill works
 
 
+def multiworker(work: Path, out: str, train: bool = False) -> dict:
+    """One worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG in the environment):
+    explain the images into `out` (only the chief writes) and report what this worker saw."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before anything else runs
+    from xai_keras.scale import explain_dataset, train_distributed
+
+    model, images, labels = _inputs(work)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(5)
+    result = explain_dataset(
+        model, ds, "gradcam", out=work / out, batch_size=8, shard_size=10, strategy=strategy,
+        progress=False,
+    )  # fmt: skip
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    info = {
+        "task": task["index"],
+        "replicas": strategy.num_replicas_in_sync,
+        "complete": result.complete,
+        "maps": len(result),
+    }
+    if train:
+        trained = train_distributed(_tiny_config(work / f"train-{out}"), strategy, verbose=0)
+        info["train_loss"] = trained.history["loss"]
+    return info
+
+
+def _tiny_config(out_dir: Path):
+    from xai_keras.config import load_config
+
+    return load_config(
+        None,
+        [
+            "data.n_train=64",
+            "data.n_val=16",
+            "data.n_test=16",
+            "data.image_size=32",
+            "model.filters=[4, 8]",
+            "training.epochs=1",
+            "training.batch_size=16",
+            f"out_dir={out_dir}",
+        ],
+    )
+
+
 def main(argv: list[str]) -> int:
     mode, work = argv[0], Path(argv[1])
-    result = mirrored(work) if mode == "mirrored" else crash(work, int(argv[2]))
-    (work / "result.json").write_text(json.dumps(result))
+    if mode == "mirrored":
+        result, name = mirrored(work), "result.json"
+    elif mode == "multiworker":
+        result = multiworker(work, argv[2], train="train" in argv[3:])
+        name = f"result-{argv[2]}-{result['task']}.json"
+    else:
+        result, name = crash(work, int(argv[2])), "result.json"
+    (work / name).write_text(json.dumps(result))
     return 0
 
 

@@ -270,3 +270,218 @@ def test_cli_explain_dataset_resumes_and_reports_flags(trained_shapes, tmp_path,
     assert main([*argv, "--shard-size", "16", "--resume"]) == 0
     result = DatasetExplanation.open(tmp_path / "run")
     assert len(result) == 40 and result.complete
+
+
+# -- issue 17: never touch foreign files; lock; unreadable files; bad inputs; full disk ------
+def _images_folder(root: Path, n: int = 6) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        cv2.imwrite(str(root / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return root
+
+
+def test_a_foreign_out_folder_is_never_deleted_or_overwritten(gap_model, data, tmp_path):
+    images = data[0][:6]
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = {"shard-00007.npz": b"not ours", "summary.md": b"my notes", "index.jsonl": b"{}\n"}
+    for name, content in mine.items():
+        (out / name).write_bytes(content)
+    for flags in ({}, {"resume": True}):
+        with pytest.raises(InputError, match=r"not empty \(index.jsonl, shard-00007.npz, su"):
+            _run(gap_model, images, out, **flags)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == mine  # nothing touched
+    (out / "notes.txt").write_text("keep me")
+    result = _run(gap_model, images, out, overwrite=True)  # replaces only names a run writes
+    assert result.complete and len(result) == 6
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (
+        not (out / "shard-00007.npz").exists() and (out / "summary.md").read_bytes() != b"my notes"
+    )
+    with pytest.raises(InputError, match="must be a folder"):
+        _run(gap_model, images, out / "notes.txt")
+    hidden = tmp_path / "hidden"  # only hidden files (.DS_Store): empty enough, left alone
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"finder")
+    assert _run(gap_model, images, hidden, summary=False).complete
+    assert (hidden / ".DS_Store").read_bytes() == b"finder"
+
+
+def test_a_second_run_on_one_out_is_refused_and_a_stale_lock_is_taken_over(
+    gap_model, data, tmp_path
+):
+    images = data[0][:6]
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".explain_dataset.lock"
+    theirs = out / f".shard-00000.{'a' * 32}.npz"  # the other run's file being written
+    theirs.write_bytes(b"half")
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
+    with pytest.raises(InputError, match=r"Another explain_dataset run \(pid \d+ on .*delete"):
+        _run(gap_model, images, out)
+    assert theirs.exists() and lock.exists()  # the running one's files are left alone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)  # fmt: skip
+    lock.write_text(
+        json.dumps({"pid": int(dead.stdout), "host": __import__("socket").gethostname()})
+    )
+    result = _run(gap_model, images, out, summary=False)  # a dead owner's lock is taken over
+    assert result.complete and not lock.exists() and not theirs.exists()
+
+
+def test_unreadable_image_is_named_or_skipped_and_recorded(gap_model, tmp_path):
+    folder = _images_folder(tmp_path / "images")
+    (folder / "2b.png").write_text("not an image")  # sorts third
+    good = (folder / "5.png").read_bytes()
+    (folder / "6.jpg").write_bytes(cv2.imencode(".jpg", cv2.imread(str(folder / "5.png")))[1][:300])
+    assert good
+    with pytest.raises(InputError, match=r"Cannot read the image .*2b\.png \(Unknown image file"):
+        _run(gap_model, folder, tmp_path / "run", shard_size=4)
+    assert not (tmp_path / "run" / "manifest.json").exists()  # nothing done, nothing left
+    with pytest.raises(InputError, match="skip_bad"):
+        _run(gap_model, np.zeros((2, 32, 32, 3)), tmp_path / "arr", skip_bad=True)
+    with pytest.warns(RuntimeWarning, match="2 unreadable image file"):
+        result = _run(gap_model, folder, tmp_path / "run", shard_size=4, skip_bad=True)
+    assert result.complete and len(result) == 6
+    assert [Path(r["file"]).name for r in result.index] == [f"{i}.png" for i in range(6)]
+    assert [Path(s["file"]).name for s in result.skipped] == ["2b.png", "6.jpg"]
+    assert "JPEG" in result.skipped[1]["error"]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "index.jsonl").open()]
+    assert lines[-2:] == [{"file": s["file"], "skipped": True, "error": s["error"]}
+                          for s in result.skipped]  # fmt: skip
+    assert len(json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_files"]) == 2
+    assert "2 unreadable file(s) skipped" in (tmp_path / "run" / "summary.md").read_text()
+    images = np.stack([cv2.imread(str(folder / f"{i}.png"))[..., ::-1] for i in range(6)]) / 255
+    np.testing.assert_allclose(result.maps[:], explain(gap_model, images).maps, atol=1e-3)
+
+
+def test_full_disk_says_what_was_written_and_resume_finishes(
+    gap_model, data, tmp_path, monkeypatch
+):
+    import errno
+
+    from xai_keras.scale import run
+
+    images = data[0][:20]
+    real = run.write_shard
+
+    def full(out, k, arrays, records):
+        if k == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(out, k, arrays, records)
+
+    monkeypatch.setattr(run, "write_shard", full)
+    with pytest.raises(InputError, match=r"shard 1 .*No space left on device.*1 complete shard"):
+        _run(gap_model, images, tmp_path / "run", shard_size=8)
+    monkeypatch.setattr(run, "write_shard", real)
+    result = _run(gap_model, images, tmp_path / "run", shard_size=8, resume=True)
+    assert result.complete and len(result) == 20
+    np.testing.assert_allclose(result.maps[:], explain(gap_model, images).maps, atol=1e-3)
+
+
+def test_cli_bad_npy_and_image_instead_of_folder_give_one_line(workdir, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    np.save(tmp_path / "object.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "whole.npy", np.zeros((4, 32, 32, 3), np.float32))
+    raw = (tmp_path / "whole.npy").read_bytes()
+    (tmp_path / "truncated.npy").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.npy").write_text("1 2 3\n")
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((32, 32, 3), np.uint8))
+    cases = {
+        "object.npy": "Cannot read .*object.npy as a .npy array",
+        "truncated.npy": "Cannot read .*truncated.npy as a .npy array",
+        "text.npy": "Cannot read .*text.npy as a .npy array",
+        "x.png": "must be a folder of images .*x.png is an image file",
+    }
+    for name, match in cases.items():
+        argv = ["explain-dataset", str(tmp_path / name), "--model", str(workdir / "model.keras")]
+        assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and __import__("re").search(match, err), err
+
+
+# -- several workers ------------------------------------------------------------------------
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_loopback_match_one_process_bit_for_bit(gap_model, data, workdir):
+    """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (as two machines
+    would run it): the chief's shards, index and summary equal a one-process run's exactly,
+    and each worker's result says complete because the chief's manifest does. Then both
+    train a tiny model with train_distributed (Keras 3's fit alone fails there, #20585)."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, logs = [], [workdir / f"worker-{index}.log" for index in range(2)]
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": tf_config}  # fmt: skip
+        with open(logs[index], "w") as log:  # files, not pipes: a full pipe would stall both
+            procs.append(subprocess.Popen(
+                [sys.executable, str(WORKER), "multiworker", str(workdir), "multi", "train"],
+                env=env, stdout=subprocess.DEVNULL, stderr=log,
+            ))  # fmt: skip
+    try:
+        for p in procs:
+            p.wait(timeout=150)
+    finally:
+        for p in procs:
+            p.kill()
+    tails = "\n".join(log.read_text()[-2000:] for log in logs)
+    assert [p.returncode for p in procs] == [0, 0], tails
+    infos = [json.loads((workdir / f"result-multi-{i}.json").read_text()) for i in range(2)]
+    losses = [info.pop("train_loss") for info in infos]
+    for index, info in enumerate(infos):
+        assert info == {"task": index, "replicas": 2, "complete": True, "maps": N}
+    assert len(losses[0]) == 1 and np.isfinite(losses[0]).all()
+    assert losses[0] == losses[1]  # one model, trained in step on both workers
+
+    images, labels = data
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(5)  # as the workers
+    one = explain_dataset(gap_model, ds, "gradcam", out=workdir / "one", batch_size=8,
+                          shard_size=10, progress=False)  # fmt: skip
+    multi = DatasetExplanation.open(workdir / "multi")
+    assert multi.complete and multi.manifest["replicas"] == 2 and len(multi) == len(one) == N
+    for k in range(one.maps.shards):
+        a, b = one.maps.shard(k), multi.maps.shard(k)
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"shard {k} {name}")
+    for name in ("index.jsonl", "summary.json", "summary.md"):
+        assert (workdir / "one" / name).read_text() == (workdir / "multi" / name).read_text()
+
+
+def test_train_distributed_says_clearly_when_its_multi_worker_fix_cannot_apply(monkeypatch):
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    from xai_keras.scale.training import _multi_worker_fit_fixes
+
+    monkeypatch.delattr(tf_trainer, "_collective_all_reduce_multi_worker")
+    with pytest.raises(InputError, match=r"MultiWorkerMirroredStrategy .*keras/issues/20585"):
+        with _multi_worker_fit_fixes():
+            pass
+
+
+def test_cli_names_the_unreadable_file_and_skips_it_with_skip_bad(workdir, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    folder = _images_folder(tmp_path / "images", n=3)
+    (folder / "1b.png").write_bytes(b"\x89PNG broken")
+    argv = ["explain-dataset", str(folder), "--model", str(workdir / "model.keras"), "--quiet"]
+    argv += ["--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1b.png" in err and "--skip-bad" in err, err
+    with pytest.warns(RuntimeWarning, match="1 unreadable"):
+        assert main([*argv, "--skip-bad"]) == 0
+    index = (tmp_path / "run" / "index.jsonl").read_text().splitlines()
+    assert len(index) == 4 and json.loads(index[-1])["skipped"] is True

@@ -534,7 +534,19 @@ def _cmd_explain_dataset(args: argparse.Namespace) -> int:
     if args.data.endswith(".npy"):
         if not Path(args.data).is_file():
             raise InputError(f"Images file not found: {args.data}. Pass a folder or a .npy file.")
-        data = np.load(args.data, mmap_mode="r")
+        try:
+            data = np.load(args.data, mmap_mode="r")  # no pickles: allow_pickle stays False
+        except (ValueError, OSError, EOFError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(
+                f"Cannot read {args.data} as a .npy array of images ({reason}). Save a numeric "
+                "(N, H, W, C) array with numpy.save, or pass an image folder."
+            ) from None
+        if data.dtype == object or not np.issubdtype(data.dtype, np.number):
+            raise InputError(
+                f"{args.data} holds a {data.dtype} array; explain-dataset needs a numeric "
+                "(N, H, W, C) array of images (numpy.save(path, images.astype('float32')))."
+            )
     strategy = None
     if args.mirrored:
         import tensorflow as tf
@@ -560,6 +572,7 @@ def _cmd_explain_dataset(args: argparse.Namespace) -> int:
         strategy=strategy,
         resume=args.resume,
         overwrite=args.overwrite,
+        skip_bad=args.skip_bad,
         metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else (),
         class_names=_class_names(args.classes),
         log_dir=args.logdir,
@@ -837,7 +850,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="global batch")
     p.add_argument("--shard-size", type=int, default=1024, help="maps per shard file")
     p.add_argument("--resume", action="store_true", help="skip the shards already written")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run in --out (only files with the names a run writes)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable image files (listed in index.jsonl and the summary); "
+        "default: stop, naming the file",
+    )
     p.add_argument("--metrics", help="per-image metrics, e.g. deletion,insertion (slow)")
     p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
     p.add_argument("--logdir", help="also write the summary to TensorBoard here")

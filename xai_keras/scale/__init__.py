@@ -26,6 +26,19 @@ manifest is written after each shard; half-written files are temporaries, remove
 start) and refuses to continue with different settings. The dataset must yield the same
 images in the same order each time (no reshuffling each iteration).
 
+Safety of `out`: a run writes `manifest.json` before anything else, so a folder without one
+was not written by `explain_dataset`: if it holds visible files it is refused (nothing is
+deleted or overwritten) unless `overwrite=True`, which then replaces only files named as a
+run names its outputs. One run at a time: `out/.explain_dataset.lock` (created exclusively,
+holding pid and host) makes a second run on the same folder stop with one line; a lock left by
+a killed process on this host is taken over. A failed write (full disk, read-only folder)
+stops with one line saying which shards are kept; `resume=True` continues after the fix.
+
+Unreadable images in a folder: by default the run stops at the first one, naming the file
+(before its shard is written). `skip_bad=True` (`--skip-bad`) skips them instead and lists them
+(file and reason) in the manifest, at the end of `index.jsonl`, in `result.skipped` and in the
+summary.
+
 Distribution: pass any `tf.distribute.Strategy`. Each global batch (padded at the end of the
 data, padded rows dropped) is split across the replicas by
 `strategy.experimental_distribute_dataset`, explained under `strategy.run`, and put back in
@@ -34,11 +47,14 @@ dataset order by the position that travels with every image:
     >>> strategy = tf.distribute.MirroredStrategy()            # all GPUs of this machine
     >>> explain_dataset(model, ds, "gradcam", out="runs/x", strategy=strategy, batch_size=256)
 
-Several machines (MultiWorkerMirroredStrategy; not covered by the tests): start the same
+Several machines (MultiWorkerMirroredStrategy; tested with two worker processes on
+127.0.0.1, whose maps, index and summary equal one process's bit for bit): start the same
 script on every machine with its own `TF_CONFIG`, create the strategy before anything else
 touches TensorFlow, and give every worker the same `out` on a shared file system. Only the
 chief (or worker 0) writes files; every worker must see the same dataset (it is sharded by
-data, i.e. by position, so each worker computes its part of every global batch):
+data, i.e. by position, so each worker computes its part of every global batch). All workers
+start from the shard the chief resumes from, and each worker's result is read from the chief's
+manifest after the chief has written it, so it says complete exactly when the chief's does:
 
     # machine 0                                         # machine 1: same, with "index": 1
     export TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
@@ -54,7 +70,10 @@ data, i.e. by position, so each worker computes its part of every global batch):
     "
 
 Training on several devices: `train_distributed(config, strategy)` runs the normal
-`xai_keras.training.train` with the model built and fitted under `strategy.scope()`.
+`xai_keras.training.train` with the model built and fitted under `strategy.scope()`. Under
+MultiWorkerMirroredStrategy, Keras 3's own `fit` fails (keras-team/keras#20585, open);
+`train_distributed` patches the two failing steps of Keras's TensorFlow trainer while it runs
+(see `xai_keras.scale.training`), and raises one clear error if a Keras version lacks them.
 """
 
 from xai_keras.scale.run import explain_dataset, model_fingerprint

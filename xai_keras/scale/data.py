@@ -2,7 +2,10 @@
 
 Datasets, arrays and image folders all become an *unbatched* `tf.data.Dataset` of
 `(float32 (H, W, C) image, int32 label)` with label -1 where none is known, so the runner
-can batch, pad, enumerate and skip (for resuming) in one place, whatever the source.
+can batch, pad, enumerate and skip (for resuming) in one place, whatever the source. Image
+folders add a third component, the index of the image's file in `Source.files`: files that
+cannot be decoded are dropped from the stream (`ignore_errors`), and the runner finds them as
+gaps in those indices, to name them (refusing) or record them (`skip_bad=True`).
 Nothing is read into memory here: arrays are sliced lazily and folders are decoded as the
 stream is consumed.
 """
@@ -10,6 +13,7 @@ stream is consumed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from xai_keras.data.folder import IMAGE_SUFFIXES
 from xai_keras.errors import InputError
 from xai_keras.explain.base import runner_for
 
-__all__ = ["Source", "as_source"]
+__all__ = ["Source", "as_source", "file_error"]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -39,6 +43,7 @@ class Source:
         class_names: class names where the source has them (image folders).
         files: one path per image, for image folders.
         kind: "dataset", "array" or "folder", for messages and the manifest.
+        indexed: whether elements carry a third component, the file index (folders).
     """
 
     elements: tf.data.Dataset
@@ -47,6 +52,7 @@ class Source:
     class_names: list[str] | None = None
     files: list[str] | None = None
     kind: str = "dataset"
+    indexed: bool = False
 
 
 def _expected_shape(model: keras.Model) -> tuple:
@@ -195,6 +201,13 @@ def _from_arrays(images: Any, labels: Any, model: keras.Model, num_classes: int)
 
 def _from_folder(path: Path, model: keras.Model) -> Source:
     expected = _expected_shape(model)
+    if path.is_file():
+        what = "an image file" if path.suffix.lower() in IMAGE_SUFFIXES else "a file"
+        raise InputError(
+            f"The `dataset` argument must be a folder of images (optionally one sub-folder per "
+            f"class), a tf.data.Dataset or an array; {path} is {what}. Put the images in a "
+            "folder and pass that (for a few single images, use `explain`)."
+        )
     if not path.is_dir():
         raise InputError(
             f"The `dataset` folder {path} does not exist. Pass a folder of images (optionally "
@@ -233,9 +246,29 @@ def _from_folder(path: Path, model: keras.Model) -> Source:
         )
 
     if labelled:
-        elements = ds.map(lambda x, y: (x / 255.0, tf.cast(y, tf.int32)))
+        labels = [classes.index(Path(f).relative_to(path).parts[0]) for f in files]
     else:
-        elements = ds.map(lambda x: (x / 255.0, tf.constant(-1, tf.int32)))
+        labels = [-1] * len(files)
+    size, channels = tuple(expected[:2]), int(expected[2])
+
+    def load(file, label, index):  # as keras.utils.image_dataset_from_directory decodes
+        image = tf.io.decode_image(tf.io.read_file(file), channels=channels,
+                                   expand_animations=False)  # fmt: skip
+        image = tf.image.resize(image, size, method="bilinear")
+        image = tf.ensure_shape(image, (*size, channels))
+        return image / 255.0, label, index
+
+    elements = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant(files),
+                tf.constant(labels, tf.int32),
+                tf.range(len(files), dtype=tf.int64),
+            )
+        )
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()  # unreadable files become gaps in the file indices: see explain_dataset
+    )
     return Source(
         elements,
         labelled,
@@ -243,7 +276,20 @@ def _from_folder(path: Path, model: keras.Model) -> Source:
         class_names=classes if labelled else None,
         files=files,
         kind="folder",
+        indexed=True,
     )
+
+
+def file_error(file: str) -> str:
+    """Why TensorFlow cannot read an image file: the first line of its decoder's error."""
+    try:
+        tf.io.decode_image(tf.io.read_file(file), expand_animations=False)
+    except (tf.errors.OpError, OSError) as err:
+        message = getattr(err, "message", None) or str(err)
+        message = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\].*$", "", message.strip())
+        lines = message.strip().splitlines()
+        return lines[0].strip() if lines else type(err).__name__
+    return "unreadable when it was read (the file may have changed since)"
 
 
 def as_source(dataset: Any, model: keras.Model) -> Source:

@@ -30,12 +30,15 @@ from xai_keras.errors import InputError
 from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method, runner_for
 from xai_keras.io import ensure_writable_dir
-from xai_keras.scale.data import Source, as_source
+from xai_keras.scale.data import Source, as_source, file_error
 from xai_keras.scale.metrics import check_border, map_metrics
 from xai_keras.scale.store import (
     FORMAT,
+    MANIFEST,
     MAP_DTYPE,
     DatasetExplanation,
+    OutLock,
+    foreign_files,
     read_manifest,
     remove_outputs,
     remove_temporaries,
@@ -94,7 +97,7 @@ def _make_step(strategy: tf.distribute.Strategy, method: Method, with_images: bo
     """The per-global-batch step: `strategy.run` of attribute + finish on every replica."""
     runner, signed = method.runner, type(method).signed
 
-    def replica(x, t, p, y):
+    def replica(x, t, p, y, f):
         out = method.attribute(x, t)
         probs = runner.squash(out.logits)
         result = {
@@ -103,14 +106,18 @@ def _make_step(strategy: tf.distribute.Strategy, method: Method, with_images: bo
             "scores": tf.gather(probs, out.targets, batch_dims=1),
             "positions": p,
             "labels": y,
-            "finite": tf.reduce_all(tf.math.is_finite(x), axis=tf.range(1, tf.rank(x))),
+            "files": f,
+            # int32, not bool: the all-gather of MultiWorkerMirroredStrategy has no bool kernel
+            "finite": tf.cast(
+                tf.reduce_all(tf.math.is_finite(x), axis=tf.range(1, tf.rank(x))), tf.int32
+            ),
         }
         if with_images:
             result["images"] = x
         return result
 
-    def xai_keras_scale_step(x, t, p, y):
-        return strategy.run(replica, args=(x, t, p, y))
+    def xai_keras_scale_step(x, t, p, y, f):
+        return strategy.run(replica, args=(x, t, p, y, f))
 
     cls = type(method)
     if cls.family in _COMPILED_FAMILIES and cls.name not in _EAGER_METHODS:
@@ -126,42 +133,80 @@ class _QuietEagerStrategy(logging.Filter):
         return "eagerly has significant overhead" not in record.getMessage()
 
 
-def _collect(strategy: tf.distribute.Strategy, value: Any) -> np.ndarray:
-    """A per-replica value as one numpy array (replica order; reordered later by position)."""
-    local = strategy.experimental_local_results(value)
-    if len(local) < strategy.num_replicas_in_sync:  # other workers hold the rest
-        return np.asarray(strategy.gather(value, axis=0))
-    return np.concatenate([np.asarray(v) for v in local])
+class _QuietGather(logging.Filter):
+    """Gathering across workers eagerly builds a small tf.function per call, by TensorFlow's
+    design; its retracing warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "compute_gathered_values" not in record.getMessage()
+
+
+def _collect(strategy: tf.distribute.Strategy, values: dict) -> dict[str, np.ndarray]:
+    """Per-replica values as numpy arrays (replica order; reordered later by position)."""
+    first = next(iter(values.values()))
+    if len(strategy.experimental_local_results(first)) < strategy.num_replicas_in_sync:
+        # other workers hold the rest (every worker gathers the same keys in the same order)
+        return {k: np.asarray(strategy.gather(v, axis=0)) for k, v in values.items()}
+    return {
+        k: np.concatenate([np.asarray(v) for v in strategy.experimental_local_results(value)])
+        for k, value in values.items()
+    }
+
+
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def _from_writer(strategy: tf.distribute.Strategy, writer: bool, values: Sequence[int]) -> list:
+    """Every worker gets the writer's `values` (a collective: every worker must call it at the
+    same point). Used so that all workers start at the shard the chief resumes from, and as a
+    barrier that tells workers whether the chief's step succeeded."""
+    row = tf.constant([int(writer), *[int(v) for v in values]], tf.int64)
+    quiet = _QuietEagerStrategy()  # a handful of eager calls per run: no overhead to speak of
+    tf.get_logger().addFilter(quiet)
+    try:
+        rows = strategy.gather(strategy.run(lambda: tf.identity(row)), axis=0)
+    finally:
+        tf.get_logger().removeFilter(quiet)
+    rows = np.asarray(rows).reshape(-1, len(values) + 1)
+    chief = rows[rows[:, 0] == 1]
+    return chief[0, 1:].tolist() if len(chief) else [0] * len(values)
 
 
 def _pipeline(
     source: Source, start: int, global_batch: int, targets: Any, num_classes: int
 ) -> tf.data.Dataset:
-    """(image, target, position, label) batches of exactly `global_batch`; padded rows have
-    position -1. Elements before `start` are skipped (resuming)."""
+    """(image, target, position, label, file index) batches of exactly `global_batch`; padded
+    rows have position -1. Elements before `start` are skipped (resuming). The file index is
+    the image's index in `source.files` for folders, else its position."""
     ds = source.elements.skip(start) if start else source.elements
 
     def with_target(position, element):
-        image, label = element
+        if source.indexed:
+            image, label, file_index = element
+        else:
+            (image, label), file_index = element, position
         if targets == "label":
             tf.debugging.assert_less(label, num_classes, "a label is >= the number of classes")
             tf.debugging.assert_non_negative(label, "a label is negative")
             target = label
         else:
             target = tf.constant(-1 if targets is None else int(targets), tf.int32)
-        return image, target, tf.cast(position, tf.int64), label
+        return image, target, tf.cast(position, tf.int64), label, tf.cast(file_index, tf.int64)
 
-    def pad(x, t, p, y):
+    def pad(x, t, p, y, f):
         missing = global_batch - tf.shape(x)[0]
         x = tf.pad(x, [[0, missing]] + [[0, 0]] * (len(x.shape) - 1))
         t = tf.pad(t, [[0, missing]], constant_values=-1)
         p = tf.pad(p, [[0, missing]], constant_values=-1)
         y = tf.pad(y, [[0, missing]], constant_values=-1)
+        f = tf.pad(f, [[0, missing]], constant_values=-1)
         return (
             tf.ensure_shape(x, (global_batch, *x.shape[1:])),
             tf.ensure_shape(t, (global_batch,)),
             tf.ensure_shape(p, (global_batch,)),
             tf.ensure_shape(y, (global_batch,)),
+            tf.ensure_shape(f, (global_batch,)),
         )
 
     ds = ds.enumerate(start=start).map(with_target).batch(global_batch).map(pad)
@@ -248,14 +293,27 @@ def _settings_diff(old: dict, new: dict) -> list[str]:
     return diff
 
 
-def _open_out(
-    out: Path, settings: dict, resume: bool, overwrite: bool, writer: bool
-) -> dict | None:
-    """Check `out` against this call; return the manifest to continue from (or None)."""
+def _open_out(out: Path, settings: dict, resume: bool, overwrite: bool) -> dict | None:
+    """Check `out` against this call (the writer, holding the lock); return the manifest to
+    continue from (or None for a new run). A folder without a manifest was not written by
+    explain_dataset (a run writes its manifest before anything else), so nothing in it is
+    touched unless `overwrite`, and then only files with the names a run writes."""
     manifest = read_manifest(out)
     if manifest is None:
-        if writer and any(p.name.startswith("shard-") for p in out.iterdir()):
-            remove_outputs(out)  # shards from a run killed before its first manifest
+        foreign = foreign_files(out)
+        if foreign and not overwrite:
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if foreign[3:] else ""
+            )
+            raise InputError(
+                f"The `out` folder {out} is not empty ({shown}) and holds no explain_dataset "
+                "run (no manifest.json). Pass a new or empty folder, or overwrite=True "
+                "(--overwrite) to write there anyway (files named as a run names its outputs, "
+                "shard-*, index.jsonl, summary.*, *_maps.png, are then replaced; nothing else "
+                "is touched)."
+            )
+        if foreign:
+            remove_outputs(out)
         return None
     if not resume and not overwrite:
         state = "a complete" if manifest.get("complete") else "an incomplete"
@@ -265,8 +323,7 @@ def _open_out(
             "to start again, or another `out` folder."
         )
     if overwrite:
-        if writer:
-            remove_outputs(out)
+        remove_outputs(out)
         return None
     diff = _settings_diff(manifest.get("settings", {}), settings)
     if diff:
@@ -347,7 +404,7 @@ def _records(
         if source.has_labels:
             r["label"] = int(arrays["labels"][i])
         if source.files is not None:
-            r["file"] = source.files[position]
+            r["file"] = source.files[int(arrays["files"][i])]
         r["peak_y"], r["peak_x"] = int(stats["peak_y"][i]), int(stats["peak_x"][i])
         r["peak_region"] = str(stats["peak_region"][i])
         r["border_share"] = round(float(stats["border_share"][i]), 6)
@@ -372,6 +429,7 @@ def explain_dataset(
     strategy: tf.distribute.Strategy | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    skip_bad: bool = False,
     metrics: Sequence[str] = (),
     border: float = 0.2,
     class_names: Sequence[str] | None = None,
@@ -408,7 +466,17 @@ def explain_dataset(
             strategy: one device).
         resume: continue the run in `out`, skipping its complete shards; the settings must be
             those it was started with (the batch size and the strategy may change).
-        overwrite: delete a previous run in `out` and start again.
+        overwrite: delete a previous run in `out` and start again. Only files named as a run
+            names its outputs (shard-*.npz/.jsonl, manifest.json, index.jsonl, summary.md/.json,
+            mean_maps.png, worst_maps.png) are deleted or replaced; other files stay. Without
+            it, a non-empty `out` that holds no run (no manifest.json) is refused.
+        skip_bad: for image folders: skip files that cannot be read or decoded (truncated,
+            corrupt, not images) instead of stopping. Skipped files get no map and no
+            position; they are listed (file and reason) in the manifest, at the end of
+            `index.jsonl` as `{"file", "skipped": true, "error"}` records, in
+            `result.skipped` and in the summary. The default (False) stops at the first
+            unreadable file, naming it, before its shard is written, so the run can be
+            resumed after removing the file or with skip_bad=True.
         metrics: extra per-image metrics: "deletion" and/or "insertion" AUC (20 steps, blurred
             baseline; each costs 21 forward passes per image, on the default device). Peak
             location and border/corner mass are always recorded.
@@ -428,8 +496,18 @@ def explain_dataset(
         A `DatasetExplanation`: `.maps` (lazy, dataset order), `.index`, `.summary()`.
 
     Raises:
-        InputError: bad arguments or images, a folder `out` that holds another run (without
-            `resume`/`overwrite`), or `resume` with settings that differ from the run's.
+        InputError: bad arguments or images, an unreadable image file (without `skip_bad`),
+            a folder `out` that holds another run or foreign files (without
+            `resume`/`overwrite`), another run writing to `out` at the same time (a lock file,
+            `out/.explain_dataset.lock`, names it; one left by a dead process on this host is
+            taken over), `resume` with settings that differ from the run's, or a failed write
+            (full disk, read-only folder), saying which shards are kept.
+
+    Several workers (`MultiWorkerMirroredStrategy`): every worker calls this with the same
+    arguments and the same `out` on a shared file system; only the chief writes (and holds
+    the lock). All workers start from the shard the chief resumes from, and each worker's
+    result is read from the chief's manifest once the chief has written it, so it says
+    complete exactly when the chief's run is.
 
     Example:
         >>> ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(64)
@@ -437,6 +515,8 @@ def explain_dataset(
         >>> result.maps[0].shape, result.index[0]["peak_region"]
     """
     metrics = _check_args(model, batch_size, shard_size, targets, metrics, resume, overwrite)
+    if not isinstance(skip_bad, bool):
+        raise InputError(f"`skip_bad` must be True or False. Received: skip_bad={skip_bad!r}.")
     border = check_border(border)
     instance = _method(model, method, layer, options)
     cls = type(instance)
@@ -451,6 +531,12 @@ def explain_dataset(
     instance.batch_size = per_replica  # masked-pass chunks of Score-CAM and occlusion
 
     source = as_source(dataset, model)
+    if skip_bad and source.kind != "folder":
+        raise InputError(
+            "skip_bad=True skips unreadable files of an image folder; this `dataset` is "
+            f"{'an' if source.kind == 'array' else 'a'} {source.kind}. For a tf.data.Dataset, "
+            "drop bad elements yourself (e.g. dataset.ignore_errors()); or pass skip_bad=False."
+        )
     if targets == "label" and not source.has_labels:
         raise InputError(
             "targets='label' needs labels, but the dataset has none. Pass (images, labels), a "
@@ -476,30 +562,105 @@ def explain_dataset(
 
     out = Path(out)
     writer = _is_writer(strategy)
+    multi = _multi_worker(strategy)
+    lock = OutLock(out)
+    manifest, refusal = None, None
     if writer:
-        ensure_writable_dir(out)
-        remove_temporaries(out)
-    manifest = _open_out(out, settings, resume, overwrite, writer) if out.is_dir() else None
+        try:
+            if out.exists() and not out.is_dir():
+                raise InputError(
+                    "The `out` argument must be a folder (new, empty or holding a run). "
+                    f"Received: out={str(out)!r}, which is a file."
+                )
+            ensure_writable_dir(out)
+            lock.acquire()  # before touching anything: temporaries may be another run's
+            remove_temporaries(out)
+            manifest = _open_out(out, settings, resume, overwrite)
+        except BaseException as err:
+            lock.release()
+            if not multi:
+                raise
+            refusal = err
+    if multi:  # every worker starts where the chief (which reads the manifest) starts
+        ok, shards, complete, files = _from_writer(
+            strategy, writer, [refusal is None, *_progress(manifest)]
+        )
+        if refusal is not None:
+            raise refusal
+        if not ok:
+            raise InputError(
+                f"The chief worker refused to start explain_dataset in {out}; its error says why."
+            )
+        if not writer and shards:
+            manifest = {"settings": settings, "shards_done": shards, "complete": bool(complete),
+                        "images_done": shards * shard_size, "files_done": files}  # fmt: skip
     resuming = manifest is not None
-    if manifest is None:  # written with the first shard, so an empty dataset leaves no files
+    if manifest is None:
         manifest = {"settings": settings, "shards_done": 0, "images_done": 0, "complete": False}
+    manifest.setdefault("files_done", manifest["images_done"])
+    manifest.setdefault("skipped", [])
     manifest.update(
         class_names=names,
         has_labels=source.has_labels,
         batch_size=batch_size,
         replicas=replicas,
     )
-    if writer and resuming:
-        write_manifest(out, manifest)
+    try:
+        if writer:  # first, so the folder is known to be ours (and as a probe of the disk)
+            _write(out, manifest, lambda: write_manifest(out, manifest), "manifest.json")
+        empty = [0]
+        if not manifest["complete"]:
+            try:
+                empty = _explain_shards(
+                    model, instance, strategy, source, out, manifest, settings, global_batch,
+                    num_classes, names, writer, progress, on_shard, skip_bad,
+                )  # fmt: skip
+            except BaseException:
+                if writer and not resuming and manifest["shards_done"] == 0:
+                    (out / MANIFEST).unlink(missing_ok=True)  # nothing done: leave no run
+                raise
+        failure, result = None, None
+        if writer:
+            try:
+                _write(
+                    out,
+                    manifest,
+                    lambda: write_index(out, manifest["shards_done"], manifest["skipped"]),
+                    "index.jsonl",
+                )
+                result = DatasetExplanation(out)
+                if summary:
+                    from xai_keras.scale.summary import summarize
 
-    empty = [0]
-    if not manifest["complete"]:
-        empty = _explain_shards(
-            model, instance, strategy, source, out, manifest, settings, global_batch,
-            num_classes, names, writer, progress, on_shard,
-        )  # fmt: skip
-    if writer:
-        write_index(out, manifest["shards_done"])
+                    _write(
+                        out,
+                        manifest,
+                        lambda: setattr(result, "_summary", summarize(result, out, log_dir)),
+                        "the summary",
+                    )
+            except BaseException as err:
+                if not multi:
+                    raise
+                failure = err
+        if multi:  # a barrier: workers read the chief's files only once they are written
+            (ok,) = _from_writer(strategy, writer, [failure is None])
+            if failure is not None:
+                raise failure
+            if not ok:
+                raise InputError(
+                    f"The chief worker failed to write the index and summary of {out}; its "
+                    "error says why."
+                )
+    finally:
+        lock.release()
+    if not writer:
+        if read_manifest(out) is None:
+            raise InputError(
+                f"This worker finished its part, but {out / MANIFEST} written by the chief is "
+                "not visible here: every worker must be given the same `out` on a file system "
+                "they all share."
+            )
+        result = DatasetExplanation(out)  # the chief's manifest: complete only if it says so
     if empty[0]:
         warnings.warn(
             f"{cls.name}: {empty[0]} map(s) are all zero (the gradients or scores were "
@@ -507,12 +668,43 @@ def explain_dataset(
             RuntimeWarning,
             stacklevel=2,
         )
-    result = DatasetExplanation(out)
-    if summary:
-        from xai_keras.scale.summary import summarize
-
-        result._summary = summarize(result, out if writer else None, log_dir if writer else None)
+    if manifest["skipped"]:
+        skipped = manifest["skipped"]
+        warnings.warn(
+            f"{len(skipped)} unreadable image file(s) skipped (skip_bad=True), e.g. "
+            f"{skipped[0]['file']} ({skipped[0]['error']}); they are listed in index.jsonl and "
+            "the summary.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return result
+
+
+def _progress(manifest: dict | None) -> list[int]:
+    if manifest is None:
+        return [0, 0, 0]
+    done = manifest["shards_done"]
+    return [done, bool(manifest["complete"]), manifest.get("files_done", manifest["images_done"])]
+
+
+def _write(out: Path, manifest: dict, write: Callable[[], Any], what: str) -> None:
+    """Run `write`; turn a failed write (full disk, read-only or removed folder) into one
+    line saying what is in `out` and what is not."""
+    try:
+        write()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        done, images = manifest["shards_done"], manifest["images_done"]
+        kept = (
+            f"{done} complete shard(s) with {images} maps are kept there"
+            if done
+            else "no maps were written"
+        )
+        raise InputError(
+            f"Writing {what} to {out} failed ({reason}): {kept}, {what} and what follows "
+            "were not written. Free some space (or fix the folder) and run again with "
+            "resume=True (--resume) to continue."
+        ) from None
 
 
 def _explain_shards(
@@ -529,6 +721,7 @@ def _explain_shards(
     writer: bool,
     progress: bool,
     on_shard: Callable[[int, int], None] | None,
+    skip_bad: bool,
 ) -> list[int]:
     """The streaming loop; updates `manifest` as shards are committed. Returns the number of
     all-zero maps followed by the positions of up to ten of them."""
@@ -553,9 +746,43 @@ def _explain_shards(
         dynamic_ncols=True,
     )
 
+    def unreadable(last_file: int) -> None:
+        """Files before `last_file` (exclusive) that did not come through were unreadable:
+        refuse, naming the first, or record them (skip_bad)."""
+        first = manifest["files_done"]
+        if source.files is None or last_file <= first:
+            return
+        seen = set(arrays_files.tolist()) if arrays_files is not None else set()
+        missing = [i for i in range(first, last_file) if i not in seen]
+        if not missing:
+            return
+        if not skip_bad:
+            file = source.files[missing[0]]
+            raise InputError(
+                f"Cannot read the image {file} ({file_error(file)}); "
+                f"{len(missing)} unreadable file(s) among images {first}..{last_file - 1}. "
+                "Remove or fix it, or pass skip_bad=True (--skip-bad) to skip unreadable "
+                "files (they are listed in the index and the summary)."
+            )
+        manifest["skipped"] += [
+            {"file": source.files[i], "error": file_error(source.files[i])} for i in missing
+        ]
+
+    arrays_files: np.ndarray | None = None
+
     def commit(part: tuple[dict, list[dict]], final: bool) -> None:
+        nonlocal arrays_files
         arrays, records = part
         k = manifest["shards_done"]
+        arrays_files = arrays["files"]
+        if source.files is not None and int(arrays_files[0]) < manifest["files_done"]:
+            raise InputError(
+                f"The folder changed since this run began: {source.files[int(arrays_files[0])]}"
+                " was unreadable then and reads now, so the images after it would move. "
+                "Start again with overwrite=True (--overwrite)."
+            )
+        # files up to this shard's last (to the end of the folder for the last shard)
+        unreadable(len(source.files) if final and source.files else int(arrays_files[-1]) + 1)
         if writer:
             stored = {
                 "maps": arrays["maps"].astype(MAP_DTYPE),
@@ -564,29 +791,31 @@ def _explain_shards(
                 "labels": arrays["labels"].astype(np.int32),
                 "positions": arrays["positions"].astype(np.int64),
             }
-            write_shard(out, k, stored, records)
+            _write(out, manifest, lambda: write_shard(out, k, stored, records), f"shard {k}")
         manifest["shards_done"] = k + 1
         manifest["images_done"] = int(arrays["positions"][-1]) + 1
+        manifest["files_done"] = int(arrays_files[-1]) + 1
         manifest["complete"] = final
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         if writer:
-            write_manifest(out, manifest)
+            _write(out, manifest, lambda: write_manifest(out, manifest), "manifest.json")
         if on_shard is not None:
             on_shard(k, manifest["images_done"])
 
-    quiet = _QuietEagerStrategy()
+    quiet, quiet_gather = _QuietEagerStrategy(), _QuietGather()
     tf.get_logger().addFilter(quiet)
+    tf.get_logger().addFilter(quiet_gather)
     try:
-        for x, t, p, y in dist:
+        for x, t, p, y, f in dist:
             if instance.runner.outputs_are_probabilities is None:  # decide eagerly, once
                 first = strategy.experimental_local_results(x)[0]
                 instance.runner.squash(instance.runner.forward_fn(first))
-            outputs = step(x, t, p, y)
-            arrays = {k: _collect(strategy, v) for k, v in outputs.items()}
+            arrays = _collect(strategy, step(x, t, p, y, f))
             real = arrays["positions"] >= 0
             arrays = {k: v[real] for k, v in arrays.items()}
-            if not arrays["finite"].all():
-                bad = arrays["positions"][~arrays["finite"]].tolist()
+            finite = arrays.pop("finite").astype(bool)
+            if not finite.all():
+                bad = arrays["positions"][~finite].tolist()
                 raise InputError(
                     f"The images at positions {bad[:10]} contain NaN or infinite values; "
                     "clean or filter the dataset (e.g. dataset.filter(...))."
@@ -603,7 +832,6 @@ def _explain_shards(
                 )
                 faith[name] = curves.auc
             arrays.pop("images", None)
-            arrays.pop("finite")
             records = _records(arrays, source, shard_size, border, names, faith)
             found = [r["position"] for r in records if r["empty"]]
             empty[0] += len(found)
@@ -620,13 +848,24 @@ def _explain_shards(
     finally:
         bar.close()
         tf.get_logger().removeFilter(quiet)
+        tf.get_logger().removeFilter(quiet_gather)
     last = buffer.take(final=True)
     if last is not None:
         commit(last, final=True)
     elif manifest["images_done"] == 0:
+        if source.files:
+            arrays_files = None
+            unreadable(len(source.files))  # refuses unless skip_bad
+            raise InputError(
+                f"None of the {len(source.files)} image files could be read, e.g. "
+                f"{manifest['skipped'][0]['file']} ({manifest['skipped'][0]['error']})."
+            )
         raise InputError("The `dataset` is empty: there is nothing to explain.")
     else:
+        arrays_files = None
+        if source.files is not None:
+            unreadable(len(source.files))
         manifest["complete"] = True
         if writer:
-            write_manifest(out, manifest)
+            _write(out, manifest, lambda: write_manifest(out, manifest), "manifest.json")
     return empty

@@ -66,6 +66,13 @@ def _markdown(s: dict[str, Any]) -> str:
         f"{s['images']} images{'' if s['complete'] else ' (run incomplete)'}; "
         f"{s['empty_maps']} all-zero maps.",
     ]
+    if s.get("skipped_files"):
+        skipped = s["skipped_files"]
+        lines.append(
+            f"{len(skipped)} unreadable file(s) skipped (no map): "
+            + "; ".join(f"{x['file']} ({x['error']})" for x in skipped[:20])
+            + (f"; and {len(skipped) - 20} more (see index.jsonl)." if len(skipped) > 20 else ".")
+        )
     if s.get("accuracy") is not None:
         lines.append(f"Top class equals the label for {pct(s['accuracy'])} of the images.")
     lines += [
@@ -196,6 +203,7 @@ def summarize(
         "peak_in_corner": totals["corner"] / max(n, 1),
         "mean_border_share": totals["mass"] / max(n, 1),
         "empty_maps": int(totals["empty"]),
+        "skipped_files": list(result.skipped),
         "accuracy": (
             totals["correct"] / totals["labelled"]
             if totals["labelled"] and result.target_setting is None
