@@ -406,6 +406,9 @@ class FinerCam(CamMethod):
         where = f"method {self.name!r}"
         self.comparisons = check_int(comparisons, "comparisons", low=1, where=where)
         self.alpha = check_number(alpha, "alpha", low=0, where=where)
+        classes = self.runner.num_scores  # None until a pass for subclassed models
+        if classes is not None and classes < 2:
+            _finer_score(tf.zeros((1, classes)), tf.zeros((1,), tf.int32), 1, 0.0)  # refuses
 
     def _batch(self, x, targets):
         score = functools.partial(_finer_score, comparisons=self.comparisons, alpha=self.alpha)
