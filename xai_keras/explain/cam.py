@@ -489,7 +489,8 @@ class ShapleyCam(CamMethod):
         return _weighted_sum(a, weights), logits, targets
 
     def attribute(self, x, targets):
-        if self.runner.kind == "auto" and self.runner.outputs_are_probabilities is None:
+        undecided = self.runner.kind == "auto" and self.runner.outputs_are_probabilities is None
+        if undecided and tf.executing_eagerly():
             self.runner.squash(self.runner.forward_fn(x))  # decide, eagerly, how to read outputs
         return BatchResult(*self.runner.kernel(self.kernel_key, self._batch)(x, targets))
 
