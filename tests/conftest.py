@@ -55,3 +55,14 @@ def trained_shapes(tmp_path_factory):
 def shortcut_shapes(tmp_path_factory):
     """The same CNN trained with the planted corner marker linked to the class."""
     return _train_small(tmp_path_factory.mktemp("shortcut_run"), "data.spurious_cue=true")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `torch` run a PyTorch oracle in another venv (slow, and not part of the
+    default run): they are skipped unless the `-m` expression names `torch`."""
+    if "torch" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="PyTorch oracle test; select it with -m torch")
+    for item in items:
+        if item.get_closest_marker("torch") is not None:
+            item.add_marker(skip)

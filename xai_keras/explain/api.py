@@ -168,7 +168,8 @@ def explain(
             preprocessed the way the model expects), or a `tf.data.Dataset` of them.
         method: a name from `xai_keras.methods()`, or a list of names: then a list of
             explanations comes back, and the gradient CAMs of one layer (gradcam, gradcam++,
-            xgradcam, layercam, cam, eigencam) share one forward and backward pass.
+            xgradcam, layercam, cam, eigencam, hirescam, kpcacam) share one forward and backward
+            pass (finercam and shapleycam need their own).
         targets: class index(es) to explain; None explains each image's top class. For a
             single sigmoid unit, 1 is the positive class and 0 the negative logit.
         layer: for CAM methods, the layer (name, "nested/path" or object); default: the last

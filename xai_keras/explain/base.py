@@ -51,6 +51,10 @@ _ALIASES = {
     "grad_cam++": "gradcam++",
     "ig": "integrated_gradients",
     "vanilla": "saliency",
+    "hires_cam": "hirescam",
+    "finer_cam": "finercam",
+    "shapley_cam": "shapleycam",
+    "kpca_cam": "kpcacam",
 }
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from xai_keras.checks import check_int
-from xai_keras.errors import LayerError
+from xai_keras.checks import check_choice, check_int, check_number
+from xai_keras.errors import InputError, LayerError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.layers import downstream
 
@@ -30,6 +30,10 @@ __all__ = [
     "LayerCam",
     "EigenCam",
     "ScoreCam",
+    "HiResCam",
+    "FinerCam",
+    "ShapleyCam",
+    "KpcaCam",
 ]
 
 _SPATIAL = (1, 2)
@@ -93,9 +97,15 @@ class CamMethod(Method):
         a, g, logits, targets = self.runner.layer_grads_fn(x, targets)
         return self.combine(a, g, targets), logits, targets
 
+    @property
+    def kernel_key(self) -> str:
+        """Names this method's compiled kernels on the runner: the name, plus any options
+        the traced graph depends on (the first instance's kernel serves every later one)."""
+        return self.name
+
     def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
         # One compiled kernel per method and runner: tape, weights and sum in one graph.
-        return BatchResult(*self.runner.kernel(f"cam:{self.name}", self._batch)(x, targets))
+        return BatchResult(*self.runner.kernel(f"cam:{self.kernel_key}", self._batch)(x, targets))
 
 
 def shares_pass(method: Method) -> bool:
@@ -123,7 +133,7 @@ class SharedCam(Method):
         return maps, logits, targets
 
     def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
-        key = "shared:" + ",".join(m.name for m in self.members)
+        key = "shared:" + ",".join(m.kernel_key for m in self.members)
         return BatchResult(*self.runner.kernel(key, self._batch)(x, targets))
 
 
@@ -304,3 +314,274 @@ class ScoreCam(CamMethod):
         self.runner.squash(logits)  # decide, eagerly, whether outputs need a softmax
         weights = self._channel_scores(x, a, targets)
         return BatchResult(_weighted_sum(a, weights), logits, targets)
+
+
+# -- newer CAMs ---------------------------------------------------------------------------
+def _score_grads(runner, x, targets, score):
+    """Like `ModelRunner._layer_grads`, but differentiating `score(logits, targets)` (B,)
+    instead of the target logit: (activation, gradient, logits, targets) as float32 grids."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        activation, logits = runner.forward(x)
+        targets = runner.resolve_targets(logits, targets)
+        y = score(logits, targets)
+    grads = tape.gradient(y, activation)
+    if grads is None:
+        raise LayerError(
+            f"The explained score does not depend on layer {runner.layer.name!r} (it is not "
+            "on the path to the chosen output); pick a layer before that output."
+        )
+    return runner.to_grid(activation), runner.to_grid(grads), logits, targets
+
+
+@register("hirescam")
+class HiResCam(CamMethod):
+    """HiResCAM: every activation times its own gradient, summed over channels.
+
+    relu(sum_k G_k * A_k) per position. Before the ReLU the map sums to sum(G * A), the
+    first-order term of the score in the layer's activations, so it shows only what the
+    gradient at each position credits there (Grad-CAM's spatially averaged gradients can show
+    positions the score does not depend on). Where the gradient is the same at every position
+    (a GAP + dense head) it equals Grad-CAM exactly.
+
+    Reference: Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations
+    of convolutional neural networks", arXiv:2011.08891, 2020.
+    """
+
+    reference = "Draelos & Carin, arXiv 2020"
+    same_when_pooled = "equals gradcam"
+
+    def combine(self, a, g, targets):
+        return tf.nn.relu(tf.reduce_sum(g * a, axis=-1))
+
+
+def _finer_score(logits, targets, comparisons, alpha):
+    """Finer-CAM's score: sum_d p_d (y_c - alpha y_d) / sum_d p_d over the `comparisons`
+    classes d whose logits are closest to the target's, p the softmax probabilities."""
+    classes = logits.shape[-1]
+    if classes is None or classes < 2:
+        raise InputError(
+            "method 'finercam' compares the target with other classes, and the explained "
+            f"output has {classes} score column(s); use method='gradcam'."
+        )
+    own = tf.gather(logits, targets, batch_dims=1)
+    distance = tf.stop_gradient(tf.abs(logits - own[:, None]))
+    distance = tf.where(tf.one_hot(targets, classes) > 0, float("inf"), distance)
+    similar = tf.math.top_k(-distance, k=min(comparisons, classes - 1))[1]
+    p = tf.gather(tf.nn.softmax(logits), similar, batch_dims=1)
+    gaps = own[:, None] - alpha * tf.gather(logits, similar, batch_dims=1)
+    return tf.reduce_sum(p * gaps, axis=-1) / tf.maximum(tf.reduce_sum(p, axis=-1), 1e-30)
+
+
+@register("finercam")
+class FinerCam(CamMethod):
+    """Finer-CAM: Grad-CAM of the target's lead over its most similar classes.
+
+    Explains S = sum_d p_d (y_c - alpha * y_d) / sum_d p_d instead of y_c, where d runs over
+    the `comparisons` classes whose logits are closest to the target's (for the top class:
+    the runners-up) and p are the softmax probabilities. Channels that also support those
+    classes cancel, leaving what tells the target apart from them. alpha = 0 gives Grad-CAM.
+    As in the authors' code and pytorch-grad-cam, the probability weights are differentiated
+    too (they are part of the explained score, not constants). Needs its own backward pass.
+
+    Args:
+        comparisons: how many similar classes to compare with (fewer if the model has fewer).
+        alpha: comparison strength, >= 0 (1 in the paper's default setting).
+
+    Reference: Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for
+    Visual Explanation", CVPR 2025.
+    """
+
+    reference = "Zhang et al., CVPR 2025"
+    zero_map_cause = (
+        "the channel-weighted sum is negative or zero at every position: at this layer the "
+        "evidence separating the class from its most similar classes is against it; lower "
+        "alpha or try another layer"
+    )
+
+    def __init__(
+        self, model: keras.Model, layer: Any = None, comparisons: int = 3, alpha: float = 1.0
+    ):
+        super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        self.comparisons = check_int(comparisons, "comparisons", low=1, where=where)
+        self.alpha = check_number(alpha, "alpha", low=0, where=where)
+        classes = self.runner.num_scores  # None until a pass for subclassed models
+        if classes is not None and classes < 2:
+            _finer_score(tf.zeros((1, classes)), tf.zeros((1,), tf.int32), 1, 0.0)  # refuses
+
+    def _batch(self, x, targets):
+        score = functools.partial(_finer_score, comparisons=self.comparisons, alpha=self.alpha)
+        a, g, logits, targets = _score_grads(self.runner, x, targets, score)
+        return _weighted_sum(a, tf.reduce_mean(g, axis=_SPATIAL)), logits, targets
+
+    def attribute(self, x, targets):
+        return BatchResult(*self.runner.kernel(self.kernel_key, self._batch)(x, targets))
+
+    @property
+    def kernel_key(self):
+        return f"{self.name}:{self.comparisons}:{self.alpha!r}"
+
+
+def _log_probabilities(runner, scores):
+    """log p of every score column, as `runner.squash` reads the head."""
+    if runner.kind == "sigmoid" or scores.shape[-1] == 1:
+        return tf.math.log_sigmoid(scores)
+    if runner.kind == "auto" and runner.outputs_are_probabilities:
+        return tf.math.log(tf.maximum(scores, 1e-30))
+    return tf.nn.log_softmax(scores)
+
+
+@register("shapleycam")
+class ShapleyCam(CamMethod):
+    """ShapleyCAM: channels weighted by the gradient minus half the Hessian-activation product.
+
+    w_k = mean over positions of (G - H A / 2)_k, with H the Hessian of the score in the
+    layer's activations: the second-order Taylor estimate of each channel's Shapley value in
+    a game whose players are the activations (Grad-CAM is the first-order one). The score is
+    the paper's ReST utility (`utility="rest"`), y_c + log p_c: the logit plus the log of its
+    softmax (sigmoid for sigmoid heads) probability, so competing classes count. With
+    `utility="logit"` the raw logit is used, as pytorch-grad-cam does by default; behind a
+    layer the logit depends on piecewise-linearly (ReLU, pooling, dense), H A is then 0 and
+    the map equals Grad-CAM. Costs a second backward pass (its own compiled kernel).
+
+    Args:
+        utility: "rest" (default, the paper's) or "logit".
+
+    Reference: Cai, "CAMs as Shapley Value-based Explainers", The Visual Computer 2025
+    (arXiv:2501.06261).
+    """
+
+    reference = "Cai, The Visual Computer 2025"
+
+    def __init__(self, model: keras.Model, layer: Any = None, utility: str = "rest"):
+        super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        self.utility = check_choice(utility, "utility", ("rest", "logit"), where=where)
+        if self.utility == "rest" and self.runner.kind in ("linear", "score"):
+            raise InputError(
+                f"method 'shapleycam' with utility='rest' needs class probabilities, and the "
+                f"explained output of model {model.name!r} is read as {self.runner.kind!r} "
+                "values; pass utility='logit'."
+            )
+
+    def _batch(self, x, targets):
+        runner = self.runner
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            outer.watch(x)
+            with tf.GradientTape(watch_accessed_variables=False) as inner:
+                inner.watch(x)
+                activation, logits = runner.forward(x)
+                targets, y = runner._pick(logits, targets)
+                if self.utility == "rest":
+                    y = y + tf.gather(_log_probabilities(runner, logits), targets, batch_dims=1)
+            g = inner.gradient(y, activation)
+            if g is None:
+                raise LayerError(
+                    f"The explained score does not depend on layer {runner.layer.name!r} (it "
+                    "is not on the path to the chosen output); pick a layer before that output."
+                )
+            # sum(G * A) with A held constant: its gradient in A is H A (H is symmetric).
+            gxa = tf.reduce_sum(g * tf.stop_gradient(activation))
+        hvp = outer.gradient(gxa, activation, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        a, g, hvp = runner.to_grid(activation), runner.to_grid(g), runner.to_grid(hvp)
+        weights = tf.reduce_mean(g - 0.5 * hvp, axis=_SPATIAL)
+        return _weighted_sum(a, weights), logits, targets
+
+    def attribute(self, x, targets):
+        undecided = self.runner.kind == "auto" and self.runner.outputs_are_probabilities is None
+        if undecided and tf.executing_eagerly():
+            self.runner.squash(self.runner.forward_fn(x))  # decide, eagerly, how to read outputs
+        return BatchResult(*self.runner.kernel(self.kernel_key, self._batch)(x, targets))
+
+    @property
+    def kernel_key(self):
+        return f"{self.name}:{self.utility}"
+
+
+_KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
+
+
+def _kernel_matrix(x, kernel, gamma):
+    """(B, n, n) kernel between the rows of x (B, n, k), with scikit-learn's definitions
+    (coef0 = 1, degree = 3)."""
+    dot = tf.einsum("bnk,bmk->bnm", x, x)
+    if kernel == "linear":
+        return dot
+    if kernel == "sigmoid":
+        return tf.tanh(gamma * dot + 1.0)
+    if kernel == "poly":
+        return (gamma * dot + 1.0) ** 3
+    squares = tf.linalg.diag_part(dot)
+    if kernel == "rbf":
+        distance = squares[:, :, None] + squares[:, None, :] - 2.0 * dot
+        return tf.exp(-gamma * tf.maximum(distance, 0.0))
+    norms = tf.sqrt(squares)  # cosine; zero rows stay zero
+    return _safe_divide(dot, norms[:, :, None] * norms[:, None, :])
+
+
+@register("kpcacam")
+class KpcaCam(CamMethod):
+    """KPCA-CAM: the activations projected on their first kernel principal component.
+
+    Eigen-CAM with kernel PCA: the positions (rows of channel values, centred over positions)
+    are compared through a kernel, and the map is each position's score on the leading
+    component of the centred kernel matrix (eigenvector times the square root of its
+    eigenvalue), ReLU'd. Class-agnostic (no gradients). The component's sign is arbitrary
+    and, as the projections sum to zero, cannot be set by the mass as Eigen-CAM's is; as in
+    scikit-learn (which the authors and pytorch-grad-cam use), the position of largest
+    magnitude is made positive. Solved in float64; a layer of n positions costs an n x n
+    eigendecomposition per image.
+
+    Args:
+        kernel: "sigmoid" (default, as the authors'), "rbf", "poly", "linear" (= PCA) or
+            "cosine", with scikit-learn's constants (coef0 = 1, degree = 3).
+        gamma: the kernel's scale (> 0); None for 1 / channels.
+
+    Reference: Karmani et al., "KPCA-CAM: Visual Explainability of Deep Computer Vision
+    Models using Kernel PCA", IEEE MMSP 2024 (arXiv:2410.00267).
+    """
+
+    reference = "Karmani et al., IEEE MMSP 2024"
+    zero_map_cause = (
+        "the activations are the same at every position, so there is no component to show"
+    )
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        kernel: str = "sigmoid",
+        gamma: float | None = None,
+    ):
+        super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        self.kernel = check_choice(kernel, "kernel", _KPCA_KERNELS, where=where)
+        self.gamma = check_number(
+            gamma, "gamma", low=0, low_open=True, where=where, allow_none=True
+        )
+
+    @property
+    def kernel_key(self):
+        return f"{self.name}:{self.kernel}:{self.gamma!r}"
+
+    def combine(self, a, g, targets):
+        b, h, w, k = tf.unstack(tf.shape(a))
+        x = tf.cast(tf.reshape(a, (b, h * w, k)), tf.float64)
+        x = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+        x = x - tf.reduce_mean(x, axis=1, keepdims=True)
+        gamma = self.gamma if self.gamma is not None else 1.0 / tf.cast(k, tf.float64)
+        kx = _kernel_matrix(x, self.kernel, gamma)
+        # Centre in feature space: K - 1K/n - K1/n + 1K1/n^2.
+        kx = (
+            kx
+            - tf.reduce_mean(kx, axis=1, keepdims=True)
+            - tf.reduce_mean(kx, axis=2, keepdims=True)
+            + tf.reduce_mean(kx, axis=(1, 2), keepdims=True)
+        )
+        values, vectors = tf.linalg.eigh(kx)  # ascending
+        v, top = vectors[:, :, -1], tf.maximum(values[:, -1], 0.0)
+        peak = tf.gather(v, tf.argmax(tf.abs(v), axis=1), batch_dims=1)
+        sign = tf.where(peak < 0, -tf.ones_like(peak), tf.ones_like(peak))
+        projection = v * (sign * tf.sqrt(top))[:, None]
+        return tf.nn.relu(tf.cast(tf.reshape(projection, (b, h, w)), tf.float32))
