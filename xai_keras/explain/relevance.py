@@ -415,7 +415,7 @@ class WSquare(Flat):
 
 class ZBox(Rule):
     """z^B (input layer): contributions measured against the image's bounds l <= x <= h:
-    x w - l w+ - h w-."""
+    x w - l w+ - h w- (no bias term, as in Montavon et al. 2017 and zennit)."""
 
     name = "zbox"
     input_only = True
@@ -423,7 +423,7 @@ class ZBox(Rule):
     def __call__(self, stage, x, xg, z, chain):
         low, high = chain.low * chain.probe, chain.high * chain.probe
         zb = (
-            stage(xg)
+            stage(xg, bias=False)
             - stage(low, tf.nn.relu, bias=False)
             - stage(high, lambda w: tf.minimum(w, 0.0), bias=False)
         )
