@@ -299,12 +299,40 @@ def _exact(value: tf.Tensor, surrogate: tf.Tensor) -> tf.Tensor:
     return surrogate + _sg(value - surrogate)
 
 
-def _rescale(x: tf.Tensor, y: tf.Tensor, x0: tf.Tensor, y0: tf.Tensor) -> tf.Tensor:
-    """y, with gradient (y - y0) / (x - x0) (the rescale rule), or dy/dx where x == x0."""
-    dx = x - x0
-    far = tf.abs(dx) > 1e-7
-    multiplier = _sg((y - y0) / tf.where(far, dx, tf.ones_like(dx)))
-    return tf.where(far, _exact(y, x * multiplier), y)
+def _rescale(fn: Callable, x: tf.Tensor, reference: Callable | None = None) -> tf.Tensor:
+    """fn(x), with gradient (y - y0) / (x - x0) (the rescale rule), or dy/dx where x == x0.
+
+    `reference` maps x (or y) to the reference's values; None: x0 = 0 and y0 = 0 (relevance
+    passes through unchanged). Functions without weights get a custom gradient (no extra
+    forward work); layers with weights (PReLU) are differentiated through instead.
+    """
+    ref = reference or tf.zeros_like
+
+    def multiplier(x, y, dydx):
+        dx = x - ref(x)
+        far = tf.abs(dx) > 1e-7
+        return tf.where(far, (y - ref(y)) / tf.where(far, dx, tf.ones_like(dx)), dydx)
+
+    if getattr(fn, "weights", None):
+        y = fn(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y2 = fn(x)
+        slope = tape.gradient(y2, x)
+        return _exact(y, x * _sg(multiplier(x, y, slope)))
+
+    @tf.custom_gradient
+    def rescaled(x):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y = fn(x)
+
+        def grad(g):
+            return g * multiplier(x, y, tape.gradient(y, x))
+
+        return tf.identity(y), grad
+
+    return rescaled(x)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -330,6 +358,12 @@ class Rule:
     def __call__(self, stage: _Affine, x, xg, z, chain: _Chain | None) -> tf.Tensor:
         raise NotImplementedError
 
+    def fast(self, stage: _Affine, x: tf.Tensor) -> tf.Tensor:
+        """The stage's output with the rule's gradient, away from the input layer (a custom
+        gradient: no extra forward work beyond what the rule needs)."""
+        z = stage(x)
+        return _exact(z, self(stage, x, x, z, None))
+
     @staticmethod
     def _z(stage, x, xg, z):
         return z if xg is x else stage(xg)
@@ -343,6 +377,9 @@ class Zero(Rule):
     def __call__(self, stage, x, xg, z, chain):
         return self._z(stage, x, xg, z)
 
+    def fast(self, stage, x):
+        return stage(x)
+
 
 class Epsilon(Rule):
     """LRP-epsilon: z_k + epsilon * sign(z_k) in the denominator absorbs weak relevance."""
@@ -352,8 +389,18 @@ class Epsilon(Rule):
     def __init__(self, epsilon: float):
         self.epsilon = epsilon
 
+    def _ratio(self, z):
+        return z / (z + tf.where(z >= 0, self.epsilon, -self.epsilon))
+
     def __call__(self, stage, x, xg, z, chain):
-        return self._z(stage, x, xg, z) * _sg(z / (z + tf.where(z >= 0, 1.0, -1.0) * self.epsilon))
+        return self._z(stage, x, xg, z) * _sg(self._ratio(z))
+
+    def fast(self, stage, x):
+        @tf.custom_gradient
+        def scaled(z):
+            return tf.identity(z), lambda g: g * self._ratio(z)
+
+        return scaled(stage(x))
 
 
 class Gamma(Rule):
@@ -365,9 +412,27 @@ class Gamma(Rule):
     def __init__(self, gamma: float):
         self.gamma = gamma
 
+    def _modify(self, w):
+        return w + self.gamma * tf.nn.relu(w)
+
     def __call__(self, stage, x, xg, z, chain):
-        zp = stage(xg, lambda w: w + self.gamma * tf.nn.relu(w))
+        zp = stage(xg, self._modify)
         return zp * _sg(z / _stab(zp))
+
+    def fast(self, stage, x):
+        @tf.custom_gradient
+        def gamma(x):
+            z = stage(x)
+
+            def grad(g):
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(x)
+                    zp = stage(x, self._modify)
+                return tape.gradient(zp, x, output_gradients=g * z / _stab(zp))
+
+            return z, grad
+
+        return gamma(x)
 
 
 class AlphaBeta(Rule):
@@ -562,16 +627,19 @@ class LrpRunner(_RuleRunner):
 
     def _stage(self, stage, x):
         chain = self._entry(x)
-        z = stage(x)
-        xg = x if chain is None else _sg(x) * chain.probe
         rule = self.composite.pick(stage, chain is not None)
-        return _exact(z, rule(stage, x, xg, z, chain))
+        if chain is None:
+            return rule.fast(stage, x)
+        z = stage(x)
+        return _exact(z, rule(stage, x, _sg(x) * chain.probe, z, chain))
 
     def _activation(self, fn, x):
-        y = fn(x)
-        if fn is keras.activations.relu or isinstance(fn, kl.ReLU):
-            return y  # its gradient passes relevance through: R_x = x * 1[x > 0] * g = y * g
-        return _rescale(x, y, tf.zeros_like(x), tf.zeros_like(y))  # R passes through unchanged
+        plain_relu = isinstance(fn, kl.ReLU) and fn.max_value is None
+        if fn is keras.activations.relu or (
+            plain_relu and not fn.negative_slope and not fn.threshold
+        ):
+            return fn(x)  # its gradient passes relevance through: R_x = x * 1[x > 0] * g = y * g
+        return _rescale(fn, x)  # relevance passes through unchanged
 
 
 class DeepLiftRunner(_RuleRunner):
@@ -600,10 +668,8 @@ class DeepLiftRunner(_RuleRunner):
         return (x - baseline) * grads, logits, targets
 
     def _activation(self, fn, x):
-        y = fn(x)
         n = tf.shape(x)[0] // 2
-        swap = lambda t: tf.concat([t[n:], t[:n]], axis=0)  # noqa: E731
-        return _rescale(x, y, swap(x), swap(y))
+        return _rescale(fn, x, lambda t: tf.concat([t[n:], t[:n]], axis=0))
 
 
 def _cached(model: keras.Model, key: tuple, build: Callable) -> Any:
