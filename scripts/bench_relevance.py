@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from bench_explain import _median, _ratio, format_table, measure  # noqa: E402
+
 from xai_keras import explain  # noqa: E402
 
 CALLS = {

@@ -220,3 +220,18 @@ def test_zbox_bounds_from_the_value_range(images, value_range):
     y = _target_logits(exp)
     np.testing.assert_allclose(exp.attributions.sum(axis=(1, 2, 3)), y, rtol=2e-3, atol=1e-5)
     assert not np.allclose(exp.attributions, own.attributions)
+
+
+def test_signed_methods_are_drawn_with_a_diverging_colormap(images):
+    """Red for positive relevance, blue for negative; unsigned methods keep JET."""
+    model = _residual_net(bias=True)
+    exp = explain(model, images, method="lrp")
+    assert exp.signed
+    signed = exp.signed_maps()
+    assert signed.shape == exp.maps.shape and signed.min() < 0 < signed.max()
+    heat = exp.heatmaps().astype(int)
+    i = np.unravel_index(signed.argmax(), signed.shape)
+    j = np.unravel_index(signed.argmin(), signed.shape)
+    assert heat[i][0] > heat[i][2] and heat[j][2] > heat[j][0]  # red vs blue
+    assert exp.overlay().shape == (*exp.maps.shape, 3)
+    assert not explain(model, images, method="saliency").signed
