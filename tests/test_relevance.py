@@ -235,3 +235,15 @@ def test_signed_methods_are_drawn_with_a_diverging_colormap(images):
     assert heat[i][0] > heat[i][2] and heat[j][2] > heat[j][0]  # red vs blue
     assert exp.overlay().shape == (*exp.maps.shape, 3)
     assert not explain(model, images, method="saliency").signed
+
+
+@pytest.mark.parametrize("method", ["lrp", "deeplift"])
+def test_same_maps_through_explain_dataset(gap_model, images32, tmp_path, method):
+    """The compiled, distributed dataset path gives the maps `explain` gives."""
+    from xai_keras.scale import explain_dataset
+
+    reference = explain(gap_model, images32, method=method, batch_size=4)
+    ds = tf.data.Dataset.from_tensor_slices(images32).batch(3)
+    result = explain_dataset(gap_model, ds, method, out=tmp_path / "run")
+    np.testing.assert_allclose(result.maps[:], reference.maps, atol=1e-3)  # float16 storage
+    np.testing.assert_array_equal(result.targets, reference.targets)
