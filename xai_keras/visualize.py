@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import cv2
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["to_display", "colorize", "overlay", "explanation_grid"]
+__all__ = ["to_display", "colorize", "colorize_signed", "overlay", "blend", "explanation_grid"]
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -37,13 +38,24 @@ def colorize(maps: np.ndarray, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     return np.stack([cv2.applyColorMap(mi, colormap)[..., ::-1] for mi in m])
 
 
+def colorize_signed(values: np.ndarray, colormap: str = "RdBu_r") -> np.ndarray:
+    """(N, H, W) signed maps in [-1, 1] to uint8 RGB with a diverging colormap: red for
+    positive evidence, blue for negative, white for zero."""
+    v = (np.clip(np.asarray(values, np.float32), -1, 1) + 1) / 2
+    return (matplotlib.colormaps[colormap](v)[..., :3] * 255).round().astype(np.uint8)
+
+
+def blend(images: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend (N, H, W, 3) uint8 heatmaps over the images: (N, H, W, 3) uint8."""
+    base = to_display(images).astype(np.float32)
+    return np.clip((1 - alpha) * base + alpha * heat.astype(np.float32), 0, 255).astype(np.uint8)
+
+
 def overlay(
     images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, colormap: int = cv2.COLORMAP_JET
 ) -> np.ndarray:
     """Blend heatmaps over the images: (N, H, W, 3) uint8."""
-    base = to_display(images).astype(np.float32)
-    heat = colorize(maps, colormap).astype(np.float32)
-    return np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8)
+    return blend(images, colorize(maps, colormap), alpha)
 
 
 def explanation_grid(

@@ -5,6 +5,7 @@ from xai_keras.explain import (  # noqa: F401  (register the methods)
     gradients,
     occlusion,
     reference,
+    relevance,
 )
 from xai_keras.explain.api import check_images, explain
 from xai_keras.explain.base import METHODS, Method, get_method, methods

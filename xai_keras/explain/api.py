@@ -386,4 +386,5 @@ def _explanation(
         layer_reason=reason,
         layer_scores=dict(choice.scores) if choice else None,
         value_range=value_range,
+        signed=cls.signed,
     )

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -40,6 +41,8 @@ class Explanation:
             skipped, or "auto" with the candidates' scores).
         layer_scores: for layer="auto", each candidate layer's faithfulness proxy.
         value_range: the model's input range, used to show the images.
+        signed: the method's raw maps carry a sign (LRP, DeepLIFT, Integrated Gradients,
+            occlusion); pictures then show `signed_maps()` with a diverging colormap.
     """
 
     images: np.ndarray
@@ -57,6 +60,7 @@ class Explanation:
     layer_reason: str = ""
     layer_scores: dict[str, float] | None = None
     value_range: ValueRange | None = field(default=None, repr=False)
+    signed: bool = False
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -75,8 +79,19 @@ class Explanation:
         return f"{name} ({self.scores[i]:.2f})"
 
     def overlay(self, alpha: float = 0.45) -> np.ndarray:
-        """(N, H, W, 3) uint8: the heatmap (OpenCV JET) blended over each image."""
-        return visualize.overlay(self.display_images(), self.maps, alpha)
+        """(N, H, W, 3) uint8: the heatmap (OpenCV JET, or a diverging red/blue one for
+        signed methods) blended over each image."""
+        return visualize.blend(self.display_images(), self.heatmaps(), alpha)
+
+    def signed_maps(self) -> np.ndarray:
+        """(N, H, W) raw maps at input resolution scaled by their largest magnitude to
+        [-1, 1], sign kept (for unsigned methods: `maps`)."""
+        if not self.signed:
+            return self.maps
+        h, w = self.maps.shape[1:3]
+        up = np.stack([cv2.resize(r, (w, h), interpolation=cv2.INTER_LINEAR) for r in self.raw])
+        peak = np.abs(up).max(axis=(1, 2), keepdims=True)
+        return (up / np.where(peak > 0, peak, 1)).astype(np.float32)
 
     def display_images(self) -> np.ndarray:
         """The images as pixels in [0, 255] (through `value_range` where it is known)."""
@@ -85,7 +100,9 @@ class Explanation:
         return np.clip(self.value_range.to_pixels(self.images), 0, 255)
 
     def heatmaps(self) -> np.ndarray:
-        """(N, H, W, 3) uint8 colour-mapped maps."""
+        """(N, H, W, 3) uint8 colour-mapped maps (diverging for signed methods)."""
+        if self.signed:
+            return visualize.colorize_signed(self.signed_maps())
         return visualize.colorize(self.maps)
 
     def plot(self) -> Figure:

@@ -1,0 +1,796 @@
+"""Relevance methods: Layer-wise Relevance Propagation (LRP) and DeepLIFT (rescale rule).
+
+Both re-run the model's own layer graph (as guided backprop does; the model is never cloned or
+changed) with each layer replaced by a function whose value is the layer's output and whose
+gradient is the method's propagation rule ("modified gradients"). The attributions are then
+one gradient pass, compiled and batched like the gradient family.
+
+LRP in gradient form: the relevance of a tensor t is R_t = t * g_t, where g_t is the modified
+gradient arriving at t. The explained logit y starts with R = y (gradient 1). An affine stage
+z = W x + b with a rule that uses modified weights W' (and bias b') returns
+    out = z' * sg(z / stab(z')) + sg(...)   with z' = W' x + b',
+whose value is z and whose gradient is W'^T (R_z / z'): exactly the rule
+R_x = x * W'^T (R_z / z'). LRP-0 is then the plain gradient (so LRP-0 = gradient x input),
+ReLU, max pooling (winner takes all), average pooling, Add and Concatenate (proportional
+splits) are their plain gradients too. Other element-wise activations pass relevance through
+unchanged. A batch normalisation directly after a conv/dense layer is folded into it (the
+rules then see the combined affine map); a BatchNormalization elsewhere is LRP-0 (gradient).
+
+The image enters as x * m with m a tensor of ones; the attributions are d y / d m, which is
+the relevance at the input. Input-layer rules (z^B, flat, w^2) need relevance that does not
+scale with the pixel value, so the layers fed by the image (through padding, reshaping,
+rescaling or normalisation) see it as sg(x) * m, and their rule routes relevance to m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers as kl
+from keras import ops
+
+from xai_keras.checks import check_choice, check_number
+from xai_keras.errors import InputError
+from xai_keras.explain.base import _HEAD, register
+from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.gradients import GradientMethod
+from xai_keras.explain.graph import ModelRunner
+from xai_keras.explain.heads import Head
+from xai_keras.explain.layers import is_graph_model
+from xai_keras.explain.ranges import ValueRange
+
+__all__ = ["LRP", "DeepLift", "LRP_RULES"]
+
+_STAB = 1e-6  # stabiliser of modified denominators (zennit's default)
+_sg = tf.stop_gradient
+
+# Layers passed through with their own gradient: layout, pooling, merges (LRP-0 for sums).
+_PLAIN = (
+    kl.InputLayer,
+    kl.Flatten,
+    kl.Reshape,
+    kl.Permute,
+    kl.Dropout,
+    kl.SpatialDropout1D,
+    kl.SpatialDropout2D,
+    kl.SpatialDropout3D,
+    kl.GaussianDropout,
+    kl.GaussianNoise,
+    kl.AlphaDropout,
+    kl.ZeroPadding1D,
+    kl.ZeroPadding2D,
+    kl.ZeroPadding3D,
+    kl.Cropping1D,
+    kl.Cropping2D,
+    kl.Cropping3D,
+    kl.UpSampling1D,
+    kl.UpSampling2D,
+    kl.MaxPooling1D,
+    kl.MaxPooling2D,
+    kl.MaxPooling3D,
+    kl.AveragePooling1D,
+    kl.AveragePooling2D,
+    kl.AveragePooling3D,
+    kl.GlobalAveragePooling1D,
+    kl.GlobalAveragePooling2D,
+    kl.GlobalAveragePooling3D,
+    kl.GlobalMaxPooling1D,
+    kl.GlobalMaxPooling2D,
+    kl.GlobalMaxPooling3D,
+    kl.Add,
+    kl.Subtract,
+    kl.Average,
+    kl.Maximum,
+    kl.Minimum,
+    kl.Concatenate,
+    kl.Identity,
+    kl.BatchNormalization,
+    kl.Rescaling,
+    kl.Normalization,
+)
+# Of those, the ones that only move values around (the image's bounds follow them).
+_LAYOUT = (
+    kl.InputLayer,
+    kl.Flatten,
+    kl.Reshape,
+    kl.Permute,
+    kl.Dropout,
+    kl.SpatialDropout1D,
+    kl.SpatialDropout2D,
+    kl.SpatialDropout3D,
+    kl.GaussianDropout,
+    kl.GaussianNoise,
+    kl.AlphaDropout,
+    kl.Identity,
+    kl.ZeroPadding1D,
+    kl.ZeroPadding2D,
+    kl.ZeroPadding3D,
+    kl.Cropping1D,
+    kl.Cropping2D,
+    kl.Cropping3D,
+)
+# Element-wise affine preprocessing: relevance passes through them unchanged.
+_AFFINE = (kl.Rescaling, kl.Normalization)
+_ACTIVATION_LAYERS = (kl.Activation, kl.ReLU, kl.LeakyReLU, kl.ELU, kl.PReLU)
+_ELEMENTWISE = {
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "swish",
+    "hard_silu",
+    "hard_swish",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "softplus",
+    "softsign",
+    "linear",
+}
+
+
+def _is_conv(layer: Any) -> bool:
+    return isinstance(layer, (kl.Conv1D, kl.Conv2D, kl.Conv3D)) and not isinstance(
+        layer, (kl.Conv1DTranspose, kl.Conv2DTranspose, kl.Conv3DTranspose)
+    )
+
+
+def _weighted(layer: Any) -> bool:
+    return isinstance(
+        layer,
+        (kl.Dense, kl.DepthwiseConv1D, kl.DepthwiseConv2D, kl.SeparableConv1D, kl.SeparableConv2D),
+    ) or _is_conv(layer)
+
+
+def _walk(model: keras.Model):
+    """Every operation of a graph model, nested models opened."""
+    ops_ = model.layers if isinstance(model, keras.Sequential) else model.operations
+    for op in ops_:
+        if is_graph_model(op):
+            yield from _walk(op)
+        else:
+            yield op
+
+
+def _activation_name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _check_supported(model: keras.Model, method: str, dropped: set[int]) -> None:
+    """Refuse, naming the first layer type the propagation rules do not cover."""
+    if not is_graph_model(model):
+        raise InputError(
+            f"Method {method!r} re-runs the model's layer graph; model {model.name!r} is "
+            "subclassed. Wrap it in a Functional or Sequential model."
+        )
+    for op in _walk(model):
+        if id(op) in dropped:
+            continue
+        fn = getattr(op, "activation", None)
+        if isinstance(op, _PLAIN) or _weighted(op) or isinstance(op, _ACTIVATION_LAYERS):
+            if fn is None or _activation_name(fn) in _ELEMENTWISE:
+                continue
+            raise InputError(
+                f"Method {method!r} does not handle activation {_activation_name(fn)!r} of "
+                f"layer {op.name!r} ({type(op).__name__}); element-wise activations only."
+            )
+        raise InputError(
+            f"Method {method!r} does not handle layer {op.name!r} of type {type(op).__name__}; "
+            "it handles Conv, DepthwiseConv, SeparableConv, Dense, BatchNormalization, "
+            "pooling, Add, Concatenate, Flatten/Reshape, Dropout and element-wise activations."
+        )
+
+
+def _folds(model: keras.Model) -> dict[int, Any]:
+    """{id(weighted layer): the BatchNormalization it alone feeds (to fold into it)}."""
+    found: dict[int, Any] = {}
+    for op in _walk(model):
+        if not isinstance(op, kl.BatchNormalization) or op.axis not in (
+            -1,
+            len(op.input.shape) - 1,
+        ):
+            continue
+        try:
+            prev = op.input._keras_history[0]
+        except (AttributeError, ValueError):
+            continue
+        linear = getattr(prev, "activation", None) in (None, keras.activations.linear)
+        if (
+            _weighted(prev)
+            and linear
+            and getattr(prev, "data_format", "channels_last") == "channels_last"
+            and len(prev._inbound_nodes) == 1
+            and len(prev._outbound_nodes) == 1
+            and len(op._inbound_nodes) == 1
+        ):
+            found[id(prev)] = op
+    return found
+
+
+def _bn_affine(bn: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """(scale, shift) of a BatchNormalization in inference: y = x * scale + shift."""
+    scale = tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
+    if bn.scale:
+        scale = scale * tf.cast(bn.gamma, tf.float32)
+    shift = -tf.cast(bn.moving_mean, tf.float32) * scale
+    if bn.center:
+        shift = shift + tf.cast(bn.beta, tf.float32)
+    return scale, shift
+
+
+class _Affine:
+    """One affine stage z = op(x, kernel) + bias of a weighted layer, any kernel allowed."""
+
+    def __init__(self, op: Callable, kernel: tf.Tensor, bias: tf.Tensor | None, dense: bool):
+        self.op, self.kernel, self.bias, self.dense = op, kernel, bias, dense
+
+    def __call__(self, x: tf.Tensor, modify: Callable | None = None, bias: bool = True):
+        """op(x, modify(kernel)) + modify(bias) (bias left out when `bias` is False)."""
+        kernel = self.kernel if modify is None else modify(self.kernel)
+        z = self.op(x, kernel)
+        if bias and self.bias is not None:
+            z = z + (self.bias if modify is None else modify(self.bias))
+        return z
+
+
+def _stages(layer: Any, bn: Any = None) -> list[_Affine]:
+    """The affine stages of a weighted layer (separable convs have two), BN folded into the
+    last one."""
+    f32 = lambda v: tf.cast(v, tf.float32)  # noqa: E731
+    bias = f32(layer.bias) if getattr(layer, "use_bias", True) and layer.bias is not None else None
+    if isinstance(layer, kl.Dense):
+        stages = [_Affine(lambda x, k: tf.matmul(x, k), f32(layer.kernel), bias, True)]
+    elif _is_conv(layer):
+        stages = [_Affine(layer.convolution_op, f32(layer.kernel), bias, False)]
+    else:
+        depthwise = isinstance(layer, (kl.DepthwiseConv1D, kl.DepthwiseConv2D))
+        dkernel = layer.kernel if depthwise else layer.depthwise_kernel
+
+        def dw(x, k, layer=layer):
+            return ops.depthwise_conv(
+                x,
+                k,
+                strides=layer.strides,
+                padding=layer.padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
+
+        if depthwise:
+            stages = [_Affine(dw, f32(dkernel), bias, False)]
+        else:
+
+            def pw(x, k, layer=layer):
+                return ops.conv(x, k, strides=1, padding="valid", data_format=layer.data_format)
+
+            stages = [
+                _Affine(dw, f32(dkernel), None, False),
+                _Affine(pw, f32(layer.pointwise_kernel), bias, False),
+            ]
+    if bn is not None:
+        last = stages[-1]
+        scale, shift = _bn_affine(bn)
+        shape = last.kernel.shape
+        if isinstance(layer, (kl.DepthwiseConv1D, kl.DepthwiseConv2D)):
+            kernel = last.kernel * tf.reshape(scale, shape[-2:])
+        else:
+            kernel = last.kernel * scale
+        bias = shift if last.bias is None else last.bias * scale + shift
+        stages[-1] = _Affine(last.op, kernel, bias, last.dense)
+    return stages
+
+
+def _stab(z: tf.Tensor) -> tf.Tensor:
+    """z pushed away from zero by _STAB in its own direction (0 counts as positive)."""
+    return z + tf.where(z >= 0, _STAB, -_STAB)
+
+
+def _exact(value: tf.Tensor, surrogate: tf.Tensor) -> tf.Tensor:
+    """A tensor with `value`'s value and `surrogate`'s gradient."""
+    return surrogate + _sg(value - surrogate)
+
+
+def _rescale(fn: Callable, x: tf.Tensor, reference: Callable | None = None) -> tf.Tensor:
+    """fn(x), with gradient (y - y0) / (x - x0) (the rescale rule), or dy/dx where x == x0.
+
+    `reference` maps x (or y) to the reference's values; None: x0 = 0 and y0 = 0 (relevance
+    passes through unchanged). Functions without weights get a custom gradient (no extra
+    forward work); layers with weights (PReLU) are differentiated through instead.
+    """
+    ref = reference or tf.zeros_like
+
+    def multiplier(x, y, dydx):
+        dx = x - ref(x)
+        far = tf.abs(dx) > 1e-7
+        return tf.where(far, (y - ref(y)) / tf.where(far, dx, tf.ones_like(dx)), dydx)
+
+    if getattr(fn, "weights", None):
+        y = fn(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y2 = fn(x)
+        slope = tape.gradient(y2, x)
+        return _exact(y, x * _sg(multiplier(x, y, slope)))
+
+    @tf.custom_gradient
+    def rescaled(x):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y = fn(x)
+
+        def grad(g):
+            return g * multiplier(x, y, tape.gradient(y, x))
+
+        return tf.identity(y), grad
+
+    return rescaled(x)
+
+
+# -- rules -----------------------------------------------------------------------------------
+class _Chain:
+    """What the layers fed by the image know about it: `probe` (m, with its gradient, moved
+    the way the image was) and the image's lowest/highest values `low`, `high` there."""
+
+    def __init__(self, probe: tf.Tensor, low: tf.Tensor, high: tf.Tensor):
+        self.probe, self.low, self.high = probe, low, high
+
+
+class Rule:
+    """An LRP rule for one affine stage: returns a tensor whose gradient (times the stage's
+    input) is the rule's relevance; its value does not matter.
+
+    `x` is the stage's input, `xg` the same values carrying the gradient to follow (x itself,
+    or sg(x) * m at the input layer), `z` the stage's output, `chain` set at the input layer.
+    """
+
+    name: ClassVar[str] = ""
+    input_only: ClassVar[bool] = False
+
+    def __call__(self, stage: _Affine, x, xg, z, chain: _Chain | None) -> tf.Tensor:
+        raise NotImplementedError
+
+    def fast(self, stage: _Affine, x: tf.Tensor) -> tf.Tensor:
+        """The stage's output with the rule's gradient, away from the input layer (a custom
+        gradient: no extra forward work beyond what the rule needs)."""
+        z = stage(x)
+        return _exact(z, self(stage, x, x, z, None))
+
+    @staticmethod
+    def _z(stage, x, xg, z):
+        return z if xg is x else stage(xg)
+
+
+class Zero(Rule):
+    """LRP-0: R_j = sum_k x_j w_jk R_k / z_k (the plain gradient)."""
+
+    name = "0"
+
+    def __call__(self, stage, x, xg, z, chain):
+        return self._z(stage, x, xg, z)
+
+    def fast(self, stage, x):
+        return stage(x)
+
+
+class Epsilon(Rule):
+    """LRP-epsilon: z_k + epsilon * sign(z_k) in the denominator absorbs weak relevance."""
+
+    name = "epsilon"
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+
+    def _ratio(self, z):
+        return z / (z + tf.where(z >= 0, self.epsilon, -self.epsilon))
+
+    def __call__(self, stage, x, xg, z, chain):
+        return self._z(stage, x, xg, z) * _sg(self._ratio(z))
+
+    def fast(self, stage, x):
+        @tf.custom_gradient
+        def scaled(z):
+            return tf.identity(z), lambda g: g * self._ratio(z)
+
+        return scaled(stage(x))
+
+
+class Gamma(Rule):
+    """LRP-gamma: weights and bias w + gamma * w+ (favours positive contributions; assumes
+    non-negative inputs, as after a ReLU)."""
+
+    name = "gamma"
+
+    def __init__(self, gamma: float):
+        self.gamma = gamma
+
+    def _modify(self, w):
+        return w + self.gamma * tf.nn.relu(w)
+
+    def __call__(self, stage, x, xg, z, chain):
+        zp = stage(xg, self._modify)
+        return zp * _sg(z / _stab(zp))
+
+    def fast(self, stage, x):
+        @tf.custom_gradient
+        def gamma(x):
+            z = stage(x)
+
+            def grad(g):
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(x)
+                    zp = stage(x, self._modify)
+                return tape.gradient(zp, x, output_gradients=g * z / _stab(zp))
+
+            return z, grad
+
+        return gamma(x)
+
+
+class AlphaBeta(Rule):
+    """LRP-alpha-beta: alpha * positive contributions / z+ - beta * negative ones / z-, with
+    contributions x_j w_jk split by sign (inputs of either sign handled)."""
+
+    name = "alphabeta"
+
+    def __init__(self, alpha: float, beta: float):
+        self.alpha, self.beta = alpha, beta
+
+    def __call__(self, stage, x, xg, z, chain):
+        xp, xn = tf.nn.relu(xg), tf.minimum(xg, 0.0)
+        pos, neg = tf.nn.relu, lambda w: tf.minimum(w, 0.0)
+        zp = stage(xp, pos) + stage(xn, neg, bias=False)
+        out = self.alpha * zp * _sg(z / _stab(zp))
+        if self.beta:
+            zn = stage(xp, neg) + stage(xn, pos, bias=False)
+            out = out - self.beta * zn * _sg(z / _stab(zn))
+        return out
+
+
+class Flat(Rule):
+    """Flat (input layer): relevance spread uniformly over each output's receptive field."""
+
+    name = "flat"
+    input_only = True
+
+    def weights(self, w):
+        return tf.ones_like(w)
+
+    def __call__(self, stage, x, xg, z, chain):
+        zf = stage(chain.probe, self.weights, bias=False)
+        return zf * _sg(z / _stab(zf))
+
+
+class WSquare(Flat):
+    """w^2 (input layer): relevance spread in proportion to the squared weights."""
+
+    name = "wsquare"
+
+    def weights(self, w):
+        return tf.square(w)
+
+
+class ZBox(Rule):
+    """z^B (input layer): contributions measured against the image's bounds l <= x <= h:
+    x w - l w+ - h w- (no bias term, as in Montavon et al. 2017 and zennit)."""
+
+    name = "zbox"
+    input_only = True
+
+    def __call__(self, stage, x, xg, z, chain):
+        low, high = chain.low * chain.probe, chain.high * chain.probe
+        zb = (
+            stage(xg, bias=False)
+            - stage(low, tf.nn.relu, bias=False)
+            - stage(high, lambda w: tf.minimum(w, 0.0), bias=False)
+        )
+        return zb * _sg(z / _stab(zb))
+
+
+LRP_RULES = (
+    "composite",
+    "0",
+    "epsilon",
+    "gamma",
+    "alpha1beta0",
+    "zplus",
+    "alpha2beta1",
+    "flat",
+    "wsquare",
+)
+
+
+class Composite:
+    """Which rule each affine stage gets: `first` at the layers fed by the image, `dense` at
+    Dense layers, `conv` at convolutions."""
+
+    def __init__(self, first: Rule, conv: Rule, dense: Rule):
+        self.first, self.conv, self.dense = first, conv, dense
+
+    @classmethod
+    def named(cls, rule: str, epsilon: float, gamma: float) -> Composite:
+        eps, gam = Epsilon(epsilon), Gamma(gamma)
+        if rule in ("composite", "flat", "wsquare"):
+            first = {"composite": ZBox(), "flat": Flat(), "wsquare": WSquare()}[rule]
+            return cls(first, gam, eps)
+        one = {
+            "0": Zero(),
+            "epsilon": eps,
+            "gamma": gam,
+            "alpha1beta0": AlphaBeta(1.0, 0.0),
+            "zplus": AlphaBeta(1.0, 0.0),
+            "alpha2beta1": AlphaBeta(2.0, 1.0),
+        }[rule]
+        return cls(one, one, one)
+
+    def pick(self, stage: _Affine, first: bool) -> Rule:
+        if first:
+            return self.first
+        return self.dense if stage.dense else self.conv
+
+
+# -- runners ----------------------------------------------------------------------------------
+class _RuleRunner(ModelRunner):
+    """Re-runs the model with weighted layers and activations replaced by `_weighted` and
+    `_activation` (subclasses give the rules); other supported layers run as they are."""
+
+    method = ""
+
+    def __init__(self, model: keras.Model, head: Head | None = None):
+        super().__init__(model, None, head=head)
+        _check_supported(model, self.method, set(self._subs))
+        self.folds = _folds(model)
+        self.folded = {id(bn) for bn in self.folds.values()}
+
+    def _op(self, op: Any, captured: dict) -> Callable:
+        if is_graph_model(op):
+            return super()._op(op, captured)
+        dropped = id(op) in self._subs
+        if _weighted(op):
+            return lambda x, **kw: self._weighted_layer(op, x, dropped)
+        if dropped or id(op) in self.folded:
+            return lambda x, *a, **kw: x
+        if isinstance(op, _ACTIVATION_LAYERS):
+            fn = op.activation if isinstance(op, kl.Activation) else op
+            return lambda x, **kw: self._activation(fn, x)
+
+        def call(*args, **kwargs):
+            if getattr(op, "_call_has_training_arg", False):
+                kwargs["training"] = False
+            return self._plain(op, op(*args, **kwargs), args)
+
+        return call
+
+    def _plain(self, op: Any, y: Any, args: tuple) -> Any:
+        return y
+
+    def _weighted_layer(self, layer: Any, x: tf.Tensor, dropped: bool) -> tf.Tensor:
+        x = x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+        for stage in _stages(layer, self.folds.get(id(layer))):
+            x = self._stage(stage, x)
+        fn = getattr(layer, "activation", None)
+        if dropped or fn is None or fn is keras.activations.linear:
+            return x
+        return self._activation(fn, x)
+
+    def _stage(self, stage: _Affine, x: tf.Tensor) -> tf.Tensor:
+        return stage(x)
+
+    def _activation(self, fn: Callable, x: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class LrpRunner(_RuleRunner):
+    """`relevance_fn(x, targets, low, high)` -> (relevance (B, H, W, C), logits, targets)."""
+
+    method = "lrp"
+
+    def __init__(self, model: keras.Model, composite: Composite, head: Head | None = None):
+        super().__init__(model, head)
+        self.composite = composite
+        self._chain: dict[int, tuple[tf.Tensor, _Chain]] = {}
+        self.relevance_fn = tf.function(self._relevance)
+
+    def _relevance(self, x, targets, low, high):
+        probe = tf.ones_like(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(probe)
+            image = x * probe
+            self._chain = {id(image): (image, _Chain(probe, low, high))}
+            _, logits = self.forward(image)
+            targets, y = self._pick(logits, targets)
+        self._chain = {}
+        return tape.gradient(y, probe), logits, targets
+
+    def _entry(self, t: Any) -> _Chain | None:
+        held = self._chain.get(id(t))
+        return held[1] if held is not None and held[0] is t else None
+
+    def _plain(self, op, y, args):
+        chain = self._entry(args[0]) if args else None
+        if chain is not None and isinstance(op, _LAYOUT + _AFFINE):
+            if isinstance(op, _LAYOUT):
+                follow = _Chain(op(chain.probe), op(chain.low), op(chain.high))
+            else:
+                a, b = op(chain.low), op(chain.high)
+                follow = _Chain(chain.probe, tf.minimum(a, b), tf.maximum(a, b))
+            self._chain[id(y)] = (y, follow)
+        return y
+
+    def _stage(self, stage, x):
+        chain = self._entry(x)
+        rule = self.composite.pick(stage, chain is not None)
+        if chain is None:
+            return rule.fast(stage, x)
+        z = stage(x)
+        return _exact(z, rule(stage, x, _sg(x) * chain.probe, z, chain))
+
+    def _activation(self, fn, x):
+        plain_relu = isinstance(fn, kl.ReLU) and fn.max_value is None
+        if fn is keras.activations.relu or (
+            plain_relu and not fn.negative_slope and not fn.threshold
+        ):
+            return fn(x)  # its gradient passes relevance through: R_x = x * 1[x > 0] * g = y * g
+        return _rescale(fn, x)  # relevance passes through unchanged
+
+
+class DeepLiftRunner(_RuleRunner):
+    """`multipliers_fn(x, baseline, targets)` -> (attributions, logits, targets).
+
+    The images and their baselines run as one batch [x; x0]; each element-wise nonlinearity's
+    gradient is the rescale multiplier (y - y0) / (x - x0) (its gradient where x == x0), and
+    linear layers keep theirs.
+    """
+
+    method = "deeplift"
+
+    def __init__(self, model: keras.Model, head: Head | None = None):
+        super().__init__(model, head)
+        self.multipliers_fn = tf.function(self._multipliers)
+
+    def _multipliers(self, x, baseline, targets):
+        n = tf.shape(x)[0]
+        both = tf.concat([x, baseline], axis=0)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(both)
+            _, scores = self.forward(both)
+            logits = scores[:n]
+            targets, y = self._pick(logits, targets)
+        grads = tape.gradient(y, both)[:n]
+        return (x - baseline) * grads, logits, targets
+
+    def _activation(self, fn, x):
+        n = tf.shape(x)[0] // 2
+        return _rescale(fn, x, lambda t: tf.concat([t[n:], t[:n]], axis=0))
+
+
+def _cached(model: keras.Model, key: tuple, build: Callable) -> Any:
+    store = model.__dict__.get("_xai_keras_relevance")
+    if store is None:
+        store = {}
+        object.__setattr__(model, "_xai_keras_relevance", store)
+    if key not in store:
+        store[key] = build()
+    return store[key]
+
+
+# -- methods ----------------------------------------------------------------------------------
+class _RelevanceMethod(GradientMethod):
+    family = "gradient"
+    signed = True
+
+    def reduce(self, attributions):
+        return tf.reduce_sum(attributions, axis=-1)
+
+
+@register("lrp")
+class LRP(_RelevanceMethod):
+    """Layer-wise Relevance Propagation: the target logit redistributed layer by layer.
+
+    Args:
+        rule: "composite" (default: z^B at the layers fed by the image, gamma at convolutions,
+            epsilon at dense layers; Montavon et al. 2019), "0", "epsilon", "gamma",
+            "alpha1beta0" (= "zplus"), "alpha2beta1" (everywhere), "flat" or "wsquare" (that
+            rule at the input layer, the composite elsewhere).
+        epsilon: the epsilon rule's stabiliser.
+        gamma: the gamma rule's weight on positive weights.
+        value_range: the model's input range: the bounds of the z^B rule (set by `explain`;
+            without it each image's own minimum and maximum).
+
+    Attributions (B, H, W, C) are signed relevance; the map sums channels.
+
+    Reference: Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
+    Layer-Wise Relevance Propagation", PLoS ONE 2015; Montavon et al., "Layer-Wise Relevance
+    Propagation: An Overview", 2019.
+    """
+
+    reference = "Bach et al., PLoS ONE 2015; Montavon et al., 2019"
+    zero_map_cause = "no relevance reached the input (a dead ReLU path or a zero logit)"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        rule: str = "composite",
+        epsilon: float = 1e-6,
+        gamma: float = 0.25,
+        value_range: ValueRange | None = None,
+    ):
+        super().__init__(model, layer)
+        where = f"method {self.name!r}"
+        rule = check_choice(rule, "rule", LRP_RULES, where=where)
+        epsilon = check_number(epsilon, "epsilon", low=0.0, where=where)
+        gamma = check_number(gamma, "gamma", low=0.0, where=where)
+        self.rule, self.value_range = rule, value_range
+        head = _HEAD.get() or Head()
+        composite = Composite.named(rule, epsilon, gamma)
+        self.lrp = _cached(
+            model,
+            ("lrp", rule, epsilon, gamma, head),
+            lambda: LrpRunner(model, composite, head),
+        )
+
+    def _bounds(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(low, high) like `x`: the value range's per-channel black and white (widened to
+        the image where it steps outside), else each image's own minimum and maximum."""
+        if self.value_range is not None:
+            channels = int(x.shape[-1])
+            a = np.broadcast_to(self.value_range.low, (channels,))
+            b = np.broadcast_to(self.value_range.high, (channels,))
+            low = tf.minimum(tf.constant(np.minimum(a, b), x.dtype), tf.reduce_min(x, (1, 2), True))
+            high = tf.maximum(
+                tf.constant(np.maximum(a, b), x.dtype), tf.reduce_max(x, (1, 2), True)
+            )
+        else:
+            low = tf.reduce_min(x, axis=(1, 2, 3), keepdims=True)
+            high = tf.reduce_max(x, axis=(1, 2, 3), keepdims=True)
+        return tf.broadcast_to(low, tf.shape(x)), tf.broadcast_to(high, tf.shape(x))
+
+    def attributions(self, x, targets):
+        low, high = self._bounds(tf.cast(x, tf.float32))
+        return self.lrp.relevance_fn(x, targets, low, high)
+
+
+@register("deeplift")
+class DeepLift(_RelevanceMethod):
+    """DeepLIFT with the rescale rule: (x - x0) times multipliers that replace each
+    nonlinearity's gradient with (y - y0) / (x - x0).
+
+    Attributions sum to f(x) - f(x0) for the target logit (summation-to-delta) where the only
+    nonlinearities are element-wise; max pooling takes its gradient (as DeepLIFT's reference
+    code does by default), which keeps the sum only approximately.
+
+    Args:
+        baseline: the reference input x0: "black" (the range minimum), "mean", "blur", a
+            number or an array (see `make_baseline`).
+        value_range: the model's input range; set by `explain`.
+
+    Reference: Shrikumar et al., "Learning Important Features Through Propagating Activation
+    Differences", ICML 2017.
+    """
+
+    reference = "Shrikumar et al., ICML 2017"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        baseline: str | float | np.ndarray = "black",
+        value_range: ValueRange | None = None,
+    ):
+        super().__init__(model, layer)
+        self.baseline, self.value_range = baseline, value_range
+        head = _HEAD.get() or Head()
+        self.deeplift = _cached(model, ("deeplift", head), lambda: DeepLiftRunner(model, head))
+
+    def attributions(self, x, targets):
+        base = make_baseline(x, self.baseline, self.value_range)
+        return self.deeplift.multipliers_fn(x, base, targets)
