@@ -424,7 +424,8 @@ def evaluate_model(
         beats a random map on this model: `p_deletion` and `p_insertion` (one-sided Wilcoxon
         signed-rank test, paired by image, against the mean AUC of three seeded random maps),
         `wins_deletion`/`wins_insertion` (images where it is better) and `beats_random`
-        (both p < 0.01).
+        (both p < 0.01), over the images whose deletion baseline removes at least half of the
+        class's probability (`Curves.informative`).
 
     Raises:
         InputError: data that does not fit the model (shapes, labels, masks), targets="labels"
@@ -475,14 +476,16 @@ def evaluate_model(
             int(seed) if seed else None,
         )
         aucs[method] = (dele.auc, ins.auc)
+        curves_of_random = dele
         if not seed:
             row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
             rows[method] = row
+    informative = curves_of_random.informative
     random_del = np.mean([aucs[f"random:{s}"][0] for s in range(3)], axis=0)
     random_ins = np.mean([aucs[f"random:{s}"][1] for s in range(3)], axis=0)
     for method, row in rows.items():
-        d = beats_random(aucs[method][0], random_del, higher_is_better=False)
-        i = beats_random(aucs[method][1], random_ins, higher_is_better=True)
+        d = beats_random(aucs[method][0], random_del, False, informative)
+        i = beats_random(aucs[method][1], random_ins, True, informative)
         row.update(
             p_deletion=d["p"],
             p_insertion=i["p"],

@@ -25,7 +25,7 @@ from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.graph import ModelRunner
-from xai_keras.explain.masking import curve_scores, pixel_ranks
+from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
 from xai_keras.explain.ranges import resolve_value_range
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
@@ -49,6 +49,15 @@ class Curves:
     scores: np.ndarray
     kind: str
     targets: np.ndarray | None = None
+
+    @property
+    def informative(self) -> np.ndarray:
+        """(N,) bool: the baseline removes at least half of the target probability (the
+        fully deleted image, or the insertion canvas, scores below half the clean image).
+        Elsewhere the curve is nearly flat for any map, so it says nothing about the map:
+        significance tests (`beats_random`) use only these images."""
+        clean, empty = (0, -1) if self.kind == "deletion" else (-1, 0)
+        return self.scores[:, empty] < 0.5 * self.scores[:, clean]
 
     @property
     def auc(self) -> np.ndarray:
@@ -116,8 +125,11 @@ def _curves(
     value_range: Any = None,
 ) -> Curves:
     steps = _check_positive_int(steps, "steps")
-    runner, x, m, tgt, _ = _prepare(model, images, maps, targets, batch_size)
-    fill = _fill(x, baseline, value_range)
+    runner, x, m, tgt, clean = _prepare(model, images, maps, targets, batch_size)
+    if isinstance(baseline, str) and baseline == "auto":
+        fill = removal_baseline(runner, x, tgt, clean, resolve_value_range(value_range))
+    else:
+        fill = _fill(x, baseline, value_range)
     first, second = (fill, x) if kind == "deletion" else (x, fill)
     n, pixels = len(m), m.shape[1] * m.shape[2]
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -145,8 +157,11 @@ _CURVE_ARGS = """Args:
         targets: the class(es) whose probability is measured; None takes each image's top
             class on the clean image.
         steps: the number of steps; fraction f covers the round(f * H * W) top pixels.
-        baseline: what a removed pixel shows: "blur" (the image blurred), "mean", "black", a
-            number, an array broadcastable to the images, or a callable images -> baseline.
+        baseline: what a removed pixel shows: "blur" (the image blurred), "blur_strong",
+            "mean", "black", "auto" (per image, the first of those that removes at least
+            half of the target probability: a baseline that keeps the class makes every
+            map's curve flat), a number, an array broadcastable to the images, or a callable
+            images -> baseline.
         batch_size: masked images per compiled forward pass.
         value_range: the model's input range, e.g. (-1, 1) or "tf": "black" is its minimum.
 

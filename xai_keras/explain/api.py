@@ -176,8 +176,9 @@ def explain(
             layer with a spatial map larger than 1x1 (or square tokens, for transformers)
             before the model pools, skipping a class map (a conv whose channels are the
             classes, as in class-conv heads). "auto" scores the last layer at each of the 4
-            deepest resolutions on these images (Grad-CAM, insertion - deletion on <= 16
-            images, about 20x the cost of one Grad-CAM call) and takes the best;
+            deepest resolutions on these images (each Grad-CAM's margin over a random map on
+            short deletion and insertion curves, <= 16 images; see
+            `xai_keras.explain.layer_search` for the cost) and takes the best;
             `Explanation.layer_reason` says why a layer was chosen.
         batch_size: images per compiled batch (bounds memory); also the chunk size of masked
             forward passes in Score-CAM and occlusion.
@@ -253,7 +254,7 @@ def explain(
         )
     choice = None
     if isinstance(layer, str) and layer == "auto" and any(c.uses_layer for c in classes):
-        choice = choose_layer(model, x if rows is None else x[:1], tgt, spec, batch_size)
+        choice = choose_layer(model, x if rows is None else x[:1], tgt, spec, batch_size, vrange)
         layer = choice.path
     instances = [
         cls.create(

@@ -12,9 +12,12 @@ import tensorflow as tf
 from xai_keras.errors import InputError
 from xai_keras.explain.ranges import ValueRange
 
-__all__ = ["BASELINES", "gaussian_blur", "make_baseline"]
+__all__ = ["BASELINES", "REMOVAL_ORDER", "gaussian_blur", "make_baseline"]
 
 BASELINES = ("black", "mean", "blur", "blur_strong")
+# What "auto" tries, in order, to remove a class's evidence: the gentlest first (a blurred copy
+# stays closest to natural images), black (the model's range minimum) last.
+REMOVAL_ORDER = ("blur", "blur_strong", "mean", "black")
 
 
 def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:

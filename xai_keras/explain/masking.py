@@ -14,9 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.explain.baselines import REMOVAL_ORDER, make_baseline
 from xai_keras.explain.graph import ModelRunner
+from xai_keras.explain.ranges import ValueRange
 
-__all__ = ["curve_kernel", "curve_scores", "pixel_ranks"]
+__all__ = ["curve_kernel", "curve_scores", "pixel_ranks", "removal_baseline"]
 
 
 def pixel_ranks(maps: np.ndarray) -> np.ndarray:
@@ -80,3 +82,23 @@ def curve_scores(
         )
         scores.append(out.numpy()[: stop - start])
     return np.concatenate(scores).astype(np.float64)
+
+
+def removal_baseline(
+    runner: ModelRunner,
+    x: tf.Tensor,
+    targets: np.ndarray,
+    clean: np.ndarray,
+    value_range: ValueRange | None = None,
+) -> tf.Tensor:
+    """The "auto" baseline of deletion and insertion: per image, the first of `REMOVAL_ORDER`
+    under which the target probability falls below half its clean value, else the one under
+    which it falls most.
+    The choice depends on the image alone, never on a map, so curves of different maps stay
+    paired."""
+    fills = [make_baseline(x, kind, value_range) for kind in REMOVAL_ORDER]
+    rows = np.arange(len(targets))
+    kept = np.stack([runner.probabilities(f)[rows, targets] for f in fills])  # (K, N)
+    removes = kept < 0.5 * clean
+    choice = np.where(removes.any(axis=0), removes.argmax(axis=0), kept.argmin(axis=0))
+    return tf.stack([fills[k][i] for i, k in enumerate(choice)])

@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from xai_keras.errors import InputError
 from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
-from xai_keras.explain.baselines import make_baseline
+from xai_keras.explain.baselines import REMOVAL_ORDER, make_baseline
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
 from xai_keras.io import figure_to_png, save_figure
 
@@ -59,7 +59,7 @@ __all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "sag", "patch_index_map"]
 
 Patches = tuple[int, ...]
 # What baseline="auto" tries, in order: the first under which the empty set is insufficient.
-AUTO_BASELINES = ("blur", "blur_strong", "mean", "black")
+AUTO_BASELINES = REMOVAL_ORDER
 
 
 def patch_index_map(height: int, width: int, grid: tuple[int, int]) -> np.ndarray:
