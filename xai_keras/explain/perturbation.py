@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 
 from xai_keras.checks import INT32_MAX, check_choice, check_int, check_number
 from xai_keras.errors import InputError
@@ -293,7 +294,8 @@ class SuperpixelMethod(Method):
             rows[:, :m] = z
             y = _in_chunks(self._scores, [rows], self.batch_size, x[i], fill[i], labels, targets[i])
             y = tf.concat(y, axis=0).numpy()[: len(z)].astype(np.float64)
-            coef = self.fit(z.astype(np.float64), weights, y)
+            with threadpool_limits(1):  # a small fit: BLAS threads would fight TF's
+                coef = self.fit(z.astype(np.float64), weights, y)
             maps.append(tf.constant(coef[labels], tf.float32))
         return BatchResult(tf.stack(maps), logits, targets)
 
