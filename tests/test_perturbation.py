@@ -158,11 +158,12 @@ def test_lime_equals_the_lime_package_on_an_additive_model():
     ours = explain(model, x, "lime", segmentation=segment, baseline="black", samples=1000)
     theirs = lime_image.LimeImageExplainer(random_state=0).explain_instance(
         x[0, ..., 0].astype(np.float64),
-        lambda b: model.predict(b[..., :1], verbose=0),  # lime passes RGB copies
+        lambda b: np.asarray(model(b[..., :1].astype(np.float32))),  # lime passes RGB copies
         labels=(0,),
         top_labels=None,
         hide_color=0,
         num_samples=1000,
+        batch_size=250,
         segmentation_fn=lambda image: segment(image),
     )
     lime_coef = np.zeros(9)

@@ -120,8 +120,11 @@ class Rise(Method):
         saliency = sum_i p(masked_i) * m_i / (masks * p_keep),
 
     with p the target probability (the values themselves for linear heads and `score=`
-    functions): the paper's Monte Carlo estimate of E[p | pixel kept] (xplique divides by the sum of
-    the masks at each pixel instead, about masks * p_keep). The masked images are built inside
+    functions): the paper's Monte Carlo estimate of E[p | pixel kept]. xplique divides by the
+    sum of the masks at each pixel instead (about masks * p_keep): the same map in expectation
+    (attenuation-corrected correlation 1.00 on the shapes CNN), with less seed-to-seed noise
+    (correlation between seeds 0.96 against 0.84 here at 2000 masks; see
+    scripts/compare_perturbation.py). The masked images are built inside
     the compiled kernel from the small grids and scored `batch_size` masks at a time; every
     image gets the same masks.
 
