@@ -478,6 +478,9 @@ def method_options(name: str, size: int) -> dict[str, Any]:
         "integrated_gradients": {"steps": 16},
         "smoothgrad": {"samples": 8},
         "occlusion": {"patch": max(2, size // 4), "stride": max(1, size // 8)},
+        "rise": {"masks": 256},
+        "lime": {"samples": 256},
+        "kernelshap": {"samples": 256},
     }.get(name, {})
     accepted = set(get_method(name).options())
     return {k: v for k, v in cheap.items() if k in accepted}

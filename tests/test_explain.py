@@ -35,6 +35,9 @@ FAST_OPTIONS = {
     "smoothgrad": {"samples": 4},
     "integrated_gradients": {"steps": 8},
     "occlusion": {"patch": 8},
+    "rise": {"masks": 64},
+    "lime": {"samples": 64},
+    "kernelshap": {"samples": 64},
 }
 
 

@@ -1,9 +1,11 @@
-"""Explanation methods: the CAM family, the gradient family and occlusion, behind `explain`."""
+"""Explanation methods: the CAM family, the gradient family and the perturbation methods
+(occlusion, RISE, LIME, KernelSHAP), behind `explain`."""
 
 from xai_keras.explain import (  # noqa: F401  (register the methods)
     cam,
     gradients,
     occlusion,
+    perturbation,
     reference,
     relevance,
 )

@@ -1,0 +1,137 @@
+"""Throughput of RISE, LIME and KernelSHAP's masked passes against plain inference.
+
+Run (from the repository root):
+
+    export TF_CPP_MIN_LOG_LEVEL=2
+    .venv/bin/python scripts/bench_perturbation.py                 # project CNN, 64x64
+    .venv/bin/python scripts/bench_perturbation.py --model mobilenetv2 --size 96 --quick
+    .venv/bin/python scripts/bench_perturbation.py --help
+
+Target (issue 20): the masked passes run at >= 0.9x plain-inference throughput. Each
+method's full user-facing call `explain(model, image, method, batch_size=B, <K samples>)` on
+one image scores K masked images (RISE: `masks=K`; LIME and KernelSHAP: `samples=K`,
+superpixels by SLIC, ridge / constrained least squares included), so its throughput is
+K / time. The reference is a plain compiled forward pass `tf.function(model(x))` over K images
+in batches of B (the size of the masked chunks), and, for information, the runner's own
+compiled forward pass. Ratios, not seconds: per round, reference time / method time; the
+median over interleaved rounds is reported, of wall time (the target) and of this process's
+CPU time (steadier on a shared machine: it counts the work, not the waiting). Nothing is
+written; `--json` saves the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])  # the other scripts, when run from elsewhere
+
+from bench_explain import (  # noqa: E402
+    _cpu_snapshot,
+    _log,
+    _median,
+    _numpy,
+    _others_share,
+    _ratio,
+    format_table,
+)
+
+from xai_keras import explain  # noqa: E402
+from xai_keras.config import ModelConfig  # noqa: E402
+from xai_keras.explain.base import runner_for  # noqa: E402
+from xai_keras.models import build_cnn  # noqa: E402
+
+TARGET = 0.9
+METHODS = {"rise": "masks", "lime": "samples", "kernelshap": "samples"}
+
+
+def measure(fns: dict, repeats: int, warmup: int) -> tuple[dict, dict]:
+    """Wall and process CPU seconds of each call, in interleaved rounds whose starting
+    function rotates (as scripts/bench_explain.py does). CPU time counts the work this process
+    did, so it moves less than wall time when other processes load the machine."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            _numpy(fns[name]())
+    wall: dict = {n: [] for n in names}
+    cpu: dict = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            w, c = time.perf_counter(), time.process_time()
+            _numpy(fns[name]())
+            wall[name].append(time.perf_counter() - w)
+            cpu[name].append(time.process_time() - c)
+        _log(f"  round {r + 1}/{repeats} done")
+    return wall, cpu
+
+
+def _model(kind: str, size: int) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    if kind == "cnn":
+        return build_cnn(ModelConfig(), (size, size, 3), 5)
+    return keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("cnn", "mobilenetv2"), default="cnn")
+    parser.add_argument("--size", type=int, default=64, help="image side (default 64)")
+    parser.add_argument("--samples", type=int, default=1024, help="K masked images per call")
+    parser.add_argument("--batch-size", type=int, default=64, help="B, the masked chunk size")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, 1 warm-up, K=512")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup, args.samples = 3, 1, 512
+
+    model = _model(args.model, args.size)
+    image = np.random.default_rng(0).uniform(0, 1, (1, args.size, args.size, 3)).astype("f4")
+    k, b = args.samples, args.batch_size
+    batches = [tf.constant(np.repeat(image, b, axis=0))] * max(1, k // b)
+    plain = tf.function(lambda x: model(x, training=False))
+    runner = runner_for(model)
+
+    fns = {
+        "plain": lambda: [plain(x) for x in batches][-1],
+        "runner": lambda: [runner.forward_fn(x) for x in batches][-1],
+    }
+    for name, option in METHODS.items():
+        fns[name] = lambda n=name, o=option: explain(model, image, n, batch_size=b, **{o: k}).raw
+    start = _cpu_snapshot()
+    times, cpu = measure(fns, args.repeats, args.warmup)
+    others = _others_share(start, _cpu_snapshot())
+
+    rows, figures = [], {}
+    for name in ("runner", *METHODS):
+        ratio = _ratio(times["plain"], times[name])
+        cpu_ratio = _ratio(cpu["plain"], cpu[name])
+        figures[name] = {"ratio_to_plain": ratio, "cpu_ratio_to_plain": cpu_ratio}
+        verdict = "" if name == "runner" else ("PASS" if ratio >= TARGET else "FAIL")
+        rate = f"{k / _median(times[name]):.0f}"
+        rows.append([name, rate, f"{ratio:.2f}x", f"{cpu_ratio:.2f}x", verdict])
+    rate = f"{k / _median(times['plain']):.0f}"
+    rows.insert(0, ["plain tf.function(model)", rate, "1.00x", "1.00x", ""])
+    print(
+        f"model {args.model} {args.size}x{args.size}, K={k} masked images per call, chunks "
+        f"of B={b}, {args.repeats} rounds; other processes used "
+        f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs"
+    )
+    headers = ["call", "images/s", "vs plain (wall)", "vs plain (CPU time)", f">= {TARGET}x"]
+    print(format_table(headers, rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "figures": figures, "others_cpu": others}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
