@@ -276,14 +276,14 @@ def evaluate_real_model(
         except LayerError as err:  # e.g. CAM without a GAP + dense head: not applicable
             rows[name] = {"not_applicable": str(err)}
             continue
-        d, i = curves(exp.maps)
+        d, i = curves(exp.maps)  # AUCs below are means over the images tested
         sd = beats_random(d, rand_del, False, informative)
         si = beats_random(i, rand_ins, True, informative)
         rows[name] = {
-            "deletion_auc": float(d.mean()),
-            "insertion_auc": float(i.mean()),
-            "random_deletion_auc": float(rand_del.mean()),
-            "random_insertion_auc": float(rand_ins.mean()),
+            "deletion_auc": float(d[informative].mean()),
+            "insertion_auc": float(i[informative].mean()),
+            "random_deletion_auc": float(rand_del[informative].mean()),
+            "random_insertion_auc": float(rand_ins[informative].mean()),
             "p_deletion": sd["p"],
             "p_insertion": si["p"],
             "wins_deletion": sd["wins"],

@@ -1,12 +1,14 @@
 """`layer="auto"`: pick the CAM layer that explains *these* images most faithfully.
 
 Candidates are the last feature layer at each of the deepest spatial resolutions (class maps
-excluded, see `xai_keras.explain.layers`). Each candidate's Grad-CAM, and one random map, are
+excluded, see `xai_keras.explain.layers`). Each candidate's Grad-CAM, and the `random`
+reference map (smooth, seeded: the one the benchmark compares against), are
 scored with a cheap faithfulness proxy on (at most `max_images` of) the images: the target
 probability as the top-ranked pixels are deleted, or inserted into an empty canvas, at
 `steps - 1` interior fractions (the canvas is the deletion metric's "auto" baseline: per
 image, the first of blur, strong blur, mean and black that removes at least half of the
-class's probability). A candidate's score is its margin over the random map, paired by image,
+class's probability; images where it does not are left out when at least 3 others remain).
+A candidate's score is its margin over the random map, paired by image,
 on the weaker of the two curves: min over {deletion, insertion} of the mean improvement
 divided by its standard error (the plain mean for fewer than 3 images). So the layer chosen is
 the one that beats a random map on both curves by the widest margin, as the benchmark asks.
@@ -26,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.explain.base import runner_for
+from xai_keras.explain.base import get_method, runner_for
 from xai_keras.explain.cam import GradCam
 from xai_keras.explain.heads import Head
 from xai_keras.explain.layers import (
@@ -96,12 +98,14 @@ def choose_layer(
     probs = runner.squash(runner.forward_fn(xs)).numpy()
     resolved = np.where(targets[:n] < 0, probs.argmax(axis=1), targets[:n]).astype(np.int32)
     clean = probs[np.arange(n), resolved]
+    # Each candidate's Grad-CAM, then the benchmark's `random` map: the reference to beat.
+    methods = [GradCam.create(model, path, head) for path, _ in candidates]
+    methods.append(get_method("random").create(model, None, head))
     maps = []
-    for path, _ in candidates:
-        raw = GradCam.create(model, path, head).attribute(xs, tf.constant(resolved)).raw
+    for method in methods:
+        raw = method.attribute(xs, tf.constant(resolved)).raw
         up = tf.nn.relu(tf.image.resize(raw[..., None], (h, w), method="bilinear")[..., 0])
         maps.append(up.numpy())
-    maps.append(np.random.default_rng(0).uniform(size=(n, h, w)))  # the reference to beat
     c = len(maps)
     ranks = pixel_ranks(np.concatenate(maps))  # (c * n, H, W): map-major
     fill = removal_baseline(runner, xs, resolved, clean, value_range)
@@ -113,6 +117,10 @@ def choose_layer(
     added = curve_scores(runner, images, canvas, ranks, rows, rows_k, rows_t, batch_size)
     kept, added = kept.reshape(c, n, -1).mean(axis=2), added.reshape(c, n, -1).mean(axis=2)
     margins = np.stack([kept[-1] - kept[:-1], added[:-1] - added[-1]])  # (2, candidates, n)
+    # As in the benchmark, only images whose canvas removes the class can tell maps apart.
+    informative = runner.probabilities(fill)[np.arange(n), resolved] < 0.5 * clean
+    if informative.sum() >= 3:
+        margins = margins[..., informative]
     score = _paired_strength(margins).min(axis=0)
     scores = {path: float(s) for (path, _), s in zip(candidates, score)}
     best = int(np.argmax(score))
