@@ -27,6 +27,7 @@ disk) raises `InputError` saying which outputs were written and which were not.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import uuid
@@ -313,6 +314,11 @@ def _check_free_space(out: Path, model: keras.Model) -> None:
         )
 
 
+def _run_id(config: Config) -> str:
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def train(
     config: Config,
     resume: bool = False,
@@ -352,7 +358,12 @@ def train(
     keras.utils.set_random_seed(config.training.seed)
     splits = load_dataset(config.data, config.training.batch_size, config.training.seed)
 
-    initial_epoch, best, run = 0, np.inf, uuid.uuid4().hex
+    # The run id marks this run's checkpoints. It comes from the config, not from a random
+    # draw, so every worker of a multi-worker run agrees on it (and so on whether best.keras
+    # is loaded at the end, which creates variables collectively); a fresh run rewrites
+    # best.keras at its first epoch, so an earlier run with the same config is never mistaken
+    # for this one at the end.
+    initial_epoch, best, run = 0, np.inf, _run_id(config)
     if previous is not None:
         model = keras.models.load_model(previous.last)
         initial_epoch, best, run = previous.epoch, previous.best, previous.run
