@@ -1,0 +1,82 @@
+"""The `xai-keras` command itself: its layout, start-up time and quiet start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*argv: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environ["PYTHONPATH"] = str(ROOT) + os.pathsep + environ.get("PYTHONPATH", "")
+    environ.update(env or {})
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "xai_keras.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=ROOT,
+        timeout=120,
+    )
+    return proc, time.perf_counter() - start
+
+
+def test_every_command_is_a_module_with_its_flags_and_handler():
+    import importlib
+
+    from xai_keras.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {c.replace("_", "-") for c in COMMANDS}
+    for name in COMMANDS:
+        module = importlib.import_module(f"xai_keras.cli.{name}")
+        assert callable(module.add_parser) and callable(module.run)
+        assert sub.choices[name.replace("_", "-")].get_default("func") is module.run
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("explain", "--help"), ("train", "--help")])
+def test_help_does_not_import_tensorflow_and_is_quick(argv):
+    code = (
+        "import sys\nfrom xai_keras.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=environ
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    assert proc.stderr == ""
+    assert seconds < 10  # about 0.5 s idle; generous for a loaded CI machine
+
+
+def test_commands_print_no_tensorflow_log_lines_unless_debug():
+    proc, _ = _run("methods")
+    assert proc.returncode == 0
+    assert "gradcam" in proc.stdout
+    assert proc.stderr == "", proc.stderr
+
+
+def test_the_log_filter_keeps_errors_and_other_lines():
+    from xai_keras.cli._quiet import is_log_line
+
+    assert is_log_line("WARNING: All log messages before absl::InitializeLog() is called are")
+    assert is_log_line("I0000 00:00:1796062622.729456   11712 port.cc:153] oneDNN custom ops")
+    assert is_log_line("2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/x.cc:32] a")
+    assert is_log_line("To enable the following instructions: AVX2 FMA, in other operations")
+    assert not is_log_line("E0000 00:00:1758131045.203198 3722035 cuda_dnn.cc:8579] Unable to")
+    assert not is_log_line("Traceback (most recent call last):")
+    assert not is_log_line("xai-keras explain: error: Model file not found: m.keras.")
