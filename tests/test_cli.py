@@ -80,3 +80,66 @@ def test_the_log_filter_keeps_errors_and_other_lines():
     assert not is_log_line("E0000 00:00:1758131045.203198 3722035 cuda_dnn.cc:8579] Unable to")
     assert not is_log_line("Traceback (most recent call last):")
     assert not is_log_line("xai-keras explain: error: Model file not found: m.keras.")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> dict:
+    """A run folder as `train` leaves it (model.keras + class_names.json) and two images."""
+    import cv2
+    import keras
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inp, out, name="tiny").save(root / "model.keras")
+    (root / "class_names.json").write_text('["circle", "square", "star"]')
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        cv2.imwrite(str(root / f"{name}.png"), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    return {k: str(root / f) for k, f in [("model", "model.keras"), ("a", "a.png")]} | {
+        "root": str(root),
+        "names": str(root / "class_names.json"),
+    }
+
+
+def test_explain_shows_the_class_names_train_kept_beside_the_model(tiny_run, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    args = ["explain", tiny_run["a"], "--model", tiny_run["model"], "--out", str(tmp_path)]
+    assert main([*args, "--target", "2", "--quiet"]) == 0
+    assert main([*args, "--target", "2"]) == 0
+    assert f"{tiny_run['a']}: star (" in capsys.readouterr().out
+    assert main([*args, "--target", "2", "--classes", '["c0", "c1", "c2"]']) == 0
+    assert f"{tiny_run['a']}: c2 (" in capsys.readouterr().out  # --classes overrides
+
+
+def test_a_class_names_file_of_another_model_is_ignored_with_a_note(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from xai_keras.cli import main
+
+    shutil.copy(tiny_run["model"], tmp_path / "model.keras")
+    (tmp_path / "class_names.json").write_text('["a", "b"]')
+    args = ["explain", tiny_run["a"], "--model", str(tmp_path / "model.keras")]
+    assert main([*args, "--out", str(tmp_path / "o"), "--target", "2"]) == 0
+    captured = capsys.readouterr()
+    assert f"{tiny_run['a']}: class 2 (" in captured.out
+    assert "has 2 names but the model has 3 classes" in captured.err
+
+
+def test_explain_dataset_summary_uses_the_saved_class_names(tiny_run, tmp_path, capsys):
+    from xai_keras.cli import main
+
+    data = tmp_path / "data" / "any"
+    data.mkdir(parents=True)
+    import shutil
+
+    shutil.copy(tiny_run["a"], data / "a.png")
+    out = tmp_path / "maps"
+    args = ["explain-dataset", str(data.parent), "--model", tiny_run["model"], "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert any(name in summary for name in ("circle", "square", "star")), summary

@@ -3,6 +3,7 @@
 Everything a run produces goes under `config.out_dir`:
 
     model.keras            the best model (lowest validation loss)
+    class_names.json       the class names, in class-index order (the CLI shows them)
     config.yaml            the exact config used
     report.json/.md        test-split metrics (see `xai_keras.report`)
     checkpoints/           best.keras, last.keras and state.json (for --resume)
@@ -53,8 +54,10 @@ from xai_keras.io import (
 )
 from xai_keras.models import build_cnn
 from xai_keras.report import evaluate_model, log_report, write_report
+from xai_keras.training_files import CLASS_NAMES_FILE
 
 __all__ = [
+    "CLASS_NAMES_FILE",
     "AtomicCheckpoint",
     "RESUMABLE_KEYS",
     "TrainResult",
@@ -366,7 +369,8 @@ def train(
         )
     _check_free_space(out, model)
 
-    progress = _Progress(out, ["config.yaml", "model.keras", "report.json/.md", "tb/test"])
+    planned = ["config.yaml", "model.keras", CLASS_NAMES_FILE, "report.json/.md", "tb/test"]
+    progress = _Progress(out, planned)
     with progress.writing("config.yaml"):
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -401,6 +405,8 @@ def train(
     model_path = out / "model.keras"
     with progress.writing("model.keras"), atomic_path(model_path) as tmp:
         model.save(tmp)
+    with progress.writing(CLASS_NAMES_FILE):
+        write_json(out / CLASS_NAMES_FILE, list(splits.class_names))
 
     report = evaluate_model(model, splits.test, splits.class_names)
     with progress.writing("report.json/.md"):

@@ -10,6 +10,12 @@ from pathlib import Path
 
 _LOCALHOST_URL = "http://localhost:6006/"
 
+CLASSES_HELP = (
+    "class names, overriding the class_names.json `train` writes beside the model: inline "
+    'JSON such as \'["cat", "dog"]\', a .json file (a list, or a dict keyed "0"..), or '
+    "a text file with one name per line"
+)
+
 
 def _print(args: argparse.Namespace, *parts: object) -> None:
     if not getattr(args, "quiet", False):
@@ -83,22 +89,74 @@ def _class_names(value: str | None) -> list[str] | None:
     return names
 
 
+def _class_count(model, output=None, head=None) -> int | None:
+    """The model's number of classes, where known before any work (graph models)."""
+    from xai_keras.explain.base import runner_for
+    from xai_keras.explain.heads import resolve_head
+
+    spec, _ = resolve_head(model, output, head)
+    return runner_for(model, None, head=spec).num_scores
+
+
 def _check_class_count(names: list[str] | None, model, output=None, head=None) -> None:
     """Refuse `--classes` with a name count other than the model's number of classes
     (known before any work for graph models; subclassed ones are checked by `explain`)."""
     from xai_keras.errors import InputError
-    from xai_keras.explain.base import runner_for
-    from xai_keras.explain.heads import resolve_head
 
     if names is None:
         return
-    spec, _ = resolve_head(model, output, head)
-    count = runner_for(model, None, head=spec).num_scores
+    count = _class_count(model, output, head)
     if count is not None and count != len(names):
         raise InputError(
             f"--classes gives {len(names)} names but model {model.name!r} has {count} classes; "
             f"give one name per class, in class-index order."
         )
+
+
+def _saved_class_names(model_path: str | None) -> tuple[list[str], Path] | None:
+    """The class names `train` wrote beside the model (class_names.json), or beside the run
+    folder of a checkpoint (checkpoints/best.keras); None when there is none."""
+    from xai_keras.training_files import CLASS_NAMES_FILE
+
+    if model_path is None or not Path(model_path).is_file():  # e.g. a keras.applications name
+        return None
+    folder = Path(model_path).resolve().parent
+    for where in (folder, folder.parent if folder.name == "checkpoints" else None):
+        path = where / CLASS_NAMES_FILE if where is not None else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names, path
+        return None
+    return None
+
+
+def _names_for(args: argparse.Namespace, model, output=None, head=None) -> list[str] | None:
+    """Class names to show: `--classes`, else the class_names.json `train` wrote beside the
+    model (ignored, with a note, when its count is not the model's); None: class indices."""
+    import sys
+
+    names = _class_names(getattr(args, "classes", None))
+    if names is not None:
+        _check_class_count(names, model, output, head)
+        return names
+    saved = _saved_class_names(getattr(args, "model", None))
+    if saved is None:
+        return None
+    names, path = saved
+    count = _class_count(model, output, head)
+    if count is not None and count != len(names):
+        print(
+            f"note: {path} has {len(names)} names but the model has {count} classes; "
+            "showing class indices (pass --classes to name them).",
+            file=sys.stderr,
+        )
+        return None
+    return names
 
 
 def load_model(path: str, unsafe: bool = False):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from xai_keras.cli._common import (
     _APPLICATIONS,
+    CLASSES_HELP,
     _add_model_flags,
-    _check_class_count,
-    _class_names,
     _method_list,
+    _names_for,
     _print,
     _value_range,
     _write_error,
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
         help="how the output is read (default: from its final activation); a single sigmoid "
         "unit gives classes 0 (negative logit) and 1",
     )
-    p.add_argument("--classes", help="class names: a JSON list/dict or a text file, one per line")
+    p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
     _add_model_flags(p, pixels=True)
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         value_range = _value_range(args)
     out = ensure_writable_dir(args.out)
     output = int(args.output) if args.output and args.output.isdigit() else args.output
-    class_names = _class_names(args.classes)
-    _check_class_count(class_names, model, output, args.head)
+    class_names = _names_for(args, model, output, args.head)
     files = _image_files(args.images)
     images = _read_images(files, tuple(model.inputs[0].shape[1:]), value_range, args.size)
     if preprocess is not None:

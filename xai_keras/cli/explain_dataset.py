@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import _add_model_flags, _class_names, _print, load_model
+from xai_keras.cli._common import CLASSES_HELP, _add_model_flags, _names_for, _print, load_model
 
 
 def add_parser(sub) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
         "default: stop, naming the file",
     )
     p.add_argument("--metrics", help="per-image metrics, e.g. deletion,insertion (slow)")
-    p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
+    p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--logdir", help="also write the summary to TensorBoard here")
     p.add_argument(
         "--mirrored", action="store_true", help="tf.distribute.MirroredStrategy over local GPUs"
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         skip_bad=args.skip_bad,
         metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else (),
-        class_names=_class_names(args.classes),
+        class_names=_names_for(args, model),
         log_dir=args.logdir,
         progress=not args.quiet,
     )

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from xai_keras.cli._common import (
+    CLASSES_HELP,
     _add_model_flags,
-    _check_class_count,
-    _class_names,
+    _names_for,
     _print,
     _value_range,
     _write_error,
@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
         help="what hidden patches show (auto: the first of blur, blur_strong, mean, black that "
         "removes the class; black is the minimum of the model's value range)",
     )
-    p.add_argument("--classes", help="class names: a JSON list/dict or a text file")
+    p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--logdir", help="also log the picture to TensorBoard here")
     _add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.logdir:
         ensure_writable_dir(args.logdir, "--logdir folder")
     model = load_model(args.model, args.unsafe)
-    class_names = _class_names(args.classes)
-    _check_class_count(class_names, model)
+    class_names = _names_for(args, model)
     shape = tuple(model.inputs[0].shape[1:])
     value_range = _value_range(args)
     image = _read_images(_image_files([args.image]), shape, value_range, args.size)[0]
