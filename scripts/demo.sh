@@ -3,4 +3,4 @@
 # the metrics report, explanations of test images with every method, and TensorBoard logs.
 # Extra arguments go to `xai-keras train` (e.g. --set training.epochs=3, --tensorboard).
 EXTRAS="cpu" source "$(dirname "$0")/_venv.sh"
-.venv/bin/xai-keras train --config configs/shapes.yaml --out runs/shapes "$@"
+.venv/bin/xai-keras train --config shapes --out runs/shapes "$@"

@@ -241,8 +241,8 @@ def test_full_disk_during_the_run_is_one_line_saying_what_was_written(
     assert (
         f"Could not write model.keras in {tmp_path} (No space left on device). Written: "
         "config.yaml, checkpoints/last.keras (epoch 1 of 1). Not written: model.keras, "
-        "class_names.json, report.json/.md, tb/test. Free some space (or pass another --out) and run `train` "
-        "again with --resume" in err
+        "class_names.json, report.json/.md, tb/test. Free some space (or pass another --out) "
+        "and run `train` again with --resume" in err
     )
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporaries left
 

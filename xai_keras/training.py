@@ -341,7 +341,7 @@ def train(
             message says what was written and what was not).
 
     Example:
-        >>> result = train(load_config("configs/shapes.yaml"))
+        >>> result = train(load_config("shapes"))
         >>> result.report["accuracy"]
     """
     out = ensure_writable_dir(config.out_dir)

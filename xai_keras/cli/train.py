@@ -11,7 +11,11 @@ from xai_keras.cli._common import _LOCALHOST_URL, _method_list, _print
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the CNN from a config, report, explain samples")
-    p.add_argument("--config", help="YAML/JSON config (default: built-in shapes config)")
+    p.add_argument(
+        "--config",
+        help="a YAML/JSON config file, or a built-in config's name: shapes (the default run), "
+        "shapes_shortcut (a planted marker); default: shapes' settings, out_dir logs/run",
+    )
     p.add_argument("--out", help="output directory (model, report, TensorBoard logs)")
     p.add_argument(
         "--set",
