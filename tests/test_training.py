@@ -339,3 +339,28 @@ def test_cli_debug_is_accepted_before_or_after_the_subcommand(where, capsys):
     with pytest.raises(ConfigError, match="Unknown config key `training.epoch`"):
         main(args)  # --debug: the traceback, not the one line
     assert "unrecognized arguments" not in capsys.readouterr().err
+
+
+def test_printed_commands_work_in_a_fresh_shell(tmp_path, monkeypatch):
+    """Outside an activated venv the TensorBoard command names the venv's script by its path."""
+    import sys
+
+    from xai_keras.training import program, tensorboard_command
+
+    bindir = tmp_path / ".venv" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("python", "tensorboard"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bindir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell: the venv is not active
+    assert tensorboard_command("runs/my run/tb") == (
+        ".venv/bin/tensorboard --logdir 'runs/my run/tb' --host localhost --port 6006"
+    )
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")  # activated: the bare name works
+    assert program("tensorboard") == "tensorboard"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert program("tensorboard") == str(bindir / "tensorboard")

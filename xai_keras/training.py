@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import shutil
+import sys
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -231,9 +233,26 @@ def _flat_hparams(cfg: Config) -> dict[str, Any]:
     return flat
 
 
+def program(name: str) -> str:
+    """How a fresh shell runs this installation's console script `name` (e.g. "tensorboard"):
+    the bare name when the shell's PATH finds this same one, else its path, relative to the
+    working folder when inside it (".venv/bin/tensorboard" after `scripts/demo.sh`)."""
+    script = Path(sys.executable).parent / name
+    if not script.is_file():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
 def tensorboard_command(log_dir: str | Path) -> str:
-    """The shell command that opens these logs in TensorBoard, on localhost only."""
-    return f"tensorboard --logdir {log_dir} --host localhost --port 6006"
+    """The shell command that opens these logs in TensorBoard, on localhost only; it works as
+    printed in a fresh shell (see `program`)."""
+    logdir = shlex.quote(str(log_dir))
+    return f"{program('tensorboard')} --logdir {logdir} --host localhost --port 6006"
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
