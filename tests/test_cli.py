@@ -143,3 +143,59 @@ def test_explain_dataset_summary_uses_the_saved_class_names(tiny_run, tmp_path, 
     assert main([*args, "--quiet"]) == 0
     summary = (out / "summary.md").read_text()
     assert any(name in summary for name in ("circle", "square", "star")), summary
+
+
+def test_tensorboard_help_documents_its_options(capsys):
+    from xai_keras.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tensorboard", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "localhost" in text and "SIGTERM" in text
+    assert "--logdir LOGDIR the folder of TensorBoard event files" in text
+    assert "--port PORT the port on localhost" in text
+
+
+def test_tensorboard_with_a_missing_logdir_is_one_line(tmp_path, capsys):
+    from xai_keras.cli import main
+
+    assert main(["tensorboard", "--logdir", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stopping_xai_keras_tensorboard_stops_its_child(tmp_path, sig):
+    """The TensorBoard child (here a stand-in that records its pid) ends with the command."""
+    import signal
+
+    pidfile = tmp_path / "child.pid"
+    code = (
+        "import sys\nimport xai_keras.cli.tensorboard as tb\n"
+        "tb._command = lambda log_dir, port: [sys.executable, '-c', "
+        f"\"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+        'time.sleep(120)"]\n'
+        "from xai_keras.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "tensorboard", "--logdir", str(tmp_path)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not (pidfile.is_file() and pidfile.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(30) == 0
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the TensorBoard child outlived the command")

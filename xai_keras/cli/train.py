@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tensorboard:
         from xai_keras.cli.tensorboard import launch
 
-        return launch(result.log_dir)
+        return launch(result.log_dir, quiet_logs=not args.debug)
     return 0
 
 
