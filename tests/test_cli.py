@@ -199,3 +199,93 @@ def test_stopping_xai_keras_tensorboard_stops_its_child(tmp_path, sig):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the TensorBoard child outlived the command")
+
+
+def _capture_figures(monkeypatch) -> list:
+    import xai_keras.io
+
+    figures, real = [], xai_keras.io.save_figure
+
+    def keep(fig, path, dpi=100):
+        figures.append(fig)
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(xai_keras.io, "save_figure", keep)
+    return figures
+
+
+def _texts(fig) -> str:
+    return " ".join(t.get_text() for t in fig.texts)
+
+
+def test_weights_none_means_random_weights_and_the_pictures_say_so(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    import warnings
+
+    from xai_keras.cli import main
+
+    figures = _capture_figures(monkeypatch)
+    args = ["explain", tiny_run["a"], "--model", "mobilenetv2", "--out", str(tmp_path)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'none' is a choice: no warning
+        assert main([*args, "--weights", "none", "--quiet", "--method", "gradcam"]) == 0
+    assert figures and all("RANDOM WEIGHTS" in _texts(f) for f in figures)
+    figures.clear()
+    assert (
+        main(["explain", tiny_run["a"], "--model", tiny_run["model"], "--out", str(tmp_path)]) == 0
+    )
+    assert figures and not any("RANDOM WEIGHTS" in _texts(f) for f in figures)
+
+
+def test_imagenet_weights_offline_is_one_line_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    from keras.src.utils import file_utils
+
+    from xai_keras.cli import main
+
+    def offline(*args, **kwargs):
+        raise Exception(
+            "URL fetch failure on https://storage.googleapis.com/x.h5: None -- "
+            "[Errno -3] Temporary failure in name resolution"
+        )
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    args = ["explain", "x.png", "--model", "mobilenetv2", "--weights", "imagenet"]
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "Downloading the ImageNet weights of mobilenetv2 failed (URL fetch failure" in err
+    assert "pass --weights that/file.h5" in err
+
+
+def test_fit_crop_pad_stretch():
+    import numpy as np
+
+    from xai_keras.cli._images import _fit
+
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[:, 10:20] = 255  # a white middle third
+    assert (_fit(img, (10, 10), "crop") == 255).all()  # the middle square kept
+    padded = _fit(img, (30, 30), "pad")
+    assert (padded[:10] == 0).all() and (padded[10:20, 10:20] == 255).all()
+    stretched = _fit(img, (10, 10), "stretch")
+    assert stretched.shape == (10, 10, 3) and 0 < stretched.mean() < 255
+
+
+def test_explain_says_when_it_changes_an_images_aspect_ratio(tiny_run, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from xai_keras.cli import main
+
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.random.default_rng(0).integers(0, 255, (16, 40, 3), np.uint8))
+    args = ["explain", str(wide), "--model", tiny_run["model"], "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 of 1 images (wide.png 40x16) have another aspect ratio than the model's" in err
+    assert "stretched (squashed) to it (--fit stretch; --fit crop or pad to change)" in err
+    assert main([*args, "--fit", "crop"]) == 0
+    assert "centre-cropped to its aspect ratio" in capsys.readouterr().err
+    assert main([*args, "--fit", "pad", "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().err

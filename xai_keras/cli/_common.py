@@ -31,6 +31,15 @@ def _method_list(text: str) -> list[str]:
 
 
 # What `explain`, `sag` and `features` read with OpenCV: the suffixes tf.data folders decode
+def _note(args: argparse.Namespace):
+    """A callable printing one "note: ..." line to stderr, or None with --quiet."""
+    import sys
+
+    if getattr(args, "quiet", False):
+        return None
+    return lambda text: print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def _value_range(args: argparse.Namespace):
     """The model's input range from --value-range, --preprocess or --unit/--no-unit."""
     from xai_keras.explain.ranges import resolve_value_range
@@ -199,8 +208,9 @@ _APPLICATIONS = {
 def load_application(name: str, weights: str | None):
     """A `keras.applications` model by name, and its `preprocess_input` for 0-255 images.
 
-    `weights` is a local weights file, "imagenet" (downloaded by Keras, online only) or None
-    (random weights: the maps then show nothing learnt, which a warning says).
+    `weights` is a local weights file, "imagenet" (downloaded by Keras, online only), "none"
+    (random weights, on purpose) or None (random weights, which a warning says: the maps then
+    show nothing learnt). Callers mark pictures of a random model (`mark_random_weights`).
     """
     import warnings
 
@@ -209,20 +219,57 @@ def load_application(name: str, weights: str | None):
     from xai_keras.errors import InputError
 
     constructor, module = _APPLICATIONS[name.lower()]
-    local = weights not in (None, "imagenet")
+    random = weights is None or weights.lower() == "none"
+    local = not random and weights.lower() != "imagenet"
     if local and not Path(weights).is_file():
-        raise InputError(f"Weights file not found: {weights}. Pass a local .h5/.weights.h5 file.")
-    model = getattr(keras.applications, constructor)(weights=None if local else weights)
+        raise InputError(
+            f"Weights file not found: {weights}. Pass a local .h5/.weights.h5 file, "
+            "'imagenet' (downloads) or 'none' (random weights)."
+        )
+    build = getattr(keras.applications, constructor)
+    if random or local:
+        model = build(weights=None)
+    else:
+        try:
+            model = build(weights="imagenet")
+        except Exception as err:  # Keras' get_file raises a bare Exception when offline
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "fetch failure" not in text and not isinstance(err, OSError):
+                raise
+            raise InputError(
+                f"Downloading the ImageNet weights of {name} failed ({text[:160]}); offline, "
+                f"copy the file from ~/.keras/models/ of a machine where `keras.applications."
+                f"{constructor}(weights='imagenet')` ran, and pass --weights that/file.h5."
+            ) from None
     if local:
         model.load_weights(weights)
     elif weights is None:
         warnings.warn(
             f"{name}: no --weights given, so the model has random weights and its explanations "
-            "show nothing learnt. Pass --weights imagenet (online) or a local weights file.",
+            "show nothing learnt (the pictures say so). Pass --weights imagenet (online) or a "
+            "local weights file; --weights none to mean random weights.",
             UserWarning,
             stacklevel=2,
         )
     return model, getattr(keras.applications, module).preprocess_input
+
+
+def mark_random_weights(fig):
+    """Write "random weights" across a picture of a model with random weights, so a convincing
+    heatmap of an untrained model is not taken for a finding. Returns `fig`."""
+    fig.text(
+        0.5,
+        0.5,
+        "RANDOM WEIGHTS - nothing learnt",
+        ha="center",
+        va="center",
+        rotation=20,
+        fontsize=max(14, 3.2 * fig.get_figwidth()),
+        fontweight="bold",
+        color="red",
+        alpha=0.55,
+    )
+    return fig
 
 
 def _write_error(err: OSError, written: Sequence[Path], total: int, out: Path):
@@ -279,6 +326,14 @@ def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
             choices=["tf", "torch", "caffe"],
             help="the model takes keras.applications-style preprocessed images: tf ([-1, 1]), "
             "torch (ImageNet mean/std) or caffe (BGR, mean-centred)",
+        )
+        p.add_argument(
+            "--fit",
+            choices=["stretch", "crop", "pad"],
+            help="how an image whose aspect ratio is not the model's input's is fitted to it: "
+            "stretch (default for a saved model: keras.utils.image_dataset_from_directory, and "
+            "so `train` on a folder, feeds images that way), crop (centre crop; default for a "
+            "keras.applications name, as ImageNet models are evaluated) or pad (black borders)",
         )
     p.add_argument(
         "--unsafe",

@@ -100,8 +100,45 @@ def _image_size(shape: tuple, size: tuple[int, int] | None) -> tuple[int | None,
     return size
 
 
-def _read_images(files: list[Path], shape: tuple, value_range, size=None):
-    """Image files as the model takes them: pixels mapped through the model's value range."""
+FITS = ("stretch", "crop", "pad")
+
+
+def _fit(img, target: tuple[int, int], fit: str):
+    """`img` resized to `target` (W, H): stretched, centre-cropped to the target's aspect ratio
+    first, or padded with black (the range minimum) around it to that ratio first."""
+    import cv2
+
+    tw, th = target
+    ih, iw = img.shape[:2]
+    if fit != "stretch" and abs(iw * th - ih * tw) > 0.01 * ih * tw:
+        if fit == "crop":
+            if iw * th > ih * tw:  # too wide: keep the middle columns
+                keep = max(1, round(ih * tw / th))
+                left = (iw - keep) // 2
+                img = img[:, left : left + keep]
+            else:
+                keep = max(1, round(iw * th / tw))
+                top = (ih - keep) // 2
+                img = img[top : top + keep]
+        else:  # pad
+            ph, pw = max(ih, round(iw * th / tw)), max(iw, round(ih * tw / th))
+            top, left = (ph - ih) // 2, (pw - iw) // 2
+            img = cv2.copyMakeBorder(
+                img, top, ph - ih - top, left, pw - iw - left, cv2.BORDER_CONSTANT, value=0
+            )
+    if (img.shape[1], img.shape[0]) != target:
+        img = cv2.resize(img, target, interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _read_images(
+    files: list[Path], shape: tuple, value_range, size=None, fit: str = "stretch", note=None
+):
+    """Image files as the model takes them: pixels mapped through the model's value range.
+
+    An image whose aspect ratio is not the model's is fitted by `fit` (see `_fit`); `note`,
+    if given, is called with one sentence saying how many were and how.
+    """
     import cv2
     import numpy as np
 
@@ -115,7 +152,7 @@ def _read_images(files: list[Path], shape: tuple, value_range, size=None):
             "(grayscale), 3 (RGB) or 4 (RGBA) channels. Pass the images as an array instead."
         )
     flag = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, 4: cv2.IMREAD_UNCHANGED}[c]
-    images = []
+    images, reshaped = [], []
     for f in files:
         _check_complete(f)
         img = cv2.imread(str(f), flag)
@@ -123,8 +160,10 @@ def _read_images(files: list[Path], shape: tuple, value_range, size=None):
             raise InputError(f"Cannot read image {f} (not an image, or an unsupported format).")
         img = _to_bgra(img) if c == 4 else img
         target = (w or img.shape[1], h or img.shape[0])  # a side the model leaves free: kept
-        if (img.shape[1], img.shape[0]) != target:
-            img = cv2.resize(img, target, interpolation=cv2.INTER_AREA)
+        ih, iw = img.shape[:2]
+        if abs(iw * target[1] - ih * target[0]) > 0.01 * ih * target[0]:
+            reshaped.append(f"{f.name} {iw}x{ih}")
+        img = _fit(img, target, fit)
         if c == 1:
             img = img[..., None]
         else:  # BGR(A) -> RGB(A)
@@ -136,5 +175,18 @@ def _read_images(files: list[Path], shape: tuple, value_range, size=None):
         raise InputError(
             f"The model accepts any image size, but the images differ ({listed[:200]}); pass "
             "--size H,W to resize them all, e.g. --size 224,224."
+        )
+    if reshaped and note is not None and h and w:
+        how = {
+            "stretch": "stretched (squashed) to it",
+            "crop": "centre-cropped to its aspect ratio, then resized",
+            "pad": "padded with black to its aspect ratio, then resized",
+        }[fit]
+        others = ", ".join(FITS[i] for i in range(3) if FITS[i] != fit)
+        note(
+            f"{len(reshaped)} of {len(files)} images ({', '.join(reshaped[:3])}"
+            f"{', ...' if len(reshaped) > 3 else ''}) have another aspect ratio than the "
+            f"model's input {w}x{h} (WxH): {how} (--fit {fit}; --fit {others.replace(', ', ' or ')}"
+            " to change)."
         )
     return np.stack(images)

@@ -11,11 +11,13 @@ from xai_keras.cli._common import (
     _add_model_flags,
     _method_list,
     _names_for,
+    _note,
     _print,
     _value_range,
     _write_error,
     load_application,
     load_model,
+    mark_random_weights,
 )
 from xai_keras.cli._images import _image_files, _output_stems, _read_images
 
@@ -28,8 +30,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--weights",
-        help="for a keras.applications name: a local weights file, or "
-        "'imagenet' (downloads; online only); default: random weights",
+        help="for a keras.applications name: a local weights file, 'imagenet' (downloads; "
+        "online only) or 'none'; default: random weights (pictures are marked so)",
     )
     p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
@@ -56,17 +58,24 @@ def run(args: argparse.Namespace) -> int:
     from xai_keras.explain.ranges import resolve_value_range
     from xai_keras.io import ensure_writable_dir, save_figure
 
-    if args.model.lower() in _APPLICATIONS:  # these take 0-255 pixels and preprocess them
+    application = args.model.lower() in _APPLICATIONS
+    random_weights = application and args.weights in (None, "none", "None")
+    if application:  # these take 0-255 pixels and preprocess them
         model, preprocess = load_application(args.model, args.weights)
         value_range = resolve_value_range("pixels")
     else:
         model, preprocess = load_model(args.model, args.unsafe), None
         value_range = _value_range(args)
+    # ImageNet models are evaluated on centre crops; a model trained on a folder saw its images
+    # stretched (keras.utils.image_dataset_from_directory's default).
+    fit = args.fit or ("crop" if application else "stretch")
+    mark = mark_random_weights if random_weights else (lambda fig: fig)
     out = ensure_writable_dir(args.out)
     output = int(args.output) if args.output and args.output.isdigit() else args.output
     class_names = _names_for(args, model, output, args.head)
     files = _image_files(args.images)
-    images = _read_images(files, tuple(model.inputs[0].shape[1:]), value_range, args.size)
+    shape = tuple(model.inputs[0].shape[1:])
+    images = _read_images(files, shape, value_range, args.size, fit, _note(args))
     if preprocess is not None:
         images = preprocess(images)
     stems = _output_stems(files)
@@ -88,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for exp in tqdm(explanations, desc="writing", disable=args.quiet):
             for i, stem in enumerate(stems):
-                written.append(save_figure(exp[i].plot(), out / f"{stem}_{exp.method}.png"))
+                written.append(save_figure(mark(exp[i].plot()), out / f"{stem}_{exp.method}.png"))
         if sheet:
-            written.append(save_figure(contact_sheet(explanations), out / "contact_sheet.png"))
+            sheet_fig = mark(contact_sheet(explanations))
+            written.append(save_figure(sheet_fig, out / "contact_sheet.png"))
     except OSError as err:
         raise _write_error(err, written, total, out) from err
     for i, f in enumerate(files):

@@ -9,6 +9,7 @@ from xai_keras.cli._common import (
     CLASSES_HELP,
     _add_model_flags,
     _names_for,
+    _note,
     _print,
     _value_range,
     _write_error,
@@ -62,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     class_names = _names_for(args, model)
     shape = tuple(model.inputs[0].shape[1:])
     value_range = _value_range(args)
-    image = _read_images(_image_files([args.image]), shape, value_range, args.size)[0]
+    fit = args.fit or "stretch"
+    files = _image_files([args.image])
+    image = _read_images(files, shape, value_range, args.size, fit, _note(args))[0]
     graph = sag(
         model,
         image,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xai_keras.cli._common import _add_model_flags, _print, _value_range, load_model
+from xai_keras.cli._common import _add_model_flags, _note, _print, _value_range, load_model
 from xai_keras.cli._images import _image_files, _read_images
 
 
@@ -40,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     shape = tuple(model.inputs[0].shape[1:])
     images = None
     if args.images:
-        images = _read_images(_image_files(args.images), shape, _value_range(args), args.size)
+        images = _read_images(
+            _image_files(args.images),
+            shape,
+            _value_range(args),
+            args.size,
+            args.fit or "stretch",
+            _note(args),
+        )
     elif args.dataset == "shapes":
         from xai_keras.data import generate_shapes
 
