@@ -40,10 +40,34 @@ def colorize(maps: np.ndarray, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
 def overlay(
     images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, colormap: int = cv2.COLORMAP_JET
 ) -> np.ndarray:
-    """Blend heatmaps over the images: (N, H, W, 3) uint8."""
+    """Blend heatmaps over the images: (N, H, W, 3) uint8.
+
+    The heatmap's opacity follows the map: `alpha` scaled by sqrt(map value), from fully
+    transparent where the map is 0 to `alpha` * 1.6 (at most 0.85) where it is 1, so
+    unimportant regions show the image as it is rather than tinted (with JET, navy) and a blue
+    object stays visible.
+    """
     base = to_display(images).astype(np.float32)
     heat = colorize(maps, colormap).astype(np.float32)
-    return np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8)
+    weight = np.sqrt(np.clip(np.asarray(maps, np.float32), 0, 1))[..., None]
+    a = min(0.85, 1.6 * alpha) * weight
+    return np.clip((1 - a) * base + a * heat, 0, 255).astype(np.uint8)
+
+
+def _wrap(title: str, width: int = 12) -> str:
+    """A column title broken at "_", " " or "@" into lines of about `width` characters."""
+    lines: list[str] = []
+    for part in title.split("\n"):
+        words, line = part.replace("_", "_\u200b").replace(" @ ", " @\u200b").split("\u200b"), ""
+        for word in (w for chunk in words for w in chunk.split(" ") if w):
+            joined = f"{line}{'' if line.endswith('_') or not line else ' '}{word}"
+            if line and len(joined) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = joined
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def explanation_grid(
@@ -51,22 +75,51 @@ def explanation_grid(
     columns: Sequence[tuple[str, np.ndarray]],
     row_titles: Sequence[str] | None = None,
     cell: float = 2.2,
+    colorbar: bool = True,
+    references: Sequence[str] = (),
 ) -> Figure:
     """A grid: one row per image, the image first, then one column per (title, maps) pair.
 
     Maps (N, H, W) in [0, 1] are drawn as overlays; (N, H, W, 3) uint8 arrays as they are.
+    Titles are large enough to read when the figure is shown scaled down (as in a README), a
+    colour bar gives the map's scale, and columns whose title is in `references` (maps that
+    metrics compare against, not explanations) are titled in grey italics as such.
     """
     shown = to_display(images)
     n, cols = len(shown), len(columns) + 1
-    fig = Figure(figsize=(cell * cols, cell * n + 0.3), layout="constrained")
+    size = 11 + min(6, cols // 3)  # larger figures are shown more scaled down
+    fig = Figure(
+        figsize=(cell * cols + (0.9 if colorbar else 0), cell * n + 0.9), layout="constrained"
+    )
     axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(shown[i])
-        axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=9)
+        axes[i, 0].set_title(_wrap(row_titles[i], 22) if row_titles else "image", fontsize=size)
         for j, (title, maps) in enumerate(columns, start=1):
             pic = maps[i] if maps.ndim == 4 else overlay(shown[i : i + 1], maps[i : i + 1])[0]
             axes[i, j].imshow(pic)
-            axes[i, j].set_title(title, fontsize=9)
+            if i == 0 or row_titles is None:
+                reference = title in references
+                axes[i, j].set_title(
+                    _wrap(title) + ("\n(reference)" if reference else ""),
+                    fontsize=size,
+                    color="0.45" if reference else "black",
+                    style="italic" if reference else "normal",
+                )
         for ax in axes[i]:
             ax.set_axis_off()
+    if colorbar:
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0, 1), colormaps["jet"]),
+            ax=axes[:, 1:].ravel().tolist() if cols > 1 else axes.ravel().tolist(),
+            fraction=0.04 / max(1, cols / 6),
+            pad=0.01,
+            aspect=12 * n,
+        )
+        bar.set_label("map value (1: most important)", fontsize=size - 1)
+        bar.ax.tick_params(labelsize=size - 2)
     return fig

@@ -88,6 +88,8 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
         explain(result.model, images, method=name, class_names=result.splits.class_names)
         for name in tqdm(names, desc="explaining", unit="method", leave=False)
     ]
-    path = save_figure(contact_sheet(explanations), result.out_dir / "explanations.png")
+    labels = result.splits.test_arrays.labels[:count]
+    sheet = contact_sheet(explanations, labels=labels)
+    path = save_figure(sheet, result.out_dir / "explanations.png")
     log_explanations(result.log_dir / "explain", explanations)
     return path

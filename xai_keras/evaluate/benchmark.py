@@ -702,7 +702,7 @@ def run_benchmark(
         results["datasets"][name] = data
         figures = {
             "curves": _curves_figure(name, curves),
-            "examples": contact_sheet(explanations),
+            "examples": contact_sheet(explanations, labels=test.labels[:4]),
         }
         if n_sanity > 0:
             figures["sanity"] = _sanity_figure(name, curves)
