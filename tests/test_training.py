@@ -68,8 +68,7 @@ def test_tensorboard_has_the_expected_tags(trained_shapes):
     log_dir = trained_shapes.log_dir
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "train")
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "validation")
-    samples = _tags(log_dir / "samples")
-    assert "data/samples" in samples and "_hparams_/session_start_info" in samples
+    assert "data/samples" in _tags(log_dir / "samples")
     assert {"test/accuracy", "test/confusion_matrix", "test/report"} <= _tags(log_dir / "test")
 
 
@@ -364,3 +363,25 @@ def test_printed_commands_work_in_a_fresh_shell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert program("tensorboard") == str(bindir / "tensorboard")
+
+
+def test_hparams_and_the_test_metrics_share_one_run(tmp_path):
+    """The HParams dashboard reads a session's metrics from the run holding its hparams."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    assert main(_tiny_cli(tmp_path)) == 0
+    sessions = {}
+    for f in (tmp_path / "tb").rglob("events.out.tfevents.*"):
+        run = f.parent.relative_to(tmp_path / "tb").as_posix()
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in event.summary.value:
+                sessions.setdefault(run, set()).add(v.tag)
+                if v.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        v.metadata.plugin_data.content
+                    )
+                    hparams = dict(data.session_start_info.hparams)
+    runs = [run for run, tags in sessions.items() if "_hparams_/session_start_info" in tags]
+    assert runs == ["test"]
+    assert {"test/accuracy", "test/macro_f1"} <= sessions["test"]
+    assert hparams["training.epochs"].number_value == 1

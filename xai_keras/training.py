@@ -206,19 +206,34 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 class _LogInputs(keras.callbacks.Callback):
-    """Log a few training images and the hyperparameters to TensorBoard at the start."""
+    """Log a few training images to TensorBoard at the start."""
 
-    def __init__(self, log_dir: Path, images: np.ndarray, hparams: dict[str, Any]):
+    def __init__(self, log_dir: Path, images: np.ndarray):
         super().__init__()
-        self.log_dir, self.images, self.hparams = log_dir, images, hparams
+        self.log_dir, self.images = log_dir, images
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from tensorboard.plugins.hparams import api as hp
-
         writer = tf.summary.create_file_writer(str(self.log_dir / "samples"))
         with writer.as_default():
             tf.summary.image("data/samples", self.images, step=0, max_outputs=len(self.images))
-            hp.hparams(self.hparams)
+        writer.close()
+
+
+def _log_hparams(log_dir: Path, hparams: dict[str, Any], report: dict[str, Any]) -> None:
+    """The hyperparameters, in the run that holds the test metrics (`log_report` writes
+    test/accuracy and test/f1/<class> there; test/macro_f1 is added here): the HParams
+    dashboard reads a session's metrics from its own run, so runs compare side by side."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    try:
+        with writer.as_default(step=0):
+            hp.hparams(hparams)
+            macro = report.get("macro_avg", {}).get("f1")
+            if macro is not None:
+                tf.summary.scalar("test/macro_f1", macro)
+        writer.flush()
+    finally:
         writer.close()
 
 
@@ -411,7 +426,7 @@ def train(
             keras.callbacks.EarlyStopping(
                 patience=config.training.early_stopping_patience, restore_best_weights=False
             ),
-            _LogInputs(log_dir, samples, _flat_hparams(config)),
+            _LogInputs(log_dir, samples),
             *(callbacks or []),
         ],
     )
@@ -432,6 +447,7 @@ def train(
         write_report(report, out)
     with progress.writing("tb/test"):
         log_report(report, str(log_dir / "test"), step=0)
+        _log_hparams(log_dir / "test", _flat_hparams(config), report)
     return TrainResult(
         model=model,
         splits=splits,
