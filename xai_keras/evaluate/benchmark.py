@@ -572,6 +572,23 @@ def _sanity_verdicts(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _shortcut_note(data: dict[str, Any], n: int) -> str:
+    """Why the planted-shortcut model scores near (or below) chance: it reads the marker."""
+    k = int(data.get("num_classes", 5))
+    n = int(data.get("accuracy_images", n))
+    chance = 1 / k
+    spread = 2 * np.sqrt(chance * (1 - chance) / max(n, 1))
+    return (
+        f"This model's low accuracy is planted, not a bug: in its training and validation images "
+        f"a bright marker sits in a border slot chosen by the class, and in these test images "
+        f"the slot is random. A model that learned the marker instead of the shape predicts the "
+        f"class whose slot holds the marker, which is the true class 1 time in {k}: chance, "
+        f"{chance:.2f}. Its {data['accuracy']:.3f} is chance within sampling noise (about "
+        f"+/-{spread:.2f} for {n} images), so being below {chance:.2f} means nothing more. "
+        "`shortcut_rate` says how often each method's map points at the marker."
+    )
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     """One table per dataset: rows = methods, columns = metrics, the best value in bold."""
     lines = ["# Benchmark results", ""]
@@ -584,6 +601,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         rows = data["methods"]
         cols = [m for m in METRICS if any(m in r for r in rows.values())]
         lines += ["", f"## {name} (test accuracy {data['accuracy']:.3f})", ""]
+        if name.endswith("_shortcut"):
+            lines += [_shortcut_note(data, meta["n"]), ""]
         lines.append("| method | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
         best = {}
@@ -696,7 +715,12 @@ def run_benchmark(
             row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
             rows[method], curves[method] = row, curve
             explanations.append(exp[:4])
-        data = {"accuracy": bm.accuracy, "methods": rows}
+        data = {
+            "accuracy": bm.accuracy,
+            "num_classes": bm.splits.num_classes,
+            "accuracy_images": len(bm.splits.test_arrays.labels),
+            "methods": rows,
+        }
         if n_sag > 0:
             data["sag"] = _evaluate_sag(bm, test.images[:n_sag], batch_size)
         results["datasets"][name] = data
