@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from xai_keras.cli._common import _LOCALHOST_URL, _method_list, _print
@@ -84,10 +85,25 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
 
     images = result.splits.test_arrays.images[:count]
     names = _method_list(method_names) if method_names else methods()
-    explanations = [
-        explain(result.model, images, method=name, class_names=result.splits.class_names)
-        for name in tqdm(names, desc="explaining", unit="method", leave=False)
-    ]
+    with warnings.catch_warnings(record=True) as caught:
+        # "xgradcam equals gradcam at layer ...": by construction on a GAP head (README);
+        # said once below rather than as one warning, with source lines, per method.
+        warnings.filterwarnings("always", message=r".* equals gradcam")
+        explanations = [
+            explain(result.model, images, method=name, class_names=result.splits.class_names)
+            for name in tqdm(names, desc="explaining", unit="method", leave=False)
+        ]
+    same = [str(w.message).split(" equals gradcam")[0] for w in caught]
+    for w in caught:
+        if " equals gradcam" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    same = [name for name in same if name in names]
+    if same:
+        print(
+            f"note: {', '.join(same)} coincide with gradcam at the last conv layer of a GAP "
+            "head, by construction (README: 'Where a layer feeds global average pooling').",
+            file=sys.stderr,
+        )
     labels = result.splits.test_arrays.labels[:count]
     sheet = contact_sheet(explanations, labels=labels)
     path = save_figure(sheet, result.out_dir / "explanations.png")
