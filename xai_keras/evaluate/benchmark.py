@@ -607,9 +607,16 @@ def _shortcut_note(data: dict[str, Any], n: int) -> str:
         f"a bright marker sits in a border slot chosen by the class, and in these test images "
         f"the slot is random. A model that learned the marker instead of the shape predicts the "
         f"class whose slot holds the marker, which is the true class 1 time in {k}: chance, "
-        f"{chance:.2f}. Its {data['accuracy']:.3f} is chance within sampling noise (about "
-        f"+/-{spread:.2f} for {n} images), so being below {chance:.2f} means nothing more. "
-        "`shortcut_rate` says how often each method's map points at the marker."
+        f"{chance:.2f}. Its {data['accuracy']:.3f} is "
+        + (
+            f"chance within sampling noise (about +/-{spread:.2f} for {n} images): "
+            f"{'below' if data['accuracy'] < chance else 'off'} {chance:.2f} by the luck of the "
+            "draw, not by design. "
+            if abs(data["accuracy"] - chance) <= spread
+            else f"{'below' if data['accuracy'] < chance else 'above'} chance by more than "
+            f"sampling noise (+/-{spread:.2f} for {n} images). "
+        )
+        + "`shortcut_rate` says how often each method's map points at the marker."
     )
 
 
