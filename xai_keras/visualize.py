@@ -77,37 +77,42 @@ def explanation_grid(
     cell: float = 2.2,
     colorbar: bool = True,
     references: Sequence[str] = (),
+    max_columns: int = 8,
 ) -> Figure:
     """A grid: one row per image, the image first, then one column per (title, maps) pair.
 
     Maps (N, H, W) in [0, 1] are drawn as overlays; (N, H, W, 3) uint8 arrays as they are.
-    Titles are large enough to read when the figure is shown scaled down (as in a README), a
-    colour bar gives the map's scale, and columns whose title is in `references` (maps that
-    metrics compare against, not explanations) are titled in grey italics as such.
+    More than `max_columns` columns wrap into further blocks of rows (the images repeated), so
+    a sheet of many methods stays legible when shown scaled down, as in a README. Titles are
+    large, a colour bar gives the map's scale, and columns whose title is in `references`
+    (maps that metrics compare against, not explanations) are titled in grey italics as such.
     """
     shown = to_display(images)
-    n, cols = len(shown), len(columns) + 1
-    size = 11 + min(6, cols // 3)  # larger figures are shown more scaled down
-    fig = Figure(
-        figsize=(cell * cols + (0.9 if colorbar else 0), cell * n + 0.9), layout="constrained"
-    )
-    axes = fig.subplots(n, cols, squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(shown[i])
-        axes[i, 0].set_title(_wrap(row_titles[i], 22) if row_titles else "image", fontsize=size)
-        for j, (title, maps) in enumerate(columns, start=1):
-            pic = maps[i] if maps.ndim == 4 else overlay(shown[i : i + 1], maps[i : i + 1])[0]
-            axes[i, j].imshow(pic)
-            if i == 0 or row_titles is None:
-                reference = title in references
-                axes[i, j].set_title(
-                    _wrap(title) + ("\n(reference)" if reference else ""),
-                    fontsize=size,
-                    color="0.45" if reference else "black",
-                    style="italic" if reference else "normal",
-                )
-        for ax in axes[i]:
-            ax.set_axis_off()
+    n = len(shown)
+    blocks = [columns[k : k + max_columns] for k in range(0, len(columns), max_columns)] or [[]]
+    cols = 1 + max(len(b) for b in blocks)
+    size = 11 + min(4, cols // 3)
+    width = cell * cols + (0.9 if colorbar else 0)
+    fig = Figure(figsize=(width, (cell + 0.5) * n * len(blocks) + 0.4), layout="constrained")
+    axes = fig.subplots(n * len(blocks), cols, squeeze=False)
+    for b, block in enumerate(blocks):
+        for i in range(n):
+            row = axes[b * n + i]
+            row[0].imshow(shown[i])
+            row[0].set_title(_wrap(row_titles[i], 22) if row_titles else "image", fontsize=size)
+            for j, (title, maps) in enumerate(block, start=1):
+                pic = maps[i] if maps.ndim == 4 else overlay(shown[i : i + 1], maps[i : i + 1])[0]
+                row[j].imshow(pic)
+                if i == 0 or row_titles is None:
+                    reference = title in references
+                    row[j].set_title(
+                        _wrap(title) + ("\n(reference)" if reference else ""),
+                        fontsize=size,
+                        color="0.45" if reference else "black",
+                        style="italic" if reference else "normal",
+                    )
+            for ax in row:
+                ax.set_axis_off()
     if colorbar:
         from matplotlib import colormaps
         from matplotlib.cm import ScalarMappable
@@ -118,7 +123,7 @@ def explanation_grid(
             ax=axes[:, 1:].ravel().tolist() if cols > 1 else axes.ravel().tolist(),
             fraction=0.04 / max(1, cols / 6),
             pad=0.01,
-            aspect=12 * n,
+            aspect=12 * n * len(blocks),
         )
         bar.set_label("map value (1: most important)", fontsize=size - 1)
         bar.ax.tick_params(labelsize=size - 2)

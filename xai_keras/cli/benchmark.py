@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
         "benchmark",
         help="faithfulness, localisation, sanity, shortcut, cost",
         description="Train (or load cached) models per dataset, explain test images with every "
-        "method and score the maps. On 2 CPU cores: --quick takes QUICK_TIME, the full run "
-        "FULL_TIME (models are cached in --cache, so a second run skips the training).",
+        "method and score the maps. On 2 CPU cores --quick takes 2.5-4 minutes, the full run "
+        "far longer (about an hour, estimated); models are cached in --cache, so a second run skips the "
+        "training.",
     )
     p.add_argument(
         "--datasets",
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
         "--quick",
         action="store_true",
         help="shapes only, small models and samples, cheaper settings for the costliest "
-        "methods (QUICK_TIME on 2 CPU cores)",
+        "methods (2.5-4 minutes on 2 CPU cores)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sag", type=int, help="images per dataset for SAG (0 to skip)")

@@ -100,8 +100,9 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
     same = [name for name in same if name in names]
     if same:
         print(
-            f"note: {', '.join(same)} coincide with gradcam at the last conv layer of a GAP "
-            "head, by construction (README: 'Where a layer feeds global average pooling').",
+            f"note: {', '.join(same)} coincide with gradcam (or with gradcam without negative "
+            "weights) at the last conv layer of a GAP head, by construction (README: 'Where a "
+            "layer feeds global average pooling').",
             file=sys.stderr,
         )
     labels = result.splits.test_arrays.labels[:count]

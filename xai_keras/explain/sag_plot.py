@@ -89,7 +89,7 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         left.axvline(c * w / cols_ - 0.5, color="white", lw=0.4, alpha=0.6)
     left.set_title(
         f"input: {name}\np = {g.probability:.3f}\nhidden patches: {g.baseline or 'baseline'}",
-        fontsize=10,
+        fontsize=11,
     )
     left.set_axis_off()
 
@@ -107,7 +107,7 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
                 f"root {roots.index(k) + 1}",
                 ha="center",
                 va="bottom",
-                fontsize=9,
+                fontsize=11,
                 fontweight="bold",
             )
         graph.text(
@@ -117,7 +117,7 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
             f"{node['confidence']:.3f}  ({_count(len(node['patches']))})",
             ha="center",
             va="top",
-            fontsize=8,
+            fontsize=10,
             color=_colour(g, node["confidence"]),
             fontweight="bold",
         )
@@ -138,6 +138,6 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         f"...) keep >= {g.threshold:g} of the {kind} confidence\ngreen >= {g.threshold:g}, "
         f"orange >= {g.floor:g}, red below; each arrow removes one patch; dimmed patches are "
         "hidden from the model",
-        fontsize=9,
+        fontsize=11,
     )
     return fig
