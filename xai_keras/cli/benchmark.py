@@ -14,8 +14,8 @@ def add_parser(sub) -> None:
         help="faithfulness, localisation, sanity, shortcut, cost",
         description="Train (or load cached) models per dataset, explain test images with every "
         "method and score the maps. On 2 CPU cores --quick takes 2.5-4 minutes, the full run "
-        "far longer (about an hour, estimated); models are cached in --cache, so a second run skips the "
-        "training.",
+        "far longer (about an hour, estimated); models are cached in --cache, so a second run "
+        "skips the training.",
     )
     p.add_argument(
         "--datasets",
