@@ -264,7 +264,7 @@ def mark_random_weights(fig):
         ha="center",
         va="center",
         rotation=20,
-        fontsize=max(14, 3.2 * fig.get_figwidth()),
+        fontsize=max(14, 2.6 * fig.get_figwidth()),
         fontweight="bold",
         color="red",
         alpha=0.55,
