@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install into .venv with the test extras, lint, and run the test suite.
-# Extra arguments go to pytest (e.g. -k gradcam, -m "not slow").
+# Extra arguments go to pytest (e.g. -k gradcam). The slow end-to-end tests (the notebooks)
+# are left out unless asked for: -m slow (only them) or -m "slow or not slow" (everything, as CI).
 EXTRAS="cpu,test" source "$(dirname "$0")/_venv.sh"
 # xplique, a second reference implementation, pins tensorflow[and-cuda], which would install a
 # second TensorFlow over tensorflow-cpu; so it and its small pure-Python deps come without deps.

@@ -84,3 +84,24 @@ def test_gradcam_points_far_better_than_random_and_reveals_the_shortcut(
 def test_cli_benchmark_rejects_unknown_datasets(capsys):
     assert main(["benchmark", "--datasets", "imagenet", "--quick"]) == 2
     assert "Unknown benchmark dataset 'imagenet'" in capsys.readouterr().err
+
+
+def test_results_md_explains_the_shortcut_models_low_accuracy():
+    from xai_keras.evaluate.benchmark import to_markdown
+
+    row = {"deletion_auc": 0.1, "insertion_auc": 0.5}
+    results = {
+        "meta": {"n": 48, "seed": 0, "quick": True, "machine": "x86_64 Linux, 2 CPUs"},
+        "datasets": {
+            "shapes_shortcut": {
+                "accuracy": 0.177,
+                "num_classes": 5,
+                "accuracy_images": 300,
+                "methods": {"gradcam": row},
+            }
+        },
+    }
+    text = " ".join(to_markdown(results).split())
+    assert "low accuracy is planted" in text
+    assert "the true class 1 time in 5: chance, 0.20" in text
+    assert "about +/-0.05 for 300 images" in text

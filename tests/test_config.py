@@ -293,3 +293,23 @@ def test_object_scale_range_is_checked():
         load_config(None, ["data.object_scale=[0.3, 0.2]"])
     with pytest.raises(ConfigError, match="object_scale"):
         load_config(None, ["data.object_scale=[0.1]"])
+
+
+def test_builtin_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    from xai_keras.config import builtin_configs
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: they ship inside the package
+    assert {"shapes", "shapes_shortcut"} <= set(builtin_configs())
+    assert load_config("shapes", ["training.epochs=1"]).training.epochs == 1
+    assert load_config("shapes_shortcut").data.spurious_cue is True
+    with pytest.raises(ConfigError, match=r"built-in config name \(shapes, shapes_shortcut"):
+        load_config("shapez")
+
+
+def test_the_builtin_configs_are_package_data():
+    import configparser
+    from pathlib import Path
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "configs/*.yaml" in setup["options.package_data"]["xai_keras"]

@@ -258,14 +258,14 @@ def test_cli_truncated_jpeg_is_refused(saved, tmp_path, capsys):
 def test_cli_unwritable_out_is_refused_before_the_work(saved, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")  # works as root too, unlike chmod
-    import xai_keras.cli
+    import xai_keras.cli.sag
     import xai_keras.evaluate.benchmark as bench
 
     def never(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
 
     monkeypatch.setattr(bench, "run_benchmark", never)
-    monkeypatch.setattr(xai_keras.cli, "load_model", never)
+    monkeypatch.setattr(xai_keras.cli.sag, "load_model", never)
     out = str(blocker / "sag.png")
     code, err = _cli(capsys, "sag", "--model", saved["fixed"], "--image", saved["a"], "--out", out)
     assert code == 2 and f"The folder of --out {blocker} is not writable" in _one_line(err)

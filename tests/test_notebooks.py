@@ -16,6 +16,10 @@ import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
+# Several minutes on 2 CPU cores: left out of a plain `pytest` / `scripts/test.sh` run (see
+# pyproject.toml), run by CI (.ci/run) and by `scripts/test.sh -m slow`.
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "xai-keras-test"
 

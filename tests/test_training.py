@@ -68,8 +68,7 @@ def test_tensorboard_has_the_expected_tags(trained_shapes):
     log_dir = trained_shapes.log_dir
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "train")
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "validation")
-    samples = _tags(log_dir / "samples")
-    assert "data/samples" in samples and "_hparams_/session_start_info" in samples
+    assert "data/samples" in _tags(log_dir / "samples")
     assert {"test/accuracy", "test/confusion_matrix", "test/report"} <= _tags(log_dir / "test")
 
 
@@ -241,8 +240,8 @@ def test_full_disk_during_the_run_is_one_line_saying_what_was_written(
     assert (
         f"Could not write model.keras in {tmp_path} (No space left on device). Written: "
         "config.yaml, checkpoints/last.keras (epoch 1 of 1). Not written: model.keras, "
-        "report.json/.md, tb/test. Free some space (or pass another --out) and run `train` "
-        "again with --resume" in err
+        "class_names.json, report.json/.md, tb/test. Free some space (or pass another --out) "
+        "and run `train` again with --resume" in err
     )
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporaries left
 
@@ -339,3 +338,50 @@ def test_cli_debug_is_accepted_before_or_after_the_subcommand(where, capsys):
     with pytest.raises(ConfigError, match="Unknown config key `training.epoch`"):
         main(args)  # --debug: the traceback, not the one line
     assert "unrecognized arguments" not in capsys.readouterr().err
+
+
+def test_printed_commands_work_in_a_fresh_shell(tmp_path, monkeypatch):
+    """Outside an activated venv the TensorBoard command names the venv's script by its path."""
+    import sys
+
+    from xai_keras.training import program, tensorboard_command
+
+    bindir = tmp_path / ".venv" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("python", "tensorboard"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bindir / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell: the venv is not active
+    assert tensorboard_command("runs/my run/tb") == (
+        ".venv/bin/tensorboard --logdir 'runs/my run/tb' --host localhost --port 6006"
+    )
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")  # activated: the bare name works
+    assert program("tensorboard") == "tensorboard"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert program("tensorboard") == str(bindir / "tensorboard")
+
+
+def test_hparams_and_the_test_metrics_share_one_run(tmp_path):
+    """The HParams dashboard reads a session's metrics from the run holding its hparams."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    assert main(_tiny_cli(tmp_path)) == 0
+    sessions = {}
+    for f in (tmp_path / "tb").rglob("events.out.tfevents.*"):
+        run = f.parent.relative_to(tmp_path / "tb").as_posix()
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in event.summary.value:
+                sessions.setdefault(run, set()).add(v.tag)
+                if v.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(
+                        v.metadata.plugin_data.content
+                    )
+                    hparams = dict(data.session_start_info.hparams)
+    runs = [run for run, tags in sessions.items() if "_hparams_/session_start_info" in tags]
+    assert runs == ["test"]
+    assert {"test/accuracy", "test/macro_f1"} <= sessions["test"]
+    assert hparams["training.epochs"].number_value == 1

@@ -4,12 +4,31 @@ Example:
     >>> from xai_keras import explain
     >>> exp = explain(model, image)          # Grad-CAM of the top class
     >>> exp.save("gradcam.png")
+
+The names below are imported on first use, so `import xai_keras.cli` (the `xai-keras`
+command's `--help`) does not load TensorFlow.
 """
 
-from xai_keras.explain import METHODS, SAG, Explanation, explain, find_layer, methods, sag
-from xai_keras.scale import explain_dataset
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_LAZY = {
+    "METHODS": "xai_keras.explain",
+    "SAG": "xai_keras.explain",
+    "Explanation": "xai_keras.explain",
+    "explain": "xai_keras.explain",
+    "find_layer": "xai_keras.explain",
+    "methods": "xai_keras.explain",
+    "sag": "xai_keras.explain",
+    "explain_dataset": "xai_keras.scale",
+}
 
 __all__ = [
     "METHODS",
@@ -22,3 +41,32 @@ __all__ = [
     "sag",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from xai_keras.explain import METHODS, SAG, Explanation, explain, find_layer, methods, sag
+    from xai_keras.scale import explain_dataset
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xai_keras' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """`xai_keras.explain` is the function, as it was when this file imported it eagerly:
+    importing the subpackage `xai_keras.explain` would otherwise bind the name to the module."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "explain" and isinstance(value, types.ModuleType):
+            return  # the subpackage stays in sys.modules; the name resolves to the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -5,9 +5,13 @@ validated at each step: unknown keys and wrong types raise `ConfigError` naming 
 is allowed, so a typo never silently falls back to a default.
 
 Example:
-    >>> cfg = load_config("configs/shapes.yaml", overrides=["training.epochs=3"])
+    >>> cfg = load_config("shapes", overrides=["training.epochs=3"])
     >>> cfg.training.epochs
     3
+
+A config is a file path or the name of a built-in one (`builtin_configs()`: "shapes",
+"shapes_shortcut"), shipped inside the package in `xai_keras/configs/`, so an installed
+package finds them from any folder.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainingConfig",
+    "builtin_configs",
+    "config_path",
     "load_config",
     "apply_overrides",
     "config_from_dict",
@@ -291,19 +297,42 @@ def _syntax_error(path: Path, text: str, err: Exception) -> str:
     return f"Config file {path} is not valid {kind}{where}: {detail}{source}. Check the {hint}."
 
 
+BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with the package (`load_config(name)`)."""
+    return sorted(p.stem for p in BUILTIN_CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(path: str | os.PathLike) -> Path:
+    """The config file `path` names: an existing file, else a built-in config's name."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    if given.suffix == "" and len(given.parts) == 1:
+        builtin = BUILTIN_CONFIG_DIR / f"{given.name}.yaml"
+        if builtin.is_file():
+            return builtin
+    raise ConfigError(
+        f"Config file not found: {path}. Pass an existing .yaml/.json file or a built-in "
+        f"config name ({', '.join(builtin_configs())})."
+    )
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> Config:
     """Load a YAML or JSON config (or the defaults when `path` is None) and apply overrides.
+
+    `path` is a file, or the name of a built-in config (`builtin_configs()`), e.g. "shapes".
 
     Raises:
         ConfigError: the file is missing or unparsable, or a key or value is invalid.
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file not found: {path}. Pass an existing .yaml/.json file.")
+        path = config_path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:

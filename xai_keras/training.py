@@ -3,6 +3,7 @@
 Everything a run produces goes under `config.out_dir`:
 
     model.keras            the best model (lowest validation loss)
+    class_names.json       the class names, in class-index order (the CLI shows them)
     config.yaml            the exact config used
     report.json/.md        test-split metrics (see `xai_keras.report`)
     checkpoints/           best.keras, last.keras and state.json (for --resume)
@@ -29,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 import shutil
+import sys
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -54,8 +57,10 @@ from xai_keras.io import (
 )
 from xai_keras.models import build_cnn
 from xai_keras.report import evaluate_model, log_report, write_report
+from xai_keras.training_files import CLASS_NAMES_FILE
 
 __all__ = [
+    "CLASS_NAMES_FILE",
     "AtomicCheckpoint",
     "RESUMABLE_KEYS",
     "TrainResult",
@@ -202,19 +207,34 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 class _LogInputs(keras.callbacks.Callback):
-    """Log a few training images and the hyperparameters to TensorBoard at the start."""
+    """Log a few training images to TensorBoard at the start."""
 
-    def __init__(self, log_dir: Path, images: np.ndarray, hparams: dict[str, Any]):
+    def __init__(self, log_dir: Path, images: np.ndarray):
         super().__init__()
-        self.log_dir, self.images, self.hparams = log_dir, images, hparams
+        self.log_dir, self.images = log_dir, images
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from tensorboard.plugins.hparams import api as hp
-
         writer = tf.summary.create_file_writer(str(self.log_dir / "samples"))
         with writer.as_default():
             tf.summary.image("data/samples", self.images, step=0, max_outputs=len(self.images))
-            hp.hparams(self.hparams)
+        writer.close()
+
+
+def _log_hparams(log_dir: Path, hparams: dict[str, Any], report: dict[str, Any]) -> None:
+    """The hyperparameters, in the run that holds the test metrics (`log_report` writes
+    test/accuracy and test/f1/<class> there; test/macro_f1 is added here): the HParams
+    dashboard reads a session's metrics from its own run, so runs compare side by side."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    try:
+        with writer.as_default(step=0):
+            hp.hparams(hparams)
+            macro = report.get("macro_avg", {}).get("f1")
+            if macro is not None:
+                tf.summary.scalar("test/macro_f1", macro)
+        writer.flush()
+    finally:
         writer.close()
 
 
@@ -229,9 +249,26 @@ def _flat_hparams(cfg: Config) -> dict[str, Any]:
     return flat
 
 
+def program(name: str) -> str:
+    """How a fresh shell runs this installation's console script `name` (e.g. "tensorboard"):
+    the bare name when the shell's PATH finds this same one, else its path, relative to the
+    working folder when inside it (".venv/bin/tensorboard" after `scripts/demo.sh`)."""
+    script = Path(sys.executable).parent / name
+    if not script.is_file():
+        return name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return name
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
 def tensorboard_command(log_dir: str | Path) -> str:
-    """The shell command that opens these logs in TensorBoard, on localhost only."""
-    return f"tensorboard --logdir {log_dir} --host localhost --port 6006"
+    """The shell command that opens these logs in TensorBoard, on localhost only; it works as
+    printed in a fresh shell (see `program`)."""
+    logdir = shlex.quote(str(log_dir))
+    return f"{program('tensorboard')} --logdir {logdir} --host localhost --port 6006"
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -344,7 +381,7 @@ def train(
             message says what was written and what was not).
 
     Example:
-        >>> result = train(load_config("configs/shapes.yaml"))
+        >>> result = train(load_config("shapes"))
         >>> result.report["accuracy"]
     """
     out = ensure_writable_dir(config.out_dir)
@@ -377,7 +414,8 @@ def train(
         )
     _check_free_space(out, model)
 
-    progress = _Progress(out, ["config.yaml", "model.keras", "report.json/.md", "tb/test"])
+    planned = ["config.yaml", "model.keras", CLASS_NAMES_FILE, "report.json/.md", "tb/test"]
+    progress = _Progress(out, planned)
     with progress.writing("config.yaml"):
         write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -399,7 +437,7 @@ def train(
             keras.callbacks.EarlyStopping(
                 patience=config.training.early_stopping_patience, restore_best_weights=False
             ),
-            _LogInputs(log_dir, samples, _flat_hparams(config)),
+            _LogInputs(log_dir, samples),
             *(callbacks or []),
         ],
     )
@@ -412,12 +450,15 @@ def train(
     model_path = out / "model.keras"
     with progress.writing("model.keras"), atomic_path(model_path) as tmp:
         model.save(tmp)
+    with progress.writing(CLASS_NAMES_FILE):
+        write_json(out / CLASS_NAMES_FILE, list(splits.class_names))
 
     report = evaluate_model(model, splits.test, splits.class_names)
     with progress.writing("report.json/.md"):
         write_report(report, out)
     with progress.writing("tb/test"):
         log_report(report, str(log_dir / "test"), step=0)
+        _log_hparams(log_dir / "test", _flat_hparams(config), report)
     return TrainResult(
         model=model,
         splits=splits,

@@ -45,17 +45,42 @@ def colorize_signed(values: np.ndarray, colormap: str = "RdBu_r") -> np.ndarray:
     return (matplotlib.colormaps[colormap](v)[..., :3] * 255).round().astype(np.uint8)
 
 
-def blend(images: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend (N, H, W, 3) uint8 heatmaps over the images: (N, H, W, 3) uint8."""
+def blend(images: np.ndarray, heat: np.ndarray, alpha: float | np.ndarray = 0.45) -> np.ndarray:
+    """Blend (N, H, W, 3) uint8 heatmaps over the images: (N, H, W, 3) uint8. `alpha` is one
+    opacity or one per pixel, (N, H, W, 1)."""
     base = to_display(images).astype(np.float32)
-    return np.clip((1 - alpha) * base + alpha * heat.astype(np.float32), 0, 255).astype(np.uint8)
+    a = np.asarray(alpha, np.float32)
+    return np.clip((1 - a) * base + a * heat.astype(np.float32), 0, 255).astype(np.uint8)
 
 
 def overlay(
     images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, colormap: int = cv2.COLORMAP_JET
 ) -> np.ndarray:
-    """Blend heatmaps over the images: (N, H, W, 3) uint8."""
-    return blend(images, colorize(maps, colormap), alpha)
+    """Blend heatmaps over the images: (N, H, W, 3) uint8.
+
+    The heatmap's opacity follows the map: `alpha` scaled by sqrt(map value), from fully
+    transparent where the map is 0 to `alpha` * 1.6 (at most 0.85) where it is 1, so
+    unimportant regions show the image as it is rather than tinted (with JET, navy) and a blue
+    object stays visible.
+    """
+    weight = np.sqrt(np.clip(np.asarray(maps, np.float32), 0, 1))[..., None]
+    return blend(images, colorize(maps, colormap), min(0.85, 1.6 * alpha) * weight)
+
+
+def _wrap(title: str, width: int = 12) -> str:
+    """A column title broken at "_", " " or "@" into lines of about `width` characters."""
+    lines: list[str] = []
+    for part in title.split("\n"):
+        words, line = part.replace("_", "_\u200b").replace(" @ ", " @\u200b").split("\u200b"), ""
+        for word in (w for chunk in words for w in chunk.split(" ") if w):
+            joined = f"{line}{'' if line.endswith('_') or not line else ' '}{word}"
+            if line and len(joined) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = joined
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def explanation_grid(
@@ -63,22 +88,56 @@ def explanation_grid(
     columns: Sequence[tuple[str, np.ndarray]],
     row_titles: Sequence[str] | None = None,
     cell: float = 2.2,
+    colorbar: bool = True,
+    references: Sequence[str] = (),
+    max_columns: int = 8,
 ) -> Figure:
     """A grid: one row per image, the image first, then one column per (title, maps) pair.
 
     Maps (N, H, W) in [0, 1] are drawn as overlays; (N, H, W, 3) uint8 arrays as they are.
+    More than `max_columns` columns wrap into further blocks of rows (the images repeated), so
+    a sheet of many methods stays legible when shown scaled down, as in a README. Titles are
+    large, a colour bar gives the map's scale, and columns whose title is in `references`
+    (maps that metrics compare against, not explanations) are titled in grey italics as such.
     """
     shown = to_display(images)
-    n, cols = len(shown), len(columns) + 1
-    fig = Figure(figsize=(cell * cols, cell * n + 0.3), layout="constrained")
-    axes = fig.subplots(n, cols, squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(shown[i])
-        axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=9)
-        for j, (title, maps) in enumerate(columns, start=1):
-            pic = maps[i] if maps.ndim == 4 else overlay(shown[i : i + 1], maps[i : i + 1])[0]
-            axes[i, j].imshow(pic)
-            axes[i, j].set_title(title, fontsize=9)
-        for ax in axes[i]:
-            ax.set_axis_off()
+    n = len(shown)
+    blocks = [columns[k : k + max_columns] for k in range(0, len(columns), max_columns)] or [[]]
+    cols = 1 + max(len(b) for b in blocks)
+    size = 11 + min(4, cols // 3)
+    width = cell * cols + (0.9 if colorbar else 0)
+    fig = Figure(figsize=(width, (cell + 0.5) * n * len(blocks) + 0.4), layout="constrained")
+    axes = fig.subplots(n * len(blocks), cols, squeeze=False)
+    for b, block in enumerate(blocks):
+        for i in range(n):
+            row = axes[b * n + i]
+            row[0].imshow(shown[i])
+            row[0].set_title(_wrap(row_titles[i], 22) if row_titles else "image", fontsize=size)
+            for j, (title, maps) in enumerate(block, start=1):
+                pic = maps[i] if maps.ndim == 4 else overlay(shown[i : i + 1], maps[i : i + 1])[0]
+                row[j].imshow(pic)
+                if i == 0 or row_titles is None:
+                    reference = title in references
+                    row[j].set_title(
+                        _wrap(title) + ("\n(reference)" if reference else ""),
+                        fontsize=size,
+                        color="0.45" if reference else "black",
+                        style="italic" if reference else "normal",
+                    )
+            for ax in row:
+                ax.set_axis_off()
+    if colorbar:
+        from matplotlib import colormaps
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0, 1), colormaps["jet"]),
+            ax=axes[:, 1:].ravel().tolist() if cols > 1 else axes.ravel().tolist(),
+            fraction=0.04 / max(1, cols / 6),
+            pad=0.01,
+            aspect=12 * n * len(blocks),
+        )
+        bar.set_label("map value (1: most important)", fontsize=size - 1)
+        bar.ax.tick_params(labelsize=size - 2)
     return fig

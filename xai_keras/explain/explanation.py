@@ -78,6 +78,20 @@ class Explanation:
         name = self.class_names[t] if self.class_names else f"class {t}"
         return f"{name} ({self.scores[i]:.2f})"
 
+    def row_title(self, i: int, label: int | None = None) -> str:
+        """Image i's title in pictures: the predicted class and score, the explained class
+        where it is another, and the true class where `label` is known."""
+        name = self.class_names.__getitem__ if self.class_names else (lambda t: f"class {t}")
+        logits = np.asarray(self.logits) if self.logits is not None else None
+        top = int(np.argmax(logits[i])) if logits is not None and logits.ndim == 2 else None
+        if top is None or logits.shape[1] < 2 or top == int(self.targets[i]):
+            lines = [f"pred {self.label(i)}"]
+        else:
+            lines = [f"pred {name(top)}", f"explains {self.label(i)}"]
+        if label is not None:
+            lines.append(f"true {name(int(label))}")
+        return "\n".join(lines)
+
     def overlay(self, alpha: float = 0.45) -> np.ndarray:
         """(N, H, W, 3) uint8: the heatmap (OpenCV JET, or a diverging red/blue one for
         signed methods) blended over each image."""
@@ -105,13 +119,17 @@ class Explanation:
             return visualize.colorize_signed(self.signed_maps())
         return visualize.colorize(self.maps)
 
-    def plot(self) -> Figure:
-        """One row per image: image | heatmap | overlay, titled with class and score."""
+    def plot(self, labels: np.ndarray | None = None) -> Figure:
+        """One row per image: image | heatmap | overlay, titled with the predicted class and
+        score (and the true class, from `labels`, where given)."""
         name = self.method + (f" @ {self.layer}" if self.layer else "")
         return visualize.explanation_grid(
             self.display_images(),
             [(name, self.heatmaps()), ("overlay", self.overlay())],
-            row_titles=[self.label(i) for i in range(len(self))],
+            row_titles=[
+                self.row_title(i, None if labels is None else labels[i]) for i in range(len(self))
+            ],
+            references=_REFERENCE_MAPS,
         )
 
     def save(self, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -123,10 +141,16 @@ class Explanation:
         return figure_to_png(self.plot())
 
 
-def contact_sheet(explanations: list[Explanation]) -> Figure:
+# Methods whose maps are references that metrics compare against, not explanations.
+_REFERENCE_MAPS = ("random", "centre")
+
+
+def contact_sheet(explanations: list[Explanation], labels: np.ndarray | None = None) -> Figure:
     """One figure comparing methods: a row per image, a column per explanation's overlay.
 
-    All explanations must cover the same images (e.g. one `explain` call per method).
+    All explanations must cover the same images (e.g. one `explain` call per method). Rows are
+    titled with the predicted class (and the true one, from `labels`, where given); `random`
+    and `centre` columns are marked as reference maps.
     """
     first = explanations[0]
     columns = []
@@ -134,6 +158,7 @@ def contact_sheet(explanations: list[Explanation]) -> Figure:
         if exp.images.shape != first.images.shape:
             raise ValueError("contact_sheet needs explanations of the same images.")
         columns.append((exp.method, exp.overlay()))
+    titles = [first.row_title(i, None if labels is None else labels[i]) for i in range(len(first))]
     return visualize.explanation_grid(
-        first.display_images(), columns, row_titles=[first.label(i) for i in range(len(first))]
+        first.display_images(), columns, row_titles=titles, references=_REFERENCE_MAPS
     )

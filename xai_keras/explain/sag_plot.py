@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from xai_keras.visualize import to_display
 
@@ -88,20 +89,35 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         left.axvline(c * w / cols_ - 0.5, color="white", lw=0.4, alpha=0.6)
     left.set_title(
         f"input: {name}\np = {g.probability:.3f}\nhidden patches: {g.baseline or 'baseline'}",
-        fontsize=10,
+        fontsize=11,
     )
     left.set_axis_off()
 
+    roots = [k for k, v in g.nodes.items() if v["depth"] == 0]
     for k, (x, y) in pos.items():
         node = g.nodes[k]
         graph.imshow(_thumbnail(g, node["patches"]), extent=(x, x + 1, y, y + 1))
+        if k in roots:  # told apart by a frame and a name, not only by colour
+            graph.add_patch(
+                Rectangle((x, y), 1, 1, fill=False, lw=2.5, ec=_colour(g, node["confidence"]))
+            )
+            graph.text(
+                x + 0.5,
+                y + 1.04,
+                f"root {roots.index(k) + 1}",
+                ha="center",
+                va="bottom",
+                fontsize=11,
+                fontweight="bold",
+            )
         graph.text(
             x + 0.5,
             y - 0.06,
-            f"{node['confidence']:.2f}  ({_count(len(node['patches']))})",
+            # three digits: 0.895 must not read "0.90" under ">= 90%"
+            f"{node['confidence']:.3f}  ({_count(len(node['patches']))})",
             ha="center",
             va="top",
-            fontsize=8,
+            fontsize=10,
             color=_colour(g, node["confidence"]),
             fontweight="bold",
         )
@@ -114,13 +130,14 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
             arrowprops=dict(arrowstyle="->", color="0.4", lw=1.0),
         )
     graph.set_xlim(min(xs) - 0.2, max(xs) + 1.2)
-    graph.set_ylim(-depth * _GAP_Y - 0.4, 1.1)
+    graph.set_ylim(-depth * _GAP_Y - 0.4, 1.3)
     graph.set_aspect("equal")
     graph.set_axis_off()
     graph.set_title(
-        f"{len(g.roots)} minimal patch set{'s' if len(g.roots) > 1 else ''} (green) keep "
-        f">= {g.threshold:.0%} {kind} confidence\neach arrow removes one patch; dimmed patches "
-        "are hidden from the model",
-        fontsize=9,
+        f"{len(g.roots)} minimal patch set{'s' if len(g.roots) > 1 else ''} (framed: root 1, "
+        f"...) keep >= {g.threshold:g} of the {kind} confidence\ngreen >= {g.threshold:g}, "
+        f"orange >= {g.floor:g}, red below; each arrow removes one patch; dimmed patches are "
+        "hidden from the model",
+        fontsize=11,
     )
     return fig

@@ -1,0 +1,96 @@
+"""`xai-keras sag`: the structured attention graph of one image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xai_keras.cli._common import (
+    CLASSES_HELP,
+    _add_model_flags,
+    _names_for,
+    _note,
+    _print,
+    _value_range,
+    _write_error,
+    load_model,
+)
+from xai_keras.cli._images import _image_files, _read_images
+
+
+def _grid(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    try:
+        return int(rows), int(cols or rows)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid must look like 7x7, got {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sag", help="structured attention graph of one image")
+    p.add_argument("--model", required=True, help="a saved .keras model")
+    p.add_argument("--image", required=True, help="the image file")
+    p.add_argument("--out", default="sag.png", help="picture to write (a .json goes beside it)")
+    p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--grid", type=_grid, default=(7, 7), help="patch grid, e.g. 7x7")
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--absolute", action="store_true", help="threshold on the probability itself")
+    p.add_argument("--beam-width", type=int, default=5)
+    p.add_argument("--max-roots", type=int, default=3)
+    p.add_argument(
+        "--baseline",
+        default="auto",
+        choices=["auto", "blur", "blur_strong", "mean", "black"],
+        help="what hidden patches show (auto: the first of blur, blur_strong, mean, black that "
+        "removes the class; black is the minimum of the model's value range)",
+    )
+    p.add_argument("--classes", help=CLASSES_HELP)
+    p.add_argument("--logdir", help="also log the picture to TensorBoard here")
+    _add_model_flags(p, pixels=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xai_keras import sag
+    from xai_keras.io import ensure_writable_dir
+    from xai_keras.tensorboard import log_sag
+
+    picture, beside = Path(args.out), Path(args.out).with_suffix(".json")
+    ensure_writable_dir(picture.parent, "folder of --out")  # before the search, not after
+    if args.logdir:
+        ensure_writable_dir(args.logdir, "--logdir folder")
+    model = load_model(args.model, args.unsafe)
+    class_names = _names_for(args, model)
+    shape = tuple(model.inputs[0].shape[1:])
+    value_range = _value_range(args)
+    fit = args.fit or "stretch"
+    files = _image_files([args.image])
+    image = _read_images(files, shape, value_range, args.size, fit, _note(args))[0]
+    graph = sag(
+        model,
+        image,
+        target=args.target,
+        grid=args.grid,
+        threshold=args.threshold,
+        relative=not args.absolute,
+        beam_width=args.beam_width,
+        max_roots=args.max_roots,
+        baseline=args.baseline,
+        class_names=class_names,
+        value_range=value_range,
+    )
+    written: list[Path] = []
+    try:
+        path = graph.save(picture)
+        written.append(path)
+        written.append(graph.to_json(beside))
+        if args.logdir:
+            log_sag(args.logdir, graph)
+    except OSError as err:
+        raise _write_error(err, written, 2, picture.parent) from err
+    if graph.message:
+        _print(args, graph.message)
+    for root in graph.roots:
+        _print(args, f"root {list(root)}: confidence {graph.confidence(root):.3f}")
+    _print(args, f"{graph.n_forward} masked forward passes; wrote {path} (and .json)")
+    return 0
