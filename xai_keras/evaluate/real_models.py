@@ -179,11 +179,18 @@ def train_real_model(
         model.save(path)
     test = splits.test_arrays
     accuracy = float((model.predict(test.images, verbose=0).argmax(-1) == test.labels).mean())
+    # Explanations need images the model was not fitted on, not unseen labels: where the test
+    # split is short of n (lfw_faces has 30), the validation images are used too.
+    images = test.images
+    if len(images) < n:
+        val = np.concatenate([batch for batch, _ in splits.val.as_numpy_iterator()])
+        images = np.concatenate([images, val])
     return RealModel(
         f"{architecture} / {dataset}",
         model,
-        test.images[:n],
-        f"trained here on {dataset} ({len(test)} test images, accuracy {accuracy:.1%})",
+        images[:n],
+        f"trained here on {dataset} (test accuracy {accuracy:.1%} on {len(test)} images; "
+        f"explained: {min(n, len(images))} held-out test and validation images)",
         resolve_value_range("unit"),
         accuracy,
     )
