@@ -317,23 +317,6 @@ class ScoreCam(CamMethod):
 
 
 # -- newer CAMs ---------------------------------------------------------------------------
-def _score_grads(runner, x, targets, score):
-    """Like `ModelRunner._layer_grads`, but differentiating `score(logits, targets)` (B,)
-    instead of the target logit: (activation, gradient, logits, targets) as float32 grids."""
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
-        activation, logits = runner.forward(x)
-        targets = runner.resolve_targets(logits, targets)
-        y = score(logits, targets)
-    grads = tape.gradient(y, activation)
-    if grads is None:
-        raise LayerError(
-            f"The explained score does not depend on layer {runner.layer.name!r} (it is not "
-            "on the path to the chosen output); pick a layer before that output."
-        )
-    return runner.to_grid(activation), runner.to_grid(grads), logits, targets
-
-
 @register("hirescam")
 class HiResCam(CamMethod):
     """HiResCAM: every activation times its own gradient, summed over channels.
@@ -412,7 +395,7 @@ class FinerCam(CamMethod):
 
     def _batch(self, x, targets):
         score = functools.partial(_finer_score, comparisons=self.comparisons, alpha=self.alpha)
-        a, g, logits, targets = _score_grads(self.runner, x, targets, score)
+        a, g, logits, targets = self.runner.score_grads(x, targets, score)
         return _weighted_sum(a, tf.reduce_mean(g, axis=_SPATIAL)), logits, targets
 
     def attribute(self, x, targets):

@@ -369,10 +369,17 @@ class ModelRunner:
     def _layer_grads(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
         """(activation, d target score / d activation, scores, targets); the activation and
         its gradient as float32 grids (`to_grid`)."""
+        return self.score_grads(x, targets)
+
+    def score_grads(self, x: tf.Tensor, targets: tf.Tensor, score: Callable | None = None) -> tuple:
+        """As `_layer_grads`, differentiating `score(logits, targets) -> (B,)` (default: the
+        target logit), for CAMs that explain another score (Finer-CAM, ShapleyCAM)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             activation, logits = self.forward(x)
             targets, y = self._pick(logits, targets)
+            if score is not None:
+                y = score(logits, targets)
         grads = tape.gradient(y, activation)
         if grads is None:
             raise LayerError(
