@@ -48,8 +48,8 @@ __all__ = ["LRP", "DeepLift", "LRP_RULES"]
 _STAB = 1e-6  # stabiliser of modified denominators (zennit's default)
 _sg = tf.stop_gradient
 
-# Layers passed through with their own gradient: layout, pooling, merges (LRP-0 for sums).
-_PLAIN = (
+# Layers that only move values around (the image's bounds follow them).
+_LAYOUT = (
     kl.InputLayer,
     kl.Flatten,
     kl.Reshape,
@@ -61,12 +61,17 @@ _PLAIN = (
     kl.GaussianDropout,
     kl.GaussianNoise,
     kl.AlphaDropout,
+    kl.Identity,
     kl.ZeroPadding1D,
     kl.ZeroPadding2D,
     kl.ZeroPadding3D,
     kl.Cropping1D,
     kl.Cropping2D,
     kl.Cropping3D,
+)
+# Layers passed through with their own gradient: layout, pooling, merges (LRP-0 for sums).
+_PLAIN = (
+    *_LAYOUT,
     kl.UpSampling1D,
     kl.UpSampling2D,
     kl.MaxPooling1D,
@@ -87,31 +92,9 @@ _PLAIN = (
     kl.Maximum,
     kl.Minimum,
     kl.Concatenate,
-    kl.Identity,
     kl.BatchNormalization,
     kl.Rescaling,
     kl.Normalization,
-)
-# Of those, the ones that only move values around (the image's bounds follow them).
-_LAYOUT = (
-    kl.InputLayer,
-    kl.Flatten,
-    kl.Reshape,
-    kl.Permute,
-    kl.Dropout,
-    kl.SpatialDropout1D,
-    kl.SpatialDropout2D,
-    kl.SpatialDropout3D,
-    kl.GaussianDropout,
-    kl.GaussianNoise,
-    kl.AlphaDropout,
-    kl.Identity,
-    kl.ZeroPadding1D,
-    kl.ZeroPadding2D,
-    kl.ZeroPadding3D,
-    kl.Cropping1D,
-    kl.Cropping2D,
-    kl.Cropping3D,
 )
 # Element-wise affine preprocessing: relevance passes through them unchanged.
 _AFFINE = (kl.Rescaling, kl.Normalization)
