@@ -44,7 +44,6 @@ def _inputs(work: Path):
 def mirrored(work: Path) -> dict:
     """Explain with MirroredStrategy over two logical CPUs; train a tiny model under it."""
     _two_cpus()
-    from xai_keras.config import load_config
     from xai_keras.scale import explain_dataset, train_distributed
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -65,20 +64,7 @@ def mirrored(work: Path) -> dict:
             **options,
         )
         runs[method] = len(result)
-    cfg = load_config(
-        None,
-        [
-            "data.n_train=64",
-            "data.n_val=16",
-            "data.n_test=16",
-            "data.image_size=32",
-            "model.filters=[4, 8]",
-            "training.epochs=1",
-            "training.batch_size=16",
-            f"out_dir={work / 'train'}",
-        ],
-    )
-    trained = train_distributed(cfg, strategy, verbose=0)
+    trained = train_distributed(_tiny_config(work / "train"), strategy, verbose=0)
     variable = trained.model.weights[0]
     return {
         "replicas": strategy.num_replicas_in_sync,

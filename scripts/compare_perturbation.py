@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from xai_keras import explain
 from xai_keras.evaluate import deletion, insertion
-from xai_keras.evaluate.real_models import beats_random
+from xai_keras.evaluate.significance import beats_random
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.perturbation import superpixels
 

@@ -35,7 +35,7 @@ from xai_keras.evaluate.faithfulness import average_drop_increase, deletion, ins
 from xai_keras.evaluate.localisation import _check_masks, energy_pointing, pointing_game
 from xai_keras.evaluate.sanity import cascading_randomization
 from xai_keras.evaluate.shortcut import shortcut_rate
-from xai_keras.evaluate.significance import beats_random
+from xai_keras.evaluate.significance import random_reference
 from xai_keras.explain import contact_sheet, explain, methods, sag
 from xai_keras.explain.api import check_images
 from xai_keras.explain.base import get_method, runner_for
@@ -195,14 +195,11 @@ def _method_row(
     class_names: Sequence[str] | None = None,
     targets: np.ndarray | None = None,
     value_range: Any = None,
-    seed: int | None = None,
     quick: bool = False,
 ) -> tuple[dict[str, float], Any, Any]:
     """One method's metrics on images (and masks): the benchmark's row for one dataset."""
     fast = (QUICK_OPTIONS if quick else _FAST_OPTIONS).get(method, {})
     options = {**_FAST_OPTIONS.get(method, {}), **fast, "value_range": value_range}
-    if seed is not None:
-        options["seed"] = seed
     # Warm up on a full batch: the timed call then reuses the traced kernels.
     explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
     start = time.perf_counter()
@@ -484,39 +481,29 @@ def evaluate_model(
         predicted = runner.probabilities(images, batch_size).argmax(axis=1)
         accuracy = float(np.mean(predicted == labels))
     forward_s = _time_forward(model, images, batch_size)
-    rows, aucs = {}, {}
-    for method in [*names, *(f"random:{s}" for s in range(3))]:
-        name, _, seed = method.partition(":")
-        row, exp, (dele, ins, _) = _method_row(
+    explained = labels if targets == "labels" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = random_reference(
+            model, images, explained, batch_size=batch_size, value_range=value_range
+        )
+    rows = {}
+    for method in names:
+        row, _, (dele, ins, _) = _method_row(
             model,
-            name,
+            method,
             images,
             masks,
-            int(n_sanity) if not seed else 0,
+            int(n_sanity),
             batch_size,
             class_names,
-            labels if targets == "labels" else None,
+            explained,
             value_range,
-            int(seed) if seed else None,
         )
-        aucs[method] = (dele.auc, ins.auc)
-        curves_of_random = dele
-        if not seed:
-            row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
-            rows[method] = row
-    informative = curves_of_random.informative
-    random_del = np.mean([aucs[f"random:{s}"][0] for s in range(3)], axis=0)
-    random_ins = np.mean([aucs[f"random:{s}"][1] for s in range(3)], axis=0)
-    for method, row in rows.items():
-        d = beats_random(aucs[method][0], random_del, False, informative)
-        i = beats_random(aucs[method][1], random_ins, True, informative)
-        row.update(
-            p_deletion=d["p"],
-            p_insertion=i["p"],
-            wins_deletion=d["wins"],
-            wins_insertion=i["wins"],
-            beats_random=bool(d["p"] < 0.01 and i["p"] < 0.01),
-        )
+        row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
+        comparison = reference.compare(dele.auc, ins.auc)
+        del comparison["n"]
+        rows[method] = {**row, **comparison}
     return {"n": len(images), "accuracy": accuracy, "methods": rows}
 
 

@@ -41,7 +41,7 @@ from xai_keras.data import load_dataset
 from xai_keras.data.photos import photo_crops, real_faces
 from xai_keras.errors import LayerError
 from xai_keras.evaluate.faithfulness import deletion, insertion
-from xai_keras.evaluate.significance import beats_random
+from xai_keras.evaluate.significance import random_reference
 from xai_keras.explain.api import explain
 from xai_keras.explain.base import get_method
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
@@ -259,18 +259,10 @@ def evaluate_real_model(
     model, x, vr = real.model, real.images, real.value_range
 
     kw = {"steps": steps, "batch_size": batch_size, "value_range": vr, "baseline": baseline}
-
-    def curves(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return deletion(model, x, maps, **kw).auc, insertion(model, x, maps, **kw).auc
-
-    # Which images can say anything: those whose baseline removes the class (map-independent).
-    informative = deletion(model, x, np.zeros(x.shape[:3]), **{**kw, "steps": 1}).informative
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        randoms = [curves(explain(model, x, "random", seed=s).maps) for s in range(3)]
-    rand_del = np.mean([r[0] for r in randoms], axis=0)
-    rand_ins = np.mean([r[1] for r in randoms], axis=0)
+        reference = random_reference(model, x, **kw)
+    tested = reference.informative  # the images whose baseline removes the class
     rows: dict[str, dict[str, Any]] = {}
     for name in methods:
         opts = dict((options or {}).get(name, {}))
@@ -283,21 +275,15 @@ def evaluate_real_model(
         except LayerError as err:  # e.g. CAM without a GAP + dense head: not applicable
             rows[name] = {"not_applicable": str(err)}
             continue
-        d, i = curves(exp.maps)  # AUCs below are means over the images tested
-        sd = beats_random(d, rand_del, False, informative)
-        si = beats_random(i, rand_ins, True, informative)
-        rows[name] = {
-            "deletion_auc": float(d[informative].mean()),
-            "insertion_auc": float(i[informative].mean()),
-            "random_deletion_auc": float(rand_del[informative].mean()),
-            "random_insertion_auc": float(rand_ins[informative].mean()),
-            "p_deletion": sd["p"],
-            "p_insertion": si["p"],
-            "wins_deletion": sd["wins"],
-            "wins_insertion": si["wins"],
-            "n": sd["n"],
+        d = deletion(model, x, exp.maps, **kw).auc
+        i = insertion(model, x, exp.maps, **kw).auc
+        rows[name] = {  # AUCs: means over the images tested
+            "deletion_auc": float(d[tested].mean()),
+            "insertion_auc": float(i[tested].mean()),
+            "random_deletion_auc": float(reference.deletion[tested].mean()),
+            "random_insertion_auc": float(reference.insertion[tested].mean()),
+            **reference.compare(d, i, alpha),
             "images": len(x),
-            "beats_random": bool(sd["p"] < alpha and si["p"] < alpha),
             "layer": exp.layer,
             "layer_reason": exp.layer_reason,
         }
