@@ -279,8 +279,8 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         model = _small_model(args.small_model, args.small_size)
         size, layer, name = args.small_size, None, args.small_model
     n, batch = args.scorecam_images, args.batch
-    method = get_method("scorecam").create(model, layer, max_channels=args.max_channels or None)
-    method.batch_size = batch
+    session = Session(model, batch_size=batch)
+    method = get_method("scorecam").create(session, layer, max_channels=args.max_channels or None)
     channels = int(method.layer.output.shape[-1])
     masked = n * min(channels, args.max_channels or channels)
     # The reference runs about as many images as Score-CAM masks, in batches of the same size,

@@ -96,6 +96,8 @@ class Method:
         family: "cam", "gradient" or "perturbation".
         uses_layer: whether the method explains an intermediate layer (CAM family).
         signed: raw maps may be negative; the displayed map is their absolute value.
+        compiled_step: one batch's work is a few compiled kernels (no Python loop over images
+            or masks), so a front end may compile a whole step around `attribute`.
         reference: the paper.
     """
 
@@ -108,6 +110,7 @@ class Method:
     same_when_pooled: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False
     signed: ClassVar[bool] = False
+    compiled_step: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
     def __init__(self, session: Session, layer: Any = None):

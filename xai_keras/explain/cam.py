@@ -80,6 +80,7 @@ class CamMethod(Method):
     """Base of the CAM family: relu(sum_k w_k A_k) with weights from `channel_weights`."""
 
     family = "cam"
+    compiled_step = True
     uses_layer = True
     zero_map_cause = (
         "the channel-weighted sum is negative or zero at every position, so the ReLU leaves "
@@ -278,6 +279,7 @@ class ScoreCam(CamMethod):
     """
 
     reference = "Wang et al., CVPR-W 2020"
+    compiled_step = False  # a Python loop over images and channel chunks
 
     def __init__(self, session: Session, layer: Any = None, max_channels: int | None = None):
         super().__init__(session, layer)

@@ -32,6 +32,7 @@ class GradientMethod(Method):
     """Base: `attributions` gives (B, H, W, C); the map is max |attribution| over channels."""
 
     family = "gradient"
+    compiled_step = True
 
     def attributions(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
         """(attributions, logits, targets) for one batch."""
