@@ -161,11 +161,15 @@ class ExplainCallback(keras.callbacks.Callback):
         self._session: Session | None = None  # prepared on first use, for `self.model`
         self._writer = None
 
+    def _session_for_model(self) -> Session:
+        """The session for the model being trained, prepared once."""
+        if self._session is None or self._session.model is not self.model:
+            self._session = Session.of(self.model, **self._model_form)
+        return self._session
+
     def _read_source(self) -> None:
         """Take the first images (and labels) of the dataset or folder, once."""
-        from xai_keras.scale.data import as_source
-
-        source = as_source(self._source, self.model)
+        source = self._session_for_model().source(self._source)
         k = self.max_images or _DATASET_IMAGES
         first = next(iter(source.elements.take(k).batch(k)), None)
         if first is None:
@@ -195,14 +199,13 @@ class ExplainCallback(keras.callbacks.Callback):
             return
         if self.images is None:  # on_train_begin was not called (a hand-driven loop)
             self._read_source()
-        if self._session is None or self._session.model is not self.model:
-            self._session = Session.of(self.model, **self._model_form)
+        session = self._session_for_model()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             for method in self.methods:
                 exp = explain(
-                    self._session,
+                    session,
                     self.images,
                     method=method,
                     targets=self.targets,

@@ -332,7 +332,7 @@ def _parts(spec: Any) -> tuple[Any, Any, Any]:
 
 def _take(data: tf.data.Dataset, model: keras.Model, n: int) -> tuple:
     """The first n (images, labels or None, masks or None) of a dataset, read in one pass."""
-    from xai_keras.scale.data import as_source
+    from xai_keras.sources import as_source
 
     spec = data.element_spec
     keys = _parts(spec)

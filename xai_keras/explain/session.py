@@ -35,6 +35,7 @@ from xai_keras.errors import InputError
 from xai_keras.explain.graph import ModelRunner, hold_inputs
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.sources import Source, as_source
 
 __all__ = [
     "MODEL_FORM_ARGS",
@@ -208,10 +209,25 @@ class Session:
         return runner_for(self.model, layer, guided, self.head, self.jit_compile)
 
     # -- inputs -------------------------------------------------------------------------------
+    def source(self, dataset: Any) -> Source:
+        """A dataset, arrays or a folder as one stream of (image, label) for this model's
+        image input (see `xai_keras.sources`)."""
+        return as_source(dataset, self.model, self.head.image_input, self._num_scores)
+
+    def dataset_images(self, dataset: tf.data.Dataset) -> np.ndarray:
+        """Every image of a `tf.data.Dataset` (batched or not; images, (images, labels) or
+        dicts)."""
+        images = [image for image, _ in self.source(dataset).elements.as_numpy_iterator()]
+        if not images:
+            raise InputError("The `images` dataset is empty: it yielded no images.")
+        return np.stack(images)
+
     def images(self, images: Any, name: str = "images") -> tuple[tf.Tensor, bool]:
         """Validate images (an array, tensor or `tf.data.Dataset`) against the image input;
         return a float32 (N, H, W, C) tensor and whether one image (H, W, C) was given. The
         first images seen decide how the outputs become probabilities."""
+        if isinstance(images, tf.data.Dataset):
+            images = self.dataset_images(images)
         x, single = check_images(images, self.model, name, self.head.image_input)
         if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
             self.runner.decide_squash(self.runner.forward_fn(x[:1]))
@@ -329,7 +345,11 @@ def check_images(
     input; return a float32 (N, H, W, C) tensor and whether a single image (H, W, C) was
     given."""
     if isinstance(images, tf.data.Dataset):
-        images = _dataset_images(images, model)
+        images = as_source(images, model, input_index).elements.map(lambda x, _: x)
+        images = list(images.as_numpy_iterator())
+        if not images:
+            raise InputError(f"The `{name}` dataset is empty: it yielded no images.")
+        images = np.stack(images)
     try:
         x = tf.convert_to_tensor(images)
     except (ValueError, TypeError) as err:
@@ -360,16 +380,6 @@ def check_images(
     if not bool(tf.reduce_all(tf.math.is_finite(x))):
         raise InputError(f"`{name}` contain NaN or infinite values.")
     return x, single
-
-
-def _dataset_images(dataset: tf.data.Dataset, model: keras.Model) -> np.ndarray:
-    """Every image of a `tf.data.Dataset` (batched or not; images, (images, labels) or dicts)."""
-    from xai_keras.scale.data import as_source  # TODO(engine): sources move below explain/
-
-    images = [image for image, _ in as_source(dataset, model).elements.as_numpy_iterator()]
-    if not images:
-        raise InputError("The `images` dataset is empty: it yielded no images.")
-    return np.stack(images)
 
 
 def check_targets(targets: Any, n: int, num_classes: int) -> np.ndarray:

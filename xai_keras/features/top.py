@@ -26,7 +26,7 @@ from xai_keras.explain.base import runner_for
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.features.plot import tile_figure
 from xai_keras.features.units import UnitLayer, parse_units, unit_layer
-from xai_keras.scale.data import as_source
+from xai_keras.sources import as_source
 
 __all__ = ["TopExamples", "TopK", "top_examples", "top_examples_figure", "top_examples_many"]
 

@@ -31,7 +31,6 @@ from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.session import Session, check_positive_int
 from xai_keras.io import ensure_writable_dir
-from xai_keras.scale.data import Source, as_source, file_error
 from xai_keras.scale.metrics import check_border, map_metrics
 from xai_keras.scale.store import (
     FORMAT,
@@ -47,6 +46,7 @@ from xai_keras.scale.store import (
     write_manifest,
     write_shard,
 )
+from xai_keras.sources import Source, file_error
 
 __all__ = ["explain_dataset", "model_fingerprint"]
 
@@ -559,7 +559,7 @@ def explain_dataset(
     instance = _method(session, method, layer, options)
     cls = type(instance)
 
-    source = as_source(dataset, model)
+    source = session.source(dataset)
     if skip_bad and source.kind != "folder":
         raise InputError(
             "skip_bad=True skips unreadable files of an image folder; this `dataset` is "
