@@ -291,8 +291,9 @@ def road(
             (the paper's and pytorch-grad-cam's convention) without `value_range`; a fraction
             of each channel's span (high - low) with it.
         batch_size: imputed images per compiled forward pass.
-        seed: the noise's seed. The noise of image i depends only on (seed, order, i), so
-            curves of different maps, or of a subset of the images, stay paired.
+        seed: the noise's seed. The noise of the i-th image depends only on (seed, order, i),
+            so curves of different maps, of one order or of both, and of the first n images
+            stay paired.
         value_range: the model's input range, e.g. (-1, 1), "tf" or "torch": makes `noise`
             relative to it.
 
