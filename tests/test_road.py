@@ -9,6 +9,7 @@ import scipy.ndimage
 
 from xai_keras.errors import InputError
 from xai_keras.evaluate.road import RoadCurves, noisy_linear_impute, road
+from xai_keras.explain.session import Session
 
 
 def _grid(h: int = 20, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -182,12 +183,16 @@ def test_noisy_curves_stay_paired_across_orders_and_leading_subsets(gap_model, i
     assert fixed.lerf.shape == (1, 1) and fixed.targets.tolist() == [2]
 
 
-def test_relative_noise_follows_the_value_range(gap_model, images32):
+def test_a_session_and_relative_noise_from_its_value_range(gap_model, images32):
     maps = np.random.default_rng(7).uniform(0, 1, images32.shape[:3])
     kwargs = dict(percentiles=(50,), order="morf", seed=1)
     absolute = road(gap_model, images32 * 2 - 1, maps, noise=0.02, **kwargs)
     relative = road(gap_model, images32 * 2 - 1, maps, noise=0.01, value_range=(-1, 1), **kwargs)
     np.testing.assert_allclose(relative.morf, absolute.morf, atol=1e-6)  # span 2: 0.01 -> 0.02
+    session = Session(gap_model, value_range="tf", batch_size=3)  # 5 rows: a padded batch
+    np.testing.assert_allclose(
+        road(session, images32 * 2 - 1, maps, noise=0.01, **kwargs).morf, absolute.morf, atol=1e-6
+    )
 
 
 def test_a_true_map_beats_a_random_one_on_the_trained_shapes_model(trained_shapes):
@@ -221,9 +226,9 @@ def test_road_errors(gap_model, images32):
         road(gap_model, images32, maps, order="MoRF")
     with pytest.raises(InputError, match=r"`noise` must be a finite number >= 0.0"):
         road(gap_model, images32, maps, noise=float("nan"))
-    with pytest.raises(InputError, match=r"`batch_size` must be an int >= 1"):
+    with pytest.raises(InputError, match=r"`batch_size` argument must be a positive int"):
         road(gap_model, images32, maps, batch_size=0)
-    with pytest.raises(InputError, match=r"`model` argument must be a keras.Model"):
+    with pytest.raises(InputError, match=r"`model` argument must be a keras.Model or an xai_"):
         road(lambda x: x, images32, maps)
     with pytest.raises(InputError, match=r"`value_range` argument must be a \(low, high\) pair"):
         road(gap_model, images32, maps, value_range=(1, 0))

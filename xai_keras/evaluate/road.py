@@ -37,10 +37,8 @@ import scipy.sparse.linalg
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
 from xai_keras.evaluate.localisation import _check_maps
-from xai_keras.explain.api import check_images, check_targets
-from xai_keras.explain.base import runner_for
 from xai_keras.explain.masking import pixel_ranks
-from xai_keras.explain.ranges import resolve_value_range
+from xai_keras.explain.session import Session
 
 __all__ = ["RoadCurves", "noisy_linear_impute", "road"]
 
@@ -258,16 +256,17 @@ def _batches(rows: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int,
 
 
 def road(
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     maps: Any,
     targets: int | Sequence[int] | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     order: str = "both",
     noise: float = 0.01,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     seed: int = 0,
     value_range: Any = None,
+    **model_form: Any,
 ) -> RoadCurves:
     """ROAD curves: the target probability after imputing the top (MoRF) or bottom (LeRF)
     p% of each map's pixels, for every percentile p.
@@ -279,7 +278,7 @@ def road(
     the map's q-th percentile, i.e. about (100 - q)% of them: its q is our 100 - p.)
 
     Args:
-        model: a Functional or Sequential Keras classifier.
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
         maps: (N, H, W) (or (H, W)) importance maps; larger is more important.
         targets: the class(es) whose probability is measured; None takes each image's top
@@ -290,15 +289,17 @@ def road(
         noise: the imputation noise's standard deviation: absolute, in the images' units
             (the paper's and pytorch-grad-cam's convention) without `value_range`; a fraction
             of each channel's span (high - low) with it.
-        batch_size: imputed images per compiled forward pass.
+        batch_size: imputed images per compiled forward pass (default: the session's, 32).
         seed: the noise's seed. The noise of the i-th image depends only on (seed, order, i),
             so curves of different maps, of one order or of both, and of the first n images
             stay paired.
-        value_range: the model's input range, e.g. (-1, 1), "tf" or "torch": makes `noise`
-            relative to it.
+        value_range: the model's input range, e.g. (-1, 1), "tf" or "torch" (here or on the
+            session): makes `noise` relative to it.
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
-        `RoadCurves` with `morf` and/or `lerf` (N, P) probabilities and the per-image
+        `RoadCurves` with `morf` and/or `lerf` (N, P) probabilities (values, for a linear
+        head) and the per-image
         `morf_score`, `lerf_score` and `score` (LeRF - MoRF, higher better).
 
     Raises:
@@ -312,16 +313,12 @@ def road(
     Reference: Rong, Leemann, Borisov, Kasneci and Kasneci, "A Consistent and Efficient
     Evaluation Strategy for Attribution Methods", ICML 2022.
     """
-    if not isinstance(model, keras.Model):
-        raise InputError(
-            f"The `model` argument must be a keras.Model. Received: model={type(model).__name__}."
-        )
-    batch_size = check_int(batch_size, "batch_size", low=1)
     p = _check_percentiles(percentiles)
     order = check_choice(order, "order", ("morf", "lerf", "both"))
     noise = check_number(noise, "noise", low=0.0)
     seed = check_int(seed, "seed", low=0)
-    x, _ = check_images(images, model)
+    session = Session.of(model, **model_form, batch_size=batch_size, value_range=value_range)
+    x, _ = session.images(images)
     m = _check_maps(maps)
     if m.shape != tuple(x.shape[:3]):
         raise InputError(
@@ -329,20 +326,19 @@ def road(
             f"the images. Received: maps.shape={m.shape}."
         )
     channels = int(x.shape[-1])
-    vr = resolve_value_range(value_range)
     std = np.full(channels, noise)
-    if vr is not None:  # per-channel span of the model's input values
-        black, white = (vr.from_pixels(np.full((1, channels), v)) for v in (0.0, 255.0))
+    if session.value_range is not None:  # per-channel span of the model's input values
+        black, white = (
+            session.value_range.from_pixels(np.full((1, channels), v)) for v in (0.0, 255.0)
+        )
         std = noise * np.abs(white - black)[0].astype(np.float64)
 
-    # SESSION: `runner = Session.of(model, ...)` once xai_keras/explain/session.py is on main.
-    runner = runner_for(model)
-    probs = runner.probabilities(x, batch_size)
-    tgt = check_targets(targets, len(m), probs.shape[1])
+    tgt = session.targets(targets, x)
+    probs = np.concatenate([session.probabilities(x[g]) for g in session.groups(len(m))])
     tgt = np.where(tgt < 0, probs.argmax(axis=1), tgt).astype(np.int32)
     clean = probs[np.arange(len(tgt)), tgt].astype(np.float64)
 
-    n, pixels = len(m), m.shape[1] * m.shape[2]
+    pixels = m.shape[1] * m.shape[2]
     ks = np.clip(np.floor(p / 100 * pixels + 0.5).astype(np.int64), 0, pixels - 1)
     ranks = pixel_ranks(m)
     images64 = x.numpy().astype(np.float64)
@@ -350,18 +346,19 @@ def road(
     for o, name in enumerate(ORDERS):
         if order not in (name, "both"):
             continue
-        rngs = [np.random.default_rng([seed, o, i]) for i in range(n)]
-        rows = [(i, j) for i in range(n) for j in range(len(ks))]
-        curve = np.empty((n, len(ks)))
-        size = min(batch_size, len(rows))
-        for chunk in _batches(rows, size):
-            filled = []
-            for i, j in chunk:
-                top = ranks[i] < ks[j] if name == "morf" else ranks[i] >= pixels - ks[j]
-                filled.append(_impute_one(images64[i], top, std, rngs[i]))
-            filled += filled[-1:] * (size - len(filled))  # one traced batch shape
-            batch = runner.probabilities(np.stack(filled).astype(np.float32), size)
-            for (i, j), row in zip(chunk, batch):
-                curve[i, j] = row[tgt[i]]
+        curve = np.empty((len(m), len(ks)))
+        for g in session.groups(len(m)):  # images that share held inputs
+            rngs = {i: np.random.default_rng([seed, o, i]) for i in range(g.start, g.stop)}
+            rows = [(i, j) for i in range(g.start, g.stop) for j in range(len(ks))]
+            size = min(session.batch_size, len(rows))
+            for chunk in _batches(rows, size):
+                filled = []
+                for i, j in chunk:
+                    top = ranks[i] < ks[j] if name == "morf" else ranks[i] >= pixels - ks[j]
+                    filled.append(_impute_one(images64[i], top, std, rngs[i]))
+                filled += filled[-1:] * (size - len(filled))  # one traced batch shape
+                batch = session.probabilities(np.stack(filled).astype(np.float32))
+                for (i, j), row in zip(chunk, batch):
+                    curve[i, j] = row[tgt[i]]
         setattr(result, name, curve)
     return result
