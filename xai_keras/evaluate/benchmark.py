@@ -39,6 +39,7 @@ from xai_keras.evaluate.significance import random_reference
 from xai_keras.explain import contact_sheet, explain, methods, sag
 from xai_keras.explain.api import check_images
 from xai_keras.explain.base import get_method, runner_for
+from xai_keras.explain.session import Session
 from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 
 __all__ = [
@@ -475,10 +476,9 @@ def evaluate_model(
             'targets="labels" but the `data` has no labels: pass (image, label) elements '
             'or (images, labels) arrays, or use targets="predicted".'
         )
-    runner = runner_for(model)
     accuracy = None
     if labels is not None:
-        predicted = runner.probabilities(images, batch_size).argmax(axis=1)
+        predicted = Session(model, batch_size=batch_size).probabilities(images).argmax(axis=1)
         accuracy = float(np.mean(predicted == labels))
     forward_s = _time_forward(model, images, batch_size)
     explained = labels if targets == "labels" else None
