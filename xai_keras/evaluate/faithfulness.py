@@ -19,8 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_maps
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _check_maps
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
@@ -87,7 +88,7 @@ def _prepare(
         )
     batch_size = _check_positive_int(batch_size, "batch_size")
     x, _ = check_images(images, model)
-    m = _check_maps(maps)
+    m = check_maps(maps)
     if m.shape != tuple(x.shape[:3]):
         raise InputError(
             f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
@@ -149,6 +150,10 @@ def _curves(
     return Curves(fractions=fractions, scores=scores, kind=kind, targets=tgt)
 
 
+_RISE = (
+    'Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", '
+    "BMVC 2018"
+)
 _CURVE_ARGS = """Args:
         model: a Functional or Sequential Keras classifier.
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
@@ -173,6 +178,16 @@ _CURVE_ARGS = """Args:
 """
 
 
+@register_metric(
+    "deletion",
+    direction="lower",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are removed",
+    reference=_RISE,
+    key="deletion_auc",
+    label="deletion AUC",
+    value=lambda curves: curves.auc,
+)
 def deletion(
     model: keras.Model,
     images: Any,
@@ -202,6 +217,16 @@ def deletion(
     )
 
 
+@register_metric(
+    "insertion",
+    direction="higher",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are restored",
+    reference=_RISE,
+    key="insertion_auc",
+    label="insertion AUC",
+    value=lambda curves: curves.auc,
+)
 def insertion(
     model: keras.Model,
     images: Any,
@@ -235,6 +260,29 @@ for _f in (deletion, insertion):  # the shared argument text, written once
 del _f
 
 
+_GRADCAMPP = (
+    'Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional '
+    'Networks", WACV 2018'
+)
+
+
+# Stacked: the lower decorator registers first, so "average_drop" precedes "increase".
+@register_metric(
+    "increase",
+    direction="higher",
+    needs=("model",),
+    description="whether the target probability rises on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[1],
+)
+@register_metric(
+    "average_drop",
+    direction="lower",
+    needs=("model",),
+    description="the relative fall of the target probability on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[0],
+)
 def average_drop_increase(
     model: keras.Model,
     images: Any,
