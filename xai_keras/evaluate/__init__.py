@@ -43,9 +43,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """`evaluate_model` lives with the benchmark runner; imported on first use."""
+    """`evaluate_model` (with the benchmark's scoring) is imported on first use."""
     if name == "evaluate_model":
-        from xai_keras.evaluate.benchmark import evaluate_model
+        from xai_keras.evaluate.scoring import evaluate_model
 
         return evaluate_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

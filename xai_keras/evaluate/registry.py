@@ -40,9 +40,9 @@ How a reader calls a metric (`Metric.__call__`): by keyword, with each of `model
 `value_range`, `steps`, `tolerance`) that the function's signature names, then `options`.
 `needs` says which inputs beyond the maps a reader must have: "model" (the model, the images
 and the explained targets), "masks" (object masks), "cue_masks" (masks of a planted spurious
-cue), "method" (the method's name: the metric explains the images itself; the maps are not
-passed). A per-image metric returns (N,) values (NaN where it does not apply to an image; the
-mean skips those); an aggregate one returns one number.
+cue), "method" (the method's name: the metric explains the images itself, with the reader's
+`method_options` as keywords; the maps are not passed). A per-image metric returns (N,) values
+(NaN where it does not apply to an image; the mean skips those), an aggregate one a number.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ class Metric:
         `available` (inputs and settings), then `options`."""
         params = inspect.signature(self.function).parameters
         kwargs = {k: v for k, v in available.items() if k in params}
+        if "method" in self.needs:  # it explains the images itself, with the method's options
+            kwargs.update(available.get("method_options") or {})
         return self.function(**{**kwargs, **self.options})
 
     def values(self, result: Any) -> Any:
