@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
+from xai_keras.evaluate import registry
 from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method, runner_for
 from xai_keras.io import ensure_writable_dir
@@ -49,7 +50,9 @@ from xai_keras.scale.store import (
 
 __all__ = ["explain_dataset", "model_fingerprint"]
 
-_FAITHFULNESS = ("deletion", "insertion")
+# The per-image metrics `metrics=` can add: registered ones computable from the model, the
+# images and the maps (`xai_keras.evaluate.registry`).
+_FAITHFULNESS = tuple(registry.metrics(needs=("model",), per_image=True))
 _FAITHFULNESS_STEPS = 20
 # Methods whose per-batch work is a few compiled kernels: the whole replica step (attribution,
 # resize, normalise) is compiled into one graph. The others loop in Python per image (occlusion,
@@ -410,8 +413,8 @@ def _records(
         r["border_share"] = round(float(stats["border_share"][i]), 6)
         r["corner_share"] = round(float(stats["corner_share"][i]), 6)
         r["empty"] = bool(stats["empty"][i])
-        for name, auc in faithfulness.items():
-            r[f"{name}_auc"] = round(float(auc[i]), 6)
+        for name, values in faithfulness.items():
+            r[registry.get_metric(name).key] = round(float(values[i]), 6)
         records.append(r)
     return records
 
@@ -477,9 +480,11 @@ def explain_dataset(
             `result.skipped` and in the summary. The default (False) stops at the first
             unreadable file, naming it, before its shard is written, so the run can be
             resumed after removing the file or with skip_bad=True.
-        metrics: extra per-image metrics: "deletion" and/or "insertion" AUC (20 steps, blurred
-            baseline; each costs 21 forward passes per image, on the default device). Peak
-            location and border/corner mass are always recorded.
+        metrics: extra per-image metrics, by registry name (`xai_keras.evaluate.metrics()`
+            with needs no more than the model): "deletion" and/or "insertion" AUC (20 steps,
+            blurred baseline; each costs 21 forward passes per image, on the default device),
+            "average_drop", "increase", ... recorded under the metric's key. Peak location and
+            border/corner mass are always recorded.
         border: width of the border band, as a fraction of the image side, for the per-image
             border/corner shares and the summary's shortcut finder. The default 0.2 is wider
             than it looks necessary because coarse maps peak at cell centres: a Grad-CAM of an
@@ -727,8 +732,6 @@ def _explain_shards(
     all-zero maps followed by the positions of up to ten of them."""
     from tqdm import tqdm
 
-    from xai_keras.evaluate import faithfulness
-
     shard_size, border = settings["shard_size"], settings["border"]
     metrics = settings["metrics"]
     start = manifest["shards_done"] * shard_size
@@ -820,17 +823,15 @@ def _explain_shards(
                     f"The images at positions {bad[:10]} contain NaN or infinite values; "
                     "clean or filter the dataset (e.g. dataset.filter(...))."
                 )
-            faith = {}
-            for name in metrics:
-                curves = getattr(faithfulness, name)(
-                    model,
-                    arrays["images"],
-                    arrays["maps"],
-                    targets=arrays["targets"],
-                    steps=_FAITHFULNESS_STEPS,
-                    batch_size=global_batch,
-                )
-                faith[name] = curves.auc
+            faith, _ = registry.compute(
+                metrics,
+                model=model,
+                images=arrays["images"],
+                maps=arrays["maps"],
+                targets=arrays["targets"],
+                steps=_FAITHFULNESS_STEPS,
+                batch_size=global_batch,
+            )
             arrays.pop("images", None)
             records = _records(arrays, source, shard_size, border, names, faith)
             found = [r["position"] for r in records if r["empty"]]
