@@ -823,15 +823,17 @@ def _explain_shards(
                     f"The images at positions {bad[:10]} contain NaN or infinite values; "
                     "clean or filter the dataset (e.g. dataset.filter(...))."
                 )
-            faith, _ = registry.compute(
-                metrics,
-                model=model,
-                images=arrays["images"],
-                maps=arrays["maps"],
-                targets=arrays["targets"],
-                steps=_FAITHFULNESS_STEPS,
-                batch_size=global_batch,
-            )
+            faith = {}
+            if metrics:  # the step returns the images only then
+                faith, _ = registry.compute(
+                    metrics,
+                    model=model,
+                    images=arrays["images"],
+                    maps=arrays["maps"],
+                    targets=arrays["targets"],
+                    steps=_FAITHFULNESS_STEPS,
+                    batch_size=global_batch,
+                )
             arrays.pop("images", None)
             records = _records(arrays, source, shard_size, border, names, faith)
             found = [r["position"] for r in records if r["empty"]]
