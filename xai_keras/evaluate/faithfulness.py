@@ -20,8 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_maps
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _check_maps
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
 from xai_keras.explain.ranges import ValueRange
@@ -75,7 +76,7 @@ def _prepare(
     probabilities)."""
     session = Session.of(model, **settings)
     x, _ = session.images(images)
-    m = _check_maps(maps)
+    m = check_maps(maps)
     if m.shape != tuple(x.shape[:3]):
         raise InputError(
             f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
@@ -128,6 +129,10 @@ def _curves(
     return Curves(fractions=fractions, scores=scores, kind=kind, targets=tgt)
 
 
+_RISE = (
+    'Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", '
+    "BMVC 2018"
+)
 _CURVE_ARGS = """Args:
         model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
@@ -153,6 +158,16 @@ _CURVE_ARGS = """Args:
 """
 
 
+@register_metric(
+    "deletion",
+    direction="lower",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are removed",
+    reference=_RISE,
+    key="deletion_auc",
+    label="deletion AUC",
+    value=lambda curves: curves.auc,
+)
 def deletion(
     model: keras.Model | Session,
     images: Any,
@@ -182,6 +197,16 @@ def deletion(
     return _curves("deletion", model, images, maps, targets, steps, baseline, settings)
 
 
+@register_metric(
+    "insertion",
+    direction="higher",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are restored",
+    reference=_RISE,
+    key="insertion_auc",
+    label="insertion AUC",
+    value=lambda curves: curves.auc,
+)
 def insertion(
     model: keras.Model | Session,
     images: Any,
@@ -215,6 +240,29 @@ for _f in (deletion, insertion):  # the shared argument text, written once
 del _f
 
 
+_GRADCAMPP = (
+    'Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional '
+    'Networks", WACV 2018'
+)
+
+
+# Stacked: the lower decorator registers first, so "average_drop" precedes "increase".
+@register_metric(
+    "increase",
+    direction="higher",
+    needs=("model",),
+    description="whether the target probability rises on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[1],
+)
+@register_metric(
+    "average_drop",
+    direction="lower",
+    needs=("model",),
+    description="the relative fall of the target probability on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[0],
+)
 def average_drop_increase(
     model: keras.Model | Session,
     images: Any,

@@ -26,6 +26,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.api import explain
 from xai_keras.explain.layers import find_layer, walk_layers
 
@@ -141,6 +142,37 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, win_size=win))
 
 
+_ADEBAYO = 'Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018'
+
+
+# Stacked: the lowest decorator registers first (the order of the benchmark's columns).
+@register_metric(
+    "sanity_ssim",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="SSIM of the maps before and after randomising every layer (0 passes)",
+    reference=_ADEBAYO,
+    value=lambda result: result.ssim[-1],
+)
+@register_metric(
+    "sanity_spearman",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="rank correlation of the maps before and after randomising every layer",
+    reference=_ADEBAYO,
+    value=lambda result: result.spearman[-1],
+)
+@register_metric(
+    "sanity_top_spearman",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="rank correlation of the maps before and after randomising the output layer",
+    reference=_ADEBAYO,
+    value=lambda result: result.spearman[0],
+)
 def cascading_randomization(
     model: keras.Model,
     images: Any,

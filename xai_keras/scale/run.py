@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
+from xai_keras.evaluate import registry
 from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.session import Session, check_positive_int
@@ -50,7 +51,6 @@ from xai_keras.sources import Source, file_error
 
 __all__ = ["explain_dataset", "model_fingerprint"]
 
-_FAITHFULNESS = ("deletion", "insertion")
 _FAITHFULNESS_STEPS = 20
 
 
@@ -255,11 +255,14 @@ def _check_args(
                 f"outputs. Received: targets={targets}."
             )
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
-    unknown = [m for m in metrics if m not in _FAITHFULNESS]
+    # Per-image metrics computable from the model, the images and the maps, read when called
+    # (so a metric registered after import is offered too).
+    offered = registry.metrics(needs=("model",), per_image=True)
+    unknown = [m for m in metrics if m not in offered]
     if unknown:
         raise InputError(
             f"Unknown metric(s) {unknown}. Per-image metrics that can be added: "
-            f"{', '.join(_FAITHFULNESS)} (peak location and border mass are always computed)."
+            f"{', '.join(offered)} (peak location and border mass are always computed)."
         )
     if resume and overwrite:
         raise InputError(
@@ -426,8 +429,8 @@ def _records(
         r["border_share"] = round(float(stats["border_share"][i]), 6)
         r["corner_share"] = round(float(stats["corner_share"][i]), 6)
         r["empty"] = bool(stats["empty"][i])
-        for name, auc in faithfulness.items():
-            r[f"{name}_auc"] = round(float(auc[i]), 6)
+        for name, values in faithfulness.items():
+            r[registry.get_metric(name).key] = round(float(values[i]), 6)
         records.append(r)
     return records
 
@@ -501,9 +504,11 @@ def explain_dataset(
             `result.skipped` and in the summary. The default (False) stops at the first
             unreadable file, naming it, before its shard is written, so the run can be
             resumed after removing the file or with skip_bad=True.
-        metrics: extra per-image metrics: "deletion" and/or "insertion" AUC (20 steps, blurred
-            baseline; each costs 21 forward passes per image, on the default device). Peak
-            location and border/corner mass are always recorded.
+        metrics: extra per-image metrics, by registry name (`xai_keras.evaluate.metrics()`
+            with needs no more than the model): "deletion" and/or "insertion" AUC (20 steps,
+            blurred baseline; each costs 21 forward passes per image, on the default device),
+            "average_drop", "increase", ... recorded under the metric's key. Peak location and
+            border/corner mass are always recorded.
         border: width of the border band, as a fraction of the image side, for the per-image
             border/corner shares and the summary's shortcut finder. The default 0.2 is wider
             than it looks necessary because coarse maps peak at cell centres: a Grad-CAM of an
@@ -757,8 +762,6 @@ def _explain_shards(
     all-zero maps followed by the positions of up to ten of them."""
     from tqdm import tqdm
 
-    from xai_keras.evaluate import faithfulness
-
     shard_size, border = settings["shard_size"], settings["border"]
     metrics = settings["metrics"]
     start = manifest["shards_done"] * shard_size
@@ -852,15 +855,15 @@ def _explain_shards(
                     "clean or filter the dataset (e.g. dataset.filter(...))."
                 )
             faith = {}
-            for name in metrics:
-                curves = getattr(faithfulness, name)(
-                    measured,
-                    arrays["images"],
-                    arrays["maps"],
+            if metrics:  # the step returns the images only then
+                faith, _ = registry.compute(
+                    metrics,
+                    model=measured,
+                    images=arrays["images"],
+                    maps=arrays["maps"],
                     targets=arrays["targets"],
                     steps=_FAITHFULNESS_STEPS,
                 )
-                faith[name] = curves.auc
             arrays.pop("images", None)
             records = _records(arrays, source, shard_size, border, names, faith)
             found = [r["position"] for r in records if r["empty"]]
