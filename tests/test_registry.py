@@ -34,6 +34,8 @@ def test_the_registered_metrics_their_order_and_directions():
         "pointing_game": True,
         "pointing_offcentre": True,
         "energy_pointing": True,
+        "road_morf": False,  # ROAD, added as one module (evaluate/road.py)
+        "road_lerf": True,
         "sanity_top_spearman": False,
         "sanity_spearman": False,
         "sanity_ssim": False,
@@ -46,6 +48,8 @@ def test_the_registered_metrics_their_order_and_directions():
         "insertion",
         "average_drop",
         "increase",
+        "road_morf",
+        "road_lerf",
     ]
     assert metrics(needs=("masks",)) == ["pointing_game", "pointing_offcentre", "energy_pointing"]
     assert not get_metric("shortcut_rate").per_image
@@ -61,8 +65,8 @@ def test_the_registered_metrics_their_order_and_directions():
 
 
 def test_unknown_metric_is_one_line_listing_the_names():
-    with pytest.raises(InputError, match=r"Unknown metric 'road'\. Registered metrics: deletion, "):
-        get_metric("road")
+    with pytest.raises(InputError, match=r"Unknown metric 'rode'\. Registered metrics: deletion, "):
+        get_metric("rode")
 
 
 def test_register_metric_checks_its_arguments(scratch_registry):

@@ -34,9 +34,9 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from xai_keras.checks import check_choice, check_int, check_number
+from xai_keras.checks import check_choice, check_int, check_maps, check_number
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _check_maps
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.masking import pixel_ranks
 from xai_keras.explain.session import Session
 
@@ -255,6 +255,32 @@ def _batches(rows: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int,
         yield rows[start : start + size]
 
 
+_ROAD = (
+    'Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods", '
+    "ICML 2022"
+)
+
+
+@register_metric(
+    "road_lerf",
+    direction="higher",
+    needs=("model",),
+    description="mean target probability as the least relevant pixels are imputed (ROAD)",
+    label="ROAD LeRF",
+    reference=_ROAD,
+    options={"order": "both"},  # one call serves both orders
+    value=lambda curves: curves.lerf_score,
+)
+@register_metric(
+    "road_morf",
+    direction="lower",
+    needs=("model",),
+    description="mean target probability as the most relevant pixels are imputed (ROAD)",
+    label="ROAD MoRF",
+    reference=_ROAD,
+    options={"order": "both"},
+    value=lambda curves: curves.morf_score,
+)
 def road(
     model: keras.Model | Session,
     images: Any,
@@ -319,7 +345,7 @@ def road(
     seed = check_int(seed, "seed", low=0)
     session = Session.of(model, **model_form, batch_size=batch_size, value_range=value_range)
     x, _ = session.images(images)
-    m = _check_maps(maps)
+    m = check_maps(maps)
     if m.shape != tuple(x.shape[:3]):
         raise InputError(
             f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
