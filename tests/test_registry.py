@@ -16,6 +16,7 @@ from xai_keras.evaluate import (
     register_metric,
     registry,
 )
+from xai_keras.explain.session import Session
 
 
 @pytest.fixture
@@ -122,8 +123,9 @@ def _energy_near_centre(maps, masks=None):
 
 
 def _toy_model_metric(model, images, maps, targets=None, batch_size=64):
-    """A toy per-image metric that needs the model: the target probability."""
-    probs = keras.ops.convert_to_numpy(model.predict(np.asarray(images), verbose=0))
+    """A toy per-image metric that needs the model (a model or a `Session`, as readers pass
+    it): the target probability."""
+    probs = Session.of(model).probabilities(np.asarray(images))
     return probs[np.arange(len(probs)), np.asarray(targets)]
 
 

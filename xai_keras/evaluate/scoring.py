@@ -24,15 +24,15 @@ from xai_keras.evaluate.sanity import SanityResult
 from xai_keras.evaluate.significance import random_reference
 from xai_keras.evaluate.user_data import read_user_data
 from xai_keras.explain import explain
-from xai_keras.explain.base import get_method, runner_for
+from xai_keras.explain.base import get_method
 from xai_keras.explain.session import Session
 
 __all__ = ["evaluate_model", "method_row", "time_forward"]
 
 
-def time_forward(model: keras.Model, images: np.ndarray, batch_size: int) -> float:
+def time_forward(model: keras.Model | Session, images: np.ndarray, batch_size: int) -> float:
     """Seconds per image of a plain compiled forward pass (after a warm-up)."""
-    runner = runner_for(model)
+    runner = Session.of(model).runner
     x = tf.constant(images[:batch_size])
     runner.forward_fn(x).numpy()
     start, reps = time.perf_counter(), 3
@@ -42,7 +42,7 @@ def time_forward(model: keras.Model, images: np.ndarray, batch_size: int) -> flo
 
 
 def method_row(
-    model: keras.Model,
+    model: keras.Model | Session,
     method: str,
     images: np.ndarray,
     masks: np.ndarray | None,
@@ -118,7 +118,7 @@ def method_row(
 
 
 def evaluate_model(
-    model: keras.Model,
+    model: keras.Model | Session,
     data: Any,
     method_names: Sequence[str] = ("gradcam", "saliency", "random"),
     n: int = 100,
@@ -127,6 +127,7 @@ def evaluate_model(
     batch_size: int = 32,
     class_names: Sequence[str] | None = None,
     value_range: Any = None,
+    **model_form: Any,
 ) -> dict[str, Any]:
     """The benchmark's metrics for your own model on your own data.
 
@@ -136,7 +137,7 @@ def evaluate_model(
     where object masks are given, the cascading-randomisation sanity check, and cost.
 
     Args:
-        model: a Functional or Sequential Keras classifier.
+        model: a Keras classifier or a `Session` (every model form `explain` takes).
         data: a `tf.data.Dataset` (batched or not) of `(image, label)` or
             `(image, label, mask)` elements, or of dicts with "image", "label" and "mask"
             keys; or arrays: images, `(images, labels)` or `(images, labels, masks)`. Masks
@@ -153,6 +154,7 @@ def evaluate_model(
         class_names: names for the explanations (not needed for the metrics).
         value_range: the model's input range, e.g. (-1, 1) ("black" baselines use its
             minimum; see `xai_keras.explain.ranges`).
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
         `{"n": images used, "accuracy": top-1 accuracy or None without labels,
@@ -174,10 +176,7 @@ def evaluate_model(
         >>> rows = evaluate_model(model, val, ["gradcam", "saliency", "random"])["methods"]
         >>> rows["gradcam"]["deletion_auc"], rows["gradcam"]["pointing_game"]
     """
-    if not isinstance(model, keras.Model):
-        raise InputError(
-            f"The `model` argument must be a keras.Model. Received: {type(model).__name__}."
-        )
+    session = Session.of(model, batch_size=batch_size, value_range=value_range, **model_form)
     for name, value, low in (("n", n, 1), ("n_sanity", n_sanity, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"The `{name}` argument must be an int >= {low}. Received: {value!r}.")
@@ -186,7 +185,7 @@ def evaluate_model(
             f'The `targets` argument must be "predicted" or "labels". Received: {targets!r}.'
         )
     names = [get_method(m).name for m in method_names]
-    images, labels, masks = read_user_data(data, model, int(n))
+    images, labels, masks = read_user_data(data, session, int(n))
     if targets == "labels" and labels is None:
         raise InputError(
             'targets="labels" but the `data` has no labels: pass (image, label) elements '
@@ -194,19 +193,17 @@ def evaluate_model(
         )
     accuracy = None
     if labels is not None:
-        predicted = Session(model, batch_size=batch_size).probabilities(images).argmax(axis=1)
+        predicted = session.probabilities(images).argmax(axis=1)
         accuracy = float(np.mean(predicted == labels))
-    forward_s = time_forward(model, images, batch_size)
+    forward_s = time_forward(session, images, batch_size)
     explained = labels if targets == "labels" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        reference = random_reference(
-            model, images, explained, batch_size=batch_size, value_range=value_range
-        )
+        reference = random_reference(session, images, explained)
     rows = {}
     for method in names:
         row, _, (dele, ins, _) = method_row(
-            model,
+            session,
             method,
             images,
             masks,

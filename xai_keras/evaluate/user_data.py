@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from xai_keras.checks import check_masks
 from xai_keras.errors import InputError
-from xai_keras.explain.api import check_images
+from xai_keras.explain.session import Session
 
 __all__ = ["DATA_FORMS", "read_user_data"]
 
@@ -42,9 +41,8 @@ def _parts(spec: Any) -> tuple[Any, Any, Any]:
     raise InputError(f"The `data` must be {DATA_FORMS}. Received elements with spec {spec}.")
 
 
-def _take(data: tf.data.Dataset, model: keras.Model, n: int) -> tuple:
+def _take(data: tf.data.Dataset, session: Session, n: int) -> tuple:
     """The first n (images, labels or None, masks or None) of a dataset, read in one pass."""
-    from xai_keras.sources import as_source
 
     spec = data.element_spec
     keys = _parts(spec)
@@ -55,10 +53,11 @@ def _take(data: tf.data.Dataset, model: keras.Model, n: int) -> tuple:
 
     # The image and label checks (shapes, dtypes, batched or not) of explain_dataset; this
     # reads nothing, and names what does not fit the model.
-    as_source(data.map(lambda *e: pick(*e)[: 1 + (keys[1] is not None)]), model)
+    session.source(data.map(lambda *e: pick(*e)[: 1 + (keys[1] is not None)]))
     rank = pick(*_as_args(spec))[0].shape.rank
     ds = data.map(pick)
-    if rank == len(model.inputs[0].shape):  # batched: the batch axis plus the image's
+    image_input = session.model.inputs[session.head.image_input]
+    if rank == len(image_input.shape):  # batched: the batch axis plus the image's
         ds = ds.unbatch()
     chunks = list(ds.take(n).batch(min(n, 256)).as_numpy_iterator())
     if not chunks:
@@ -75,21 +74,21 @@ def _as_args(spec: Any) -> tuple:
     return tuple(spec) if isinstance(spec, (tuple, list)) else (spec,)
 
 
-def read_user_data(data: Any, model: keras.Model, n: int) -> tuple:
+def read_user_data(data: Any, session: Session, n: int) -> tuple:
     """The first `n` images of `data` in any of its forms (see `DATA_FORMS`), checked against
-    the model: (images (k, H, W, C) float32, labels (k,) int or None, masks (k, H, W) bool or
-    None)."""
+    the session's model: (images (k, H, W, C) float32, labels (k,) int or None, masks
+    (k, H, W) bool or None)."""
     if isinstance(data, tf.data.Dataset):
-        images, labels, masks = _take(data, model, n)
+        images, labels, masks = _take(data, session, n)
     elif isinstance(data, (tuple, list)) and 1 <= len(data) <= 3:
         images, labels, masks = (*data, None, None)[:3]
     elif isinstance(data, (np.ndarray, tf.Tensor)):
         images, labels, masks = data, None, None
     else:
         raise InputError(f"The `data` must be {DATA_FORMS}. Received {type(data).__name__}.")
-    images = np.asarray(check_images(np.asarray(images)[:n], model, "data images")[0])
+    images = np.asarray(session.images(np.asarray(images)[:n], "data images")[0])
     k = len(images)
-    num_classes = max(2, int(model.outputs[0].shape[-1]))  # one sigmoid unit: classes 0, 1
+    num_classes = max(2, session.num_scores())  # one sigmoid unit: classes 0, 1
     if labels is not None:
         labels = np.asarray(labels)[:k]
         if labels.ndim == 2 and labels.shape[1] == num_classes > 1:  # one-hot rows

@@ -195,6 +195,10 @@ class Session:
             return cls(model.model, **{**model._settings, **given})
         return cls(model, **given)
 
+    def with_model(self, model: keras.Model) -> Session:
+        """A session with these settings for another model (e.g. a randomised copy)."""
+        return Session(model, **self._settings)
+
     def replace(self, **settings: Any) -> Session:
         """A session like this one with some settings changed (e.g. `batch_size`)."""
         return Session.of(self, **settings)
