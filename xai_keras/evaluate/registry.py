@@ -38,12 +38,13 @@ the dataset summary can rank the worst-explained images by it. A function return
 How a reader calls a metric (`Metric.__call__`): by keyword, with each of `model`, `images`,
 `maps`, `targets`, `masks`, `cue_masks`, `method` and the readers' settings (`batch_size`,
 `value_range`, `steps`, `tolerance`) that the function's signature names, then `options`.
-`needs` says which inputs beyond the maps a reader must have: "model" (the model, the images
-and the explained targets; readers pass a `Session`, so a metric that runs the model takes a
-model or a session: `Session.of(model)` gives the session, its `.model` the Keras model), "masks" (object masks), "cue_masks" (masks of a planted spurious
-cue), "method" (the method's name: the metric explains the images itself, with the reader's
-`method_options` as keywords; the maps are not passed). A per-image metric returns (N,) values
-(NaN where it does not apply to an image; the mean skips those), an aggregate one a number.
+`needs` says which inputs beyond the maps a reader must have: "model" (the model, the images and the
+explained targets; readers pass a `Session`, so a metric that runs the model takes a model or a
+session: `Session.of(model)` gives the session, its `.model` the Keras model), "masks" (object
+masks), "cue_masks" (masks of a planted spurious cue), "method" (the method's name: the metric
+explains the images itself, with the reader's `method_options` as keywords; the maps are not
+passed). A per-image metric returns (N,) values (NaN where it does not apply to an image; the mean
+skips those), an aggregate one a number.
 """
 
 from __future__ import annotations
