@@ -9,10 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FAST_OPTIONS
 from keras import layers as L
 
-from xai_keras import explain
-from xai_keras.errors import InputError
+from xai_keras import explain, methods
+from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import average_drop_increase, deletion, insertion
 from xai_keras.explain.session import Session
 from xai_keras.scale import explain_dataset
@@ -192,3 +193,88 @@ def test_callback_explains_the_model_form_it_is_given(held, images, tmp_path):
         bare.on_epoch_end(0)
     with pytest.raises(InputError, match=r"unknown argument\(s\) outputs"):
         ExplainCallback(images, outputs="cls")
+
+
+# -- the contract: every method x every model form x tf.data input ----------------------------
+def _gap(out_units: int, activation: str | None, name: str) -> keras.Model:
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    return keras.Model(inp, L.Dense(out_units, activation=activation, name=name)(_trunk(inp)))
+
+
+def _nested() -> keras.Model:
+    inner = _gap(3, "softmax", "inner_cls")
+    inp = keras.Input((SIZE, SIZE, 3))
+    return keras.Model(inp, inner(L.Rescaling(1.0)(inp)), name="nested")
+
+
+def _score(outputs):  # one number per image from a multi-output model: a user's score
+    return outputs["box"][:, 0] - outputs["box"][:, 1]
+
+
+def _forms(two, held_model, binary_model) -> dict:
+    """name -> (model, explain keywords, expected scores of the explained class)."""
+    keras.utils.set_random_seed(5)
+    multi, regression, nested = _gap(4, "sigmoid", "tags"), _gap(1, None, "value"), _nested()
+    row = _meta(1)
+
+    def top(p):
+        return np.asarray(p).max(axis=1)
+
+    def binary_top(x):
+        p = binary_model(x).numpy()
+        return top(np.c_[1 - p, p])
+
+    return {
+        "binary_sigmoid": (binary_model, {}, binary_top),
+        "named_output": (two, {"output": "cls"}, lambda x: top(two(x)["cls"].numpy())),
+        "linear_output": (
+            two, {"output": "box", "head": "linear", "targets": 0}, lambda x: two(x)["box"][:, 0]
+        ),
+        "score_function": (two, {"score": _score}, lambda x: _score(two(x))),
+        "held_input": (
+            held_model, {"inputs": {"meta": row}},
+            lambda x: top(held_model([x, np.repeat(row, len(x), 0)]).numpy()),
+        ),
+        "multi_label": (multi, {}, lambda x: top(multi(x).numpy())),
+        "regression": (regression, {}, lambda x: regression(x)[:, 0]),
+        "nested": (nested, {}, lambda x: top(nested(x).numpy())),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forms(two_outputs, held, binary):
+    return _forms(two_outputs[0], held, binary)
+
+
+FORMS = [
+    "binary_sigmoid", "named_output", "linear_output", "score_function", "held_input",
+    "multi_label", "regression", "nested",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("method", methods())
+def test_every_method_takes_every_model_form_from_tf_data(form, method, forms, images):
+    """A valid map of the explained score, or a one-line refusal naming why."""
+    model, kwargs, expected = forms[form]
+    ds = tf.data.Dataset.from_tensor_slices(images[:3]).batch(2)
+    try:
+        exp = explain(model, ds, method, batch_size=2, **kwargs, **FAST_OPTIONS.get(method, {}))
+    except (InputError, LayerError) as err:  # e.g. 'cam' needs a GAP + dense head
+        assert "\n" not in str(err) and len(str(err)) < 400
+        return
+    assert exp.maps.shape == (3, SIZE, SIZE) and np.isfinite(exp.maps).all()
+    assert exp.maps.min() >= 0 and exp.maps.max() <= 1
+    np.testing.assert_allclose(exp.scores, np.asarray(expected(images[:3])), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", methods())
+def test_explain_dataset_equals_explain_for_every_method(method, gap_model, images32, tmp_path):
+    options = FAST_OPTIONS.get(method, {})
+    run = explain_dataset(
+        gap_model, images32, method, out=tmp_path / "run", batch_size=2, summary=False,
+        progress=False, **options,
+    )  # fmt: skip
+    want = explain(gap_model, images32, method, **options)
+    np.testing.assert_allclose(np.stack(list(run.maps)), want.maps, atol=2e-3)  # float16
+    assert [r["class"] for r in run.index] == want.targets.tolist()
