@@ -58,8 +58,15 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="gradcam")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable (e.g. data.n_train=1024 for a quicker run)",
+    )
     args = parser.parse_args(argv)
-    cfg = load_config(None, [f"training.epochs={args.epochs}"])
+    cfg = load_config(None, [f"training.epochs={args.epochs}", *args.set])
     splits = load_dataset(cfg.data, cfg.training.batch_size, cfg.training.seed)
     images = splits.test_arrays.images[: args.images]
     epoch_times(cfg, splits, [])  # warm-up: fills the tf.data cache, the thread pools
@@ -97,6 +104,7 @@ def main(argv=None) -> int:
         figures = {
             "methods": args.methods,
             "images": args.images,
+            "overrides": args.set,
             "epoch_s": a,
             "epoch_with_callback_s": b,
             "epochs_timed": [len(plain), len(with_cb)],

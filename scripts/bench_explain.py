@@ -473,6 +473,7 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         "median_s": medians,
         "ratio_vs_forward": ratios,
         "errors": errors,
+        "options": per_method,
         "table": format_table(headers, rows),
     }
 
