@@ -114,3 +114,17 @@ def test_report_states_ratios_targets_and_cuts(tmp_path):
     assert "| multi_method | 4 separate CAM calls / one call (cnn) | 2.00x | > 1x | pass |" in text
     assert "| callback | - | - |  | cut at its 30 s budget |" in text
     assert "What it measures:" in text
+
+
+def test_a_benchmark_that_hangs_after_writing_its_json_counts_as_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(ba, "EXIT_GRACE_S", 0.5)
+    hang = tmp_path / "hang.py"
+    hang.write_text(
+        "import json, sys, time\n"
+        "json.dump({'rows': []}, open(sys.argv[sys.argv.index('--json') + 1], 'w'))\n"
+        "time.sleep(60)\n"
+    )
+    bench = ba.Bench("hang", str(hang), "Hang", "nothing", [], 30.0, ba._render_multi_method)
+    entry = ba.run_one(bench, tmp_path, budget_s=30.0)
+    assert entry["status"] == "ok (stopped while exiting, after writing its results)"
+    assert entry["result"] == {"rows": []}
