@@ -168,8 +168,8 @@ def plan(device: str, quick: bool, jit: bool) -> list[Bench]:
         }  # fmt: skip
         budgets = {
             "explain_gradcam": 40, "explain_scorecam": 20, "explain_methods": 35,
-            "perturbation": 25, "sag": 25, "relevance": 30, "multi_method": 20,
-            "callback": 30, "memory": 25, "scale": 40, "auto_layer": 35,
+            "perturbation": 25, "sag": 25, "relevance": 40, "multi_method": 20,
+            "callback": 40, "memory": 25, "scale": 40, "auto_layer": 35,
         }  # fmt: skip
     else:
         b = 4 if gpu else 1
