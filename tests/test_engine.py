@@ -278,3 +278,14 @@ def test_explain_dataset_equals_explain_for_every_method(method, gap_model, imag
     want = explain(gap_model, images32, method, **options)
     np.testing.assert_allclose(np.stack(list(run.maps)), want.maps, atol=2e-3)  # float16
     assert [r["class"] for r in run.index] == want.targets.tolist()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "saliency", "occlusion", "rise"])
+def test_xla_compiled_kernels_give_the_same_maps(method, gap_model, images32):
+    options = FAST_OPTIONS.get(method, {})
+    plain = explain(gap_model, images32, method, **options)
+    xla = explain(gap_model, images32, method, jit_compile=True, **options)
+    assert xla.maps.shape == plain.maps.shape
+    np.testing.assert_allclose(xla.maps, plain.maps, atol=1e-4)
+    runner = Session(gap_model, jit_compile=True).runner
+    assert runner.jit_compile and runner is not Session(gap_model).runner

@@ -184,5 +184,5 @@ def test_cli_metrics_flag_lists_the_registry_choices(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert (
         "--metrics deletion,pointing_game: unknown here: pointing_game. Choose from: deletion, "
-        "insertion, average_drop, increase." in err
+        "insertion, average_drop, increase, road_morf, road_lerf." in err
     )

@@ -65,6 +65,7 @@ def explain(
     inputs: dict[str, Any] | None = None,
     reshape: Callable | None = None,
     value_range: Any = None,
+    jit_compile: bool | None = None,
     **options: Any,
 ) -> Explanation | list[Explanation]:
     """Explain a Keras image classifier's decisions.
@@ -112,6 +113,8 @@ def explain(
             "torch", "caffe" (keras.applications preprocessing), "unit", "pixels". Baselines
             use it ("black" is its minimum: for a [-1, 1] model 0 is mid-grey) and pictures
             show images through it. Default: unknown, "black" is 0.
+        jit_compile: compile the kernels with XLA (default off: on this project's CPU
+            benchmarks XLA was not faster; see the README's speed section).
         **options: method options, e.g. `steps=` for Integrated Gradients (see each method).
 
     Returns:
@@ -129,7 +132,7 @@ def explain(
     """
     session = Session.of(
         model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-        value_range=value_range, batch_size=batch_size,
+        value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
     )  # fmt: skip
     if isinstance(method, str) or not isinstance(method, Iterable):
         names = [get_method(method).name]  # a non-string is refused here, listing the names
