@@ -316,6 +316,23 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def add_form_flags(p: argparse.ArgumentParser) -> None:
+    """What is explained, for the commands that explain: which output and how it is read."""
+    p.add_argument("--output", help="output to explain (name or index) of a multi-output model")
+    p.add_argument(
+        "--head",
+        choices=("softmax", "sigmoid", "linear"),
+        help="how the output is read (default: from its final activation); a single sigmoid "
+        "unit gives classes 0 (negative logit) and 1",
+    )
+
+
+def model_form(args: argparse.Namespace) -> dict:
+    """`output=` and `head=` for the API from `--output` (a name or an index) and `--head`."""
+    output = args.output
+    return {"output": int(output) if output and output.isdigit() else output, "head": args.head}
+
+
 def add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
     """The flags of every command that loads a user's model (and, with `pixels`, reads images)."""
     if pixels:

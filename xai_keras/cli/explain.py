@@ -8,12 +8,14 @@ from pathlib import Path
 from xai_keras.cli._common import (
     APPLICATIONS,
     CLASSES_HELP,
+    add_form_flags,
     add_model_flags,
     class_names_for,
     load_application,
     load_model,
     mark_random_weights,
     method_list,
+    model_form,
     note_printer,
     print_result,
     value_range_of,
@@ -36,13 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--target", type=int, help="class to explain (default: top class)")
-    p.add_argument("--output", help="output to explain (name or index) of a multi-output model")
-    p.add_argument(
-        "--head",
-        choices=("softmax", "sigmoid", "linear"),
-        help="how the output is read (default: from its final activation); a single sigmoid "
-        "unit gives classes 0 (negative logit) and 1",
-    )
+    add_form_flags(p)
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
@@ -71,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     fit = args.fit or ("crop" if application else "stretch")
     mark = mark_random_weights if random_weights else (lambda fig: fig)
     out = ensure_writable_dir(args.out)
-    output = int(args.output) if args.output and args.output.isdigit() else args.output
-    class_names = class_names_for(args, model, output, args.head)
+    form = model_form(args)
+    class_names = class_names_for(args, model, **form)
     files = image_files(args.images)
     shape = tuple(model.inputs[0].shape[1:])
     images = read_images(files, shape, value_range, args.size, fit, note_printer(args))
@@ -87,9 +83,8 @@ def run(args: argparse.Namespace) -> int:
         targets=args.target,
         batch_size=args.batch_size,
         class_names=class_names,
-        output=output,
-        head=args.head,
         value_range=None if preprocess is not None else value_range,
+        **form,
     )
     sheet = len(explanations) > 1 or len(files) > 1
     total = len(files) * len(explanations) + sheet

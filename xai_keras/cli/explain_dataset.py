@@ -7,10 +7,12 @@ from pathlib import Path
 
 from xai_keras.cli._common import (
     CLASSES_HELP,
+    add_form_flags,
     add_model_flags,
     class_names_for,
     load_model,
     metric_list,
+    model_form,
     print_result,
 )
 
@@ -49,6 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--mirrored", action="store_true", help="tf.distribute.MirroredStrategy over local GPUs"
     )
+    add_form_flags(p)
     add_model_flags(p)
     p.set_defaults(func=run)
 
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         skip_bad=args.skip_bad,
         metrics=metrics,
-        class_names=class_names_for(args, model),
+        class_names=class_names_for(args, model, **model_form(args)),
+        **model_form(args),
         log_dir=args.logdir,
         progress=not args.quiet,
     )
