@@ -289,3 +289,22 @@ def test_xla_compiled_kernels_give_the_same_maps(method, gap_model, images32):
     np.testing.assert_allclose(xla.maps, plain.maps, atol=1e-4)
     runner = Session(gap_model, jit_compile=True).runner
     assert runner.jit_compile and runner is not Session(gap_model).runner
+
+
+def test_cli_explain_dataset_explains_the_named_output(two_outputs, images, tmp_path):
+    from xai_keras.cli import main
+    from xai_keras.scale import DatasetExplanation
+
+    model, _ = two_outputs
+    model.save(tmp_path / "two.keras")
+    np.save(tmp_path / "images.npy", images)
+    code = main([
+        "explain-dataset", str(tmp_path / "images.npy"), "--model", str(tmp_path / "two.keras"),
+        "--out", str(tmp_path / "run"), "--output", "box", "--head", "linear", "--targets", "0",
+        "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    run = DatasetExplanation.open(tmp_path / "run")
+    want = explain(model, images, targets=0, output="box", head="linear")
+    np.testing.assert_allclose(run.maps[:], want.maps, atol=2e-3)
+    np.testing.assert_allclose([r["score"] for r in run.index], want.scores, atol=1e-5)
