@@ -82,10 +82,7 @@ def _prepare(
             f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
             f"the images. Received: maps.shape={m.shape}."
         )
-    tgt = session.targets(targets, x)
-    probs = np.concatenate([session.probabilities(x[g]) for g in session.groups(len(m))])
-    tgt = np.where(tgt < 0, probs.argmax(axis=1), tgt).astype(np.int32)
-    return session, x, m, tgt, probs[np.arange(len(tgt)), tgt]
+    return session, x, m, *session.explained(x, targets)
 
 
 def _fill(x: tf.Tensor, baseline: Baseline, value_range: ValueRange | None) -> tf.Tensor:

@@ -359,10 +359,8 @@ def road(
         )
         std = noise * np.abs(white - black)[0].astype(np.float64)
 
-    tgt = session.targets(targets, x)
-    probs = np.concatenate([session.probabilities(x[g]) for g in session.groups(len(m))])
-    tgt = np.where(tgt < 0, probs.argmax(axis=1), tgt).astype(np.int32)
-    clean = probs[np.arange(len(tgt)), tgt].astype(np.float64)
+    tgt, clean = session.explained(x, targets)
+    clean = clean.astype(np.float64)
 
     pixels = m.shape[1] * m.shape[2]
     ks = np.clip(np.floor(p / 100 * pixels + 0.5).astype(np.int64), 0, pixels - 1)

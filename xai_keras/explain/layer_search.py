@@ -89,9 +89,7 @@ def choose_layer(
         return LayerChoice(choice.path, choice.layer, "auto: one candidate; " + choice.reason)
     xs = x[:max_images]
     n, h, w = int(xs.shape[0]), int(xs.shape[1]), int(xs.shape[2])
-    probs = session.probabilities(xs)
-    resolved = np.where(targets[:n] < 0, probs.argmax(axis=1), targets[:n]).astype(np.int32)
-    clean = probs[np.arange(n), resolved]
+    resolved, clean = session.explained(xs, targets[:n], checked=True)
     # Each candidate's Grad-CAM, then the benchmark's `random` map: the reference to beat.
     methods = [GradCam.create(session, path) for path, _ in candidates]
     methods.append(get_method("random").create(session))

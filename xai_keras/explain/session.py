@@ -253,13 +253,16 @@ class Session:
         """Targets checked against the classes: (N,) int32, -1 where the top class is meant."""
         return check_targets(targets, int(x.shape[0]), self.num_scores(x))
 
-    def resolved_targets(self, targets: Any, x: tf.Tensor) -> np.ndarray:
-        """Targets with -1 (the top class) replaced by each image's top class."""
-        t = self.targets(targets, x)
-        if (t < 0).any():
-            top = self.logits(x).argmax(axis=1).astype(np.int32)
-            t = np.where(t < 0, top, t)
-        return t
+    def explained(
+        self, x: tf.Tensor, targets: Any = None, checked: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(targets with -1 replaced by each image's top class, their clean probabilities),
+        each image read with its own held inputs. `targets` is checked first unless
+        `checked` (an int32 array from `targets`, -1 allowed)."""
+        t = np.asarray(targets, np.int32) if checked else self.targets(targets, x)
+        probs = np.concatenate([self.probabilities(x[g]) for g in self.groups(len(t))])
+        t = np.where(t < 0, probs.argmax(axis=1), t).astype(np.int32)
+        return t, probs[np.arange(len(t)), t]
 
     def check_class_names(self, class_names: Any, x: tf.Tensor | None = None) -> list | None:
         """`class_names` as a list, refusing a count that does not match the classes."""
