@@ -15,7 +15,7 @@ import tensorflow as tf
 from xai_keras import explain, sag
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.base import _RUNNERS_ATTR, MAX_FUNCTION_HEADS
+from xai_keras.explain.session import _RUNNERS_ATTR, MAX_FUNCTION_HEADS
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import tensorflow as tf
 from xai_keras.data.folder import IMAGE_SUFFIXES
 from xai_keras.errors import InputError
 
-__all__ = ["Source", "as_source", "element_parts", "file_error"]
+__all__ = ["Source", "as_source", "check_image_shape", "element_parts", "file_error"]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
@@ -62,20 +62,31 @@ def _expected_shape(model: keras.Model, index: int = 0) -> tuple:
     return tuple(model.inputs[index].shape[1:])
 
 
+_RESIZE_DATASET = "dataset.map(lambda x, y: (tf.image.resize(x, (H, W)), y))"
+
+
+def check_image_shape(
+    shape: tuple, expected: tuple, what: str, model: keras.Model, resize: str = _RESIZE_DATASET
+) -> None:
+    """Raise unless the known dimensions of `shape` (H, W, C) match the model's input
+    `expected`, saying how to resize (`resize`, e.g. "tf.image.resize")."""
+    for got, want in zip(shape, expected):
+        if got is not None and want is not None and got != want:
+            raise InputError(
+                f"{what} have shape {shape} but model {model.name!r} expects {expected} "
+                f"(H, W, C). Resize the images (e.g. {resize}) or check the channels"
+                f"{' (grayscale vs RGB)' if resize == 'tf.image.resize' else ''}."
+            )
+
+
 def _check_shape(shape: tuple, expected: tuple, what: str, model: keras.Model) -> None:
-    """Raise unless the known dimensions of `shape` (H, W, C) match the model's input."""
+    """Raise unless `shape` (H, W, C) is an image the model's input takes."""
     if len(shape) != len(expected):
         raise InputError(
             f"{what} must be images of shape {expected} (H, W, C) for model {model.name!r}, "
             f"or batches of them. Received element shape {shape}."
         )
-    for got, want in zip(shape, expected):
-        if got is not None and want is not None and got != want:
-            raise InputError(
-                f"{what} have shape {shape} but model {model.name!r} expects {expected} "
-                "(H, W, C). Resize the images (e.g. dataset.map(lambda x, y: "
-                "(tf.image.resize(x, (H, W)), y))) or check the channels."
-            )
+    check_image_shape(shape, expected, what, model)
 
 
 def _labels_to_int(labels: tf.Tensor, num_classes: int | None) -> tf.Tensor:

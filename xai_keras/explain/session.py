@@ -35,7 +35,7 @@ from xai_keras.errors import InputError
 from xai_keras.explain.graph import ModelRunner, hold_inputs
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
-from xai_keras.sources import Source, as_source
+from xai_keras.sources import Source, as_source, check_image_shape
 
 __all__ = [
     "MODEL_FORM_ARGS",
@@ -375,13 +375,7 @@ def check_images(
             f"`{name}` must be one image of shape {expected} or a batch (N, *{expected}) "
             f"for model {model.name!r}. Received shape {tuple(x.shape)}."
         )
-    for got, want in zip(x.shape[1:], expected):
-        if want is not None and got != want:
-            raise InputError(
-                f"`{name}` have shape {tuple(x.shape[1:])} but model {model.name!r} expects "
-                f"{expected} (H, W, C). Resize the images (e.g. tf.image.resize) or check the "
-                "channels (grayscale vs RGB)."
-            )
+    check_image_shape(tuple(x.shape[1:]), expected, f"`{name}`", model, "tf.image.resize")
     if x.shape[0] == 0:
         raise InputError(f"`{name}` is empty: pass at least one image.")
     if not bool(tf.reduce_all(tf.math.is_finite(x))):
