@@ -48,6 +48,21 @@ def _masked_probs(runner, keep, image, fill, index, target):
     return runner.squash(runner.forward(_blend(keep, image, fill, index))[1])[:, target]
 
 
+def _keep_gradients(runner, keep, image, fill, index, target):
+    """The ranking kernel: (B, P) gradient of the target's score with respect to each patch's
+    keep weight at each row of `keep`. The score is taken before the softmax where the runner
+    removed it, so a confident prediction does not flatten the gradient to zero."""
+    with tf.GradientTape() as tape:
+        tape.watch(keep)
+        scores = runner.forward(_blend(keep, image, fill, index))[1][:, target]
+        if runner.kind not in _SCORE_KINDS and runner.outputs_are_probabilities:
+            scores = tf.math.log(scores + 1e-12)
+    return tape.gradient(scores, keep)
+
+
+_SCORE_KINDS = ("softmax", "sigmoid", "linear", "score")  # forward returns logits or values
+
+
 class PatchScorer:
     """Scores patch sets of one image with a compiled, fixed-batch masked forward pass.
 
@@ -81,8 +96,21 @@ class PatchScorer:
         self.batch_size = batch_size
         self.cache: dict[frozenset, float] = {}
         self.n_forward = 0
+        self.n_gradient = 0
         self.runner.squash(self.runner.forward_fn(self.image[None]))  # decide how, eagerly
         self._kernel = self.runner.kernel("sag", functools.partial(_masked_probs, self.runner))
+
+    def patch_gradients(self, keep: np.ndarray) -> np.ndarray:
+        """(B, P) gradient of the target's score with respect to each patch's keep weight, at
+        each row of `keep` (B, P) in [0, 1] (1: the image, 0: the baseline); compiled forward
+        and backward passes of up to `batch_size` rows. `n_gradient` counts the rows."""
+        kernel = self.runner.kernel("sag_rank", functools.partial(_keep_gradients, self.runner))
+        grads = []
+        for start in range(0, len(keep), self.batch_size):
+            chunk = tf.constant(keep[start : start + self.batch_size], tf.float32)
+            grads.append(kernel(chunk, self.image, self.fill, self.index, self.target).numpy())
+            self.n_gradient += int(chunk.shape[0])
+        return np.concatenate(grads)
 
     def masked_images(self, sets: list[Patches]) -> np.ndarray:
         """The inputs as the model sees them for each patch set, (N, H, W, C)."""
