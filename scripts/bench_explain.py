@@ -24,6 +24,11 @@ Targets (from the issue), measured side by side in one run and reported as ratio
    `max_channels=64` and N=2 (scoring all 2048 channels would take minutes per image on 2
    cores). The same kernel with one `ScoreCam` instance reused is shown for reference.
 
+For information (no target), the Grad-CAM table also times xplique's `GradCAM` (built once, its
+model's softmax made linear around each call, as xplique's documentation asks), and `--jit`
+adds an XLA row, `tf.function(model(x), jit_compile=True)`, to the tables that time a plain
+forward pass, and passes `jit_compile=True` to `explain()` once the engine accepts it.
+
 A third table lists every registered method (`xai_keras.methods()`) on a smaller model (the
 project's CNN by default): ms per image of the full `explain()` call and its ratio to one plain
 forward pass of the same batch.
@@ -42,6 +47,7 @@ The exit code is 0 whether the targets pass or not (a PASS/FAIL line is printed 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -62,18 +68,31 @@ from xai_keras import explain
 from xai_keras.config import ModelConfig
 from xai_keras.errors import XaiKerasError
 from xai_keras.explain import get_method
+from xai_keras.explain.session import Session
 from xai_keras.models import build_cnn
 
 GRADCAM_MAX_VS_FORWARD = 1.3
 GRADCAM_MIN_SPEEDUP_VS_TKV = 3.0
 SCORECAM_MIN_THROUGHPUT = 0.8
 RESNET_LAYER = "conv5_block3_out"
+# --light-methods: the sampling methods with few samples, so the all-methods table is quick
+LIGHT_OPTIONS = {
+    "scorecam": {"max_channels": 16},
+    "smoothgrad": {"samples": 4},
+    "integrated_gradients": {"steps": 8},
+    "occlusion": {"patch": 16, "stride": 16},
+    "rise": {"masks": 64},
+    "lime": {"samples": 64},
+    "kernelshap": {"samples": 64},
+}
 BUSY_MACHINE = 0.1  # share of the CPUs used by other processes above which a note is printed
 
 PLAIN = "forward: tf.function(model(x))"
 RUNNER = "forward: runner.forward_fn"
 GRADCAM = "xai_keras explain(gradcam)"
 TKV = "tf-keras-vis Gradcam"
+XPLIQUE = "xplique GradCAM"
+XLA = "forward: tf.function(jit_compile=True)"
 SCORECAM = "xai_keras explain(scorecam)"
 REUSED = "ScoreCam.attribute, one instance reused"
 
@@ -180,8 +199,18 @@ def _small_model(kind: str, size: int) -> keras.Model:
     return keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3))
 
 
-def _plain_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
-    return tf.function(lambda x: model(x, training=False))
+def _plain_forward(model: keras.Model, jit: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The reference: one compiled forward pass (`jit`: compiled by XLA)."""
+    return tf.function(lambda x: model(x, training=False), jit_compile=jit or None)
+
+
+def jit_options(jit: bool) -> dict[str, Any]:
+    """`{"jit_compile": True}` when `jit` is asked for and `explain()` accepts it, else {}."""
+    if jit and "jit_compile" in inspect.signature(explain).parameters:
+        return {"jit_compile": True}
+    if jit:
+        _log("  explain() has no jit_compile option yet: its rows run without XLA.")
+    return {}
 
 
 def _top_classes(forward: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> np.ndarray:
@@ -205,6 +234,32 @@ def _tkv_gradcam(model: keras.Model, x: np.ndarray, targets: np.ndarray) -> Call
     return lambda: gradcam(score, x, penultimate_layer=RESNET_LAYER)
 
 
+def _xplique_gradcam(
+    model: keras.Model, x: np.ndarray, targets: np.ndarray, batch: int
+) -> Callable | None:
+    """xplique's Grad-CAM at the same layer, or None when it is not installed. Its model's
+    final softmax is made linear around each call, as xplique's documentation asks."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from xplique.attributions import GradCAM
+    except ImportError as err:
+        _log(f"  xplique is not importable ({err}); its comparison is skipped.")
+        return None
+    explainer = GradCAM(model, conv_layer=RESNET_LAYER, batch_size=batch)
+    head, one_hot = model.layers[-1], np.eye(int(model.output.shape[-1]), dtype=np.float32)
+    one_hot = one_hot[targets]
+
+    def call() -> Any:
+        saved, head.activation = head.activation, keras.activations.linear
+        try:
+            return explainer.explain(x, one_hot)
+        finally:
+            head.activation = saved
+
+    return call
+
+
 def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     _log(f"ResNet50 Grad-CAM: batch {args.batch}, {args.size}x{args.size}")
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
@@ -214,6 +269,7 @@ def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     targets = _top_classes(plain, x)
     method = get_method("gradcam").create(model, RESNET_LAYER)
     runner, t = method.runner, tf.constant(targets)
+    jit = jit_options(args.jit)
 
     def kernel() -> tf.Tensor:
         a, g, _, tt = runner.layer_grads_fn(x, t)
@@ -229,13 +285,21 @@ def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
             targets=targets,
             layer=RESNET_LAYER,
             batch_size=args.batch,
+            **jit,
         ),
         "xai_keras kernel: layer_grads_fn + combine": kernel,
     }
+    if args.jit:
+        xla = _plain_forward(model, jit=True)
+        fns[XLA] = lambda: xla(x)
     if not args.skip_tkv:
         tkv = _tkv_gradcam(model, x_np, targets)
         if tkv is not None:
             fns[TKV] = tkv
+    if not args.skip_xplique:
+        xplique = _xplique_gradcam(model, x_np, targets, args.batch)
+        if xplique is not None:
+            fns[XPLIQUE] = xplique
     times = measure(fns, args.repeats, args.warmup, "gradcam")
     medians = {name: _median(s) for name, s in times.items()}
     ratios = {name: _ratio(s, times[PLAIN]) for name, s in times.items()}
@@ -251,6 +315,7 @@ def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     ]
     ratio = ratios[GRADCAM]
     speedup = _ratio(times[TKV], times[GRADCAM]) if TKV in times else None
+    vs_xplique = _ratio(times[XPLIQUE], times[GRADCAM]) if XPLIQUE in times else None
     table = format_table(["function", "median ms", "ms/image", "x plain fwd", "min/max"], rows)
     return {
         "model": "ResNet50",
@@ -262,6 +327,8 @@ def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         "ratio_vs_forward": ratios,
         "explain_vs_forward": ratio,
         "speedup_vs_tkv": speedup,
+        "speedup_vs_xplique": vs_xplique,
+        "xla_vs_forward": ratios.get(XLA),
         "table": table,
         "checks": {
             "gradcam_vs_forward": ratio <= GRADCAM_MAX_VS_FORWARD,
@@ -279,8 +346,8 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         model = _small_model(args.small_model, args.small_size)
         size, layer, name = args.small_size, None, args.small_model
     n, batch = args.scorecam_images, args.batch
-    method = get_method("scorecam").create(model, layer, max_channels=args.max_channels or None)
-    method.batch_size = batch
+    session = Session(model, batch_size=batch)
+    method = get_method("scorecam").create(session, layer, max_channels=args.max_channels or None)
     channels = int(method.layer.output.shape[-1])
     masked = n * min(channels, args.max_channels or channels)
     # The reference runs about as many images as Score-CAM masks, in batches of the same size,
@@ -291,7 +358,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     x_fwd = tf.constant(_images(rng, batch, size))
     plain = _plain_forward(model)
     t = tf.constant(_top_classes(plain, tf.constant(x_np)))
-    options = {"max_channels": args.max_channels or None}
+    options = {"max_channels": args.max_channels or None, **jit_options(args.jit)}
 
     def forward_batches() -> np.ndarray:
         for _ in range(batches):
@@ -352,16 +419,22 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     plain = _plain_forward(model)
     runner = get_method("saliency").create(model).runner
     per_method = {"scorecam": {"max_channels": args.small_max_channels}}
+    if args.light_methods:
+        per_method.update(LIGHT_OPTIONS)
+    jit = jit_options(args.jit)
     fns: dict[str, Callable[[], Any]] = {
         PLAIN: lambda: plain(x),
         RUNNER: lambda: runner.forward_fn(x),
     }
+    if args.jit:
+        xla = _plain_forward(model, jit=True)
+        fns[XLA] = lambda: xla(x)
     errors: dict[str, str] = {}
     for name in xai_keras.methods():
         options = per_method.get(name, {})
 
         def call(name: str = name, options: dict = options) -> Any:
-            return explain(model, x_np, method=name, batch_size=batch, **options)
+            return explain(model, x_np, method=name, batch_size=batch, **options, **jit)
 
         try:  # a method that cannot explain this model is listed with its error
             with warnings.catch_warnings():
@@ -375,7 +448,7 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     medians = {key: _median(s) for key, s in times.items()}
     ratios = {key: _ratio(s, times[PLAIN]) for key, s in times.items()}
     rows = []
-    for key in [PLAIN, RUNNER, *xai_keras.methods()]:
+    for key in [PLAIN, RUNNER, *([XLA] if args.jit else []), *xai_keras.methods()]:
         if key in errors:
             rows.append([key, "-", "-", "-", "-", errors[key][:60]])
             continue
@@ -401,6 +474,7 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         "median_s": medians,
         "ratio_vs_forward": ratios,
         "errors": errors,
+        "options": per_method,
         "table": format_table(headers, rows),
     }
 
@@ -422,6 +496,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16, help="ResNet50 batch (and chunk) size")
     parser.add_argument("--size", type=int, default=224, help="ResNet50 input side")
     parser.add_argument("--skip-tkv", action="store_true", help="skip tf-keras-vis")
+    parser.add_argument("--skip-xplique", action="store_true", help="skip xplique")
+    parser.add_argument(
+        "--jit",
+        action="store_true",
+        help="add an XLA forward row (jit_compile=True); pass jit_compile=True to explain() "
+        "once it accepts it",
+    )
     parser.add_argument(
         "--scorecam-model",
         choices=["resnet50", "small"],
@@ -458,6 +539,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Score-CAM max_channels in the all-methods table (None: all for cnn, 64 for "
         "mobilenetv2's 1280; 0: all)",
+    )
+    parser.add_argument(
+        "--light-methods",
+        action="store_true",
+        help="few samples for the sampling methods of the all-methods table (shown in its "
+        "options column)",
     )
     parser.add_argument(
         "--sections",
@@ -533,6 +620,9 @@ def report(results: dict, args: argparse.Namespace) -> list[tuple[str, bool | No
             f"{r['size']}x{r['size']}, layer {r['layer']}; {_load_note(r)}"
         )
         print(r["table"])
+        if r.get("speedup_vs_xplique") is not None:
+            vs_xplique = r["speedup_vs_xplique"]
+            print(f"xplique GradCAM / Grad-CAM explain() = {vs_xplique:.2f}x (no target)")
         speedup = r["speedup_vs_tkv"]
         shown = "n/a (tf-keras-vis skipped)" if speedup is None else f"{speedup:.2f}x"
         checks += [

@@ -15,6 +15,7 @@ per-round ratios to `saliency`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     model = MODELS[args.model](weights=None, input_shape=(args.size, args.size, 3))
@@ -68,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(["call", "ms / image", "vs saliency"], rows))
     ratio = _ratio(times["lrp (composite)"], times["saliency"])
     print(f"target LRP (composite) <= 2x saliency: {ratio:.2f}x {'PASS' if ratio <= 2 else 'FAIL'}")
+    if args.json:
+        figures = {
+            name: {
+                "ms_per_image": 1000 * _median(t) / args.batch,
+                "vs_saliency": _ratio(t, times["saliency"]),
+            }
+            for name, t in times.items()
+        }
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "figures": figures}, f, indent=2)
     return 0
 
 

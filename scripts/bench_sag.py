@@ -18,13 +18,16 @@ Targets (from the issue), measured side by side in one run:
 2. A whole SAG with the default settings (7x7 grid, beam width 5, threshold 0.9 relative,
    blurred baseline) on a 224x224 ResNet50 costs a bounded number of masked forward passes:
    the count and the seconds per image are reported (the bound is max_size x beam_width x
-   patches for the search, plus minimisation and the graph).
+   candidates for the search, plus the ranking, minimisation and the graph).
 
 3. `--roots N`: the ranked search (each beam set extended by its best-ranked patches)
    against the exhaustive one (`candidates=None`) on N correctly classified shapes images:
    masked passes, images with roots, root sizes, every root re-checked sufficient and
    minimal by plain `model()` calls on masked images built here (not by the scorer), and
    diversity. `--resnet N` adds ResNet50 (weights=None, 224x224, black baseline) on N images.
+
+`--jit` adds an XLA column: the same plain inference compiled with `jit_compile=True`, and its
+throughput against the plain one. `--json PATH` saves both tables.
 
 The reference implementation scores one masked image per forward pass (its published example
 took ~400 s per 224x224 image with VGG19).
@@ -33,6 +36,7 @@ took ~400 s per 224x224 image with VGG19).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -52,17 +56,20 @@ from xai_keras.explain.sag import PatchScorer, patch_index_map, sag  # noqa: E40
 from xai_keras.models import build_cnn  # noqa: E402
 
 
-def _models(quick: bool) -> list[tuple[str, keras.Model, int, int]]:
+def _models(
+    quick: bool, cnn_batch: int = 64, resnet_batch: int = 16
+) -> list[tuple[str, keras.Model, int, int]]:
     keras.utils.set_random_seed(0)
-    found = [("xai_cnn 64x64", build_cnn(ModelConfig(), (64, 64, 3), 5), 64, 64)]
+    found = [("xai_cnn 64x64", build_cnn(ModelConfig(), (64, 64, 3), 5), 64, cnn_batch)]
     if not quick:
         resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
-        found.append(("ResNet50 224x224", resnet, 224, 16))
+        found.append(("ResNet50 224x224", resnet, 224, resnet_batch))
     return found
 
 
-def throughput(name, model, size, batch, repeats, rng) -> list:
-    """Masked images/s of the SAG scorer vs plain compiled inference, same batch size."""
+def throughput(name, model, size, batch, repeats, rng, jit=False) -> list:
+    """Masked images/s of the SAG scorer vs plain compiled inference, same batch size; with
+    `jit`, also the plain inference compiled by XLA."""
     image = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
     plain = tf.function(lambda x: model(x, training=False))
     x = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32))
@@ -76,11 +83,15 @@ def throughput(name, model, size, batch, repeats, rng) -> list:
         """`batch` patch sets never scored before, so each call really runs the model."""
         return scorer.probabilities(next(chunks))
 
-    times = measure({"plain": lambda: plain(x), "sag": fresh_sets}, repeats, 1, name)
+    fns = {"plain": lambda: plain(x), "sag": fresh_sets}
+    if jit:
+        xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+        fns["xla"] = lambda: xla(x)
+    times = measure(fns, repeats, 1, name)
     ratio = 1 / _ratio(times["sag"], times["plain"])
     plain_ips = batch / np.median(times["plain"])
     sag_ips = batch / np.median(times["sag"])
-    return [
+    row = [
         name,
         batch,
         f"{plain_ips:.1f}",
@@ -88,6 +99,10 @@ def throughput(name, model, size, batch, repeats, rng) -> list:
         f"{ratio:.2f}x",
         "PASS" if ratio >= 0.8 else "FAIL",
     ]
+    if jit:
+        xla_ips = batch / np.median(times["xla"])
+        row += [f"{xla_ips:.1f}", f"{1 / _ratio(times['xla'], times['plain']):.2f}x"]
+    return row
 
 
 def whole_sag(name, model, size, batch, images, rng, label, **options) -> list:
@@ -279,23 +294,42 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-exhaustive-resnet", action="store_true", help="--roots: ResNet50 ranked only"
     )
+    parser.add_argument("--cnn-batch", type=int, default=64, help="batch of the project CNN")
+    parser.add_argument("--resnet-batch", type=int, default=16, help="batch of ResNet50")
+    parser.add_argument(
+        "--settings",
+        default=",".join(_SETTINGS),
+        help=f"comma list of the whole-SAG rows: {', '.join(_SETTINGS)}",
+    )
+    parser.add_argument("--jit", action="store_true", help="add an XLA plain-inference column")
+    parser.add_argument("--json", metavar="PATH", help="also write both tables as JSON")
     args = parser.parse_args(argv)
     if args.roots:
         return main_roots(args)
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if set(settings) - set(_SETTINGS):
+        parser.error(f"unknown --settings {sorted(set(settings) - set(_SETTINGS))}")
     rng = np.random.default_rng(0)
-    models = _models(args.quick)
-    rows = [throughput(n, m, s, b, args.repeats, rng) for n, m, s, b in models]
+    models = _models(args.quick, args.cnn_batch, args.resnet_batch)
+    rows = [throughput(n, m, s, b, args.repeats, rng, args.jit) for n, m, s, b in models]
     print("\nMasked-image throughput (images/s, median of interleaved rounds)")
-    print(format_table(["model", "batch", "plain", "SAG masked", "ratio", ">= 0.8x"], rows))
+    headers = ["model", "batch", "plain", "SAG masked", "ratio", ">= 0.8x"]
+    headers += ["XLA plain", "XLA / plain"] if args.jit else []
+    print(format_table(headers, rows), flush=True)
+    results = {"throughput": [dict(zip(headers, row)) for row in rows]}
     rows = [
-        whole_sag(n, m, s, b, args.images, rng, label, **options)
+        whole_sag(n, m, s, b, args.images, rng, label, **_SETTINGS[label])
         for n, m, s, b in models
-        for label, options in _SETTINGS.items()
+        for label in settings
     ]
     print("\nWhole SAG (7x7 grid, beam width 5, threshold 0.9 relative unless stated)")
-    print(f"search bound: max_size x beam_width x patches = 15 x 5 x 49 = {15 * 5 * 49}")
+    print(f"search bound: max_size x beam_width x candidates = 15 x 5 x 10 = {15 * 5 * 10}")
     headers = ["model", "settings", "images", "forward passes", "max", "s / image", "roots"]
     print(format_table(headers, rows))
+    results["whole_sag"] = [dict(zip(headers, row)) for row in rows]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
     return 0
 
 

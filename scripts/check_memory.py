@@ -1,6 +1,7 @@
 """Do many `explain` calls on one model and input shape retrace or grow memory?
 
     python scripts/check_memory.py [--calls 1000] [--n 8] [--methods gradcam,saliency,...]
+        [--json PATH]
 
 A training loop, a callback or a server calls `explain` on the same model and image shape
 over and over; each call must reuse the kernels compiled on the first one (kept on the model)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import resource
 import sys
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tolerance", type=float, default=32.0, help="allowed RSS growth per method, MiB"
     )
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     if args.calls < 2 or args.n < 1:
         parser.error("--calls must be >= 2 and --n >= 1")
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     header += ["growth 1→N", f"growth {half}→N", "traces@1", "traces@N"]
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1), flush=True)
-    failed = []
+    failed, rows = [], []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         options = _OPTIONS.get(method, {})
         r = run_method(model, images, method, args.calls, options)
@@ -121,10 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         steady = r["rss"][args.calls] - r["rss"][half]  # after warm-up: a leak shows here
         cells += [f"{growth:+.1f}", f"{steady:+.1f}", str(t1), str(tn) + ("" if ok else " FAIL")]
         print("| " + " | ".join(cells) + " |", flush=True)
+        rows.append(
+            {
+                "method": label,
+                "ms_per_call": r["ms"],
+                "rss_mb": r["rss"],
+                "growth_mb": growth,
+                "steady_growth_mb": steady,
+                "traces": [t1, tn],
+                "ok": ok,
+            }
+        )
     print(
         f"RSS at the end {rss_mb():.0f} MiB. RSS@k: MiB after call k; traces: traces of all "
         "compiled kernels of the model's runners (cumulative over the methods run so far)."
     )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"calls": args.calls, "n": args.n, "size": args.size, "rows": rows}, f)
     if failed:
         print(
             f"FAIL: {', '.join(failed)} retraced after call 1 or grew by more than "

@@ -13,6 +13,17 @@ import pytest  # noqa: E402
 from xai_keras.config import ModelConfig, load_config  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
 
+# Method options that keep the contract tests fast (fewer samples, masks, steps).
+FAST_OPTIONS = {
+    "scorecam": {},
+    "smoothgrad": {"samples": 4},
+    "integrated_gradients": {"steps": 8},
+    "occlusion": {"patch": 8},
+    "rise": {"masks": 64},
+    "lime": {"samples": 64},
+    "kernelshap": {"samples": 64},
+}
+
 
 @pytest.fixture(scope="session")
 def gap_model() -> keras.Model:

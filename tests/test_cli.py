@@ -261,14 +261,14 @@ def test_imagenet_weights_offline_is_one_line_saying_what_to_do(tmp_path, monkey
 def test_fit_crop_pad_stretch():
     import numpy as np
 
-    from xai_keras.cli._images import _fit
+    from xai_keras.cli._images import fit_image
 
     img = np.zeros((10, 30, 3), np.uint8)
     img[:, 10:20] = 255  # a white middle third
-    assert (_fit(img, (10, 10), "crop") == 255).all()  # the middle square kept
-    padded = _fit(img, (30, 30), "pad")
+    assert (fit_image(img, (10, 10), "crop") == 255).all()  # the middle square kept
+    padded = fit_image(img, (30, 30), "pad")
     assert (padded[:10] == 0).all() and (padded[10:20, 10:20] == 255).all()
-    stretched = _fit(img, (10, 10), "stretch")
+    stretched = fit_image(img, (10, 10), "stretch")
     assert stretched.shape == (10, 10, 3) and 0 < stretched.mean() < 255
 
 

@@ -237,14 +237,14 @@ def test_cli_classes_errors_are_one_line(saved, tmp_path, monkeypatch, capsys, c
 
 def test_cli_inline_classes_are_read_as_json(saved, tmp_path, capsys):
     names = '["a0", "a1", "a2", "a3", "a4"]'
-    from xai_keras.cli import _class_names, main
+    from xai_keras.cli import main, parse_class_names
 
     args = ["explain", saved["a"], "--model", saved["fixed"], "--out", str(tmp_path)]
     assert main([*args, "--target", "3", "--classes", names]) == 0
     assert f"{saved['a']}: a3 (" in capsys.readouterr().out
 
-    assert _class_names(names) == ["a0", "a1", "a2", "a3", "a4"]
-    assert _class_names('{"1": "dog", "0": "cat"}') == ["cat", "dog"]
+    assert parse_class_names(names) == ["a0", "a1", "a2", "a3", "a4"]
+    assert parse_class_names('{"1": "dog", "0": "cat"}') == ["cat", "dog"]
 
 
 def test_cli_truncated_jpeg_is_refused(saved, tmp_path, capsys):

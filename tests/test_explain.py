@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FAST_OPTIONS
 
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
@@ -30,15 +31,6 @@ def _vgg_like(seed: int = 3) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
 
 
-FAST_OPTIONS = {
-    "scorecam": {},
-    "smoothgrad": {"samples": 4},
-    "integrated_gradients": {"steps": 8},
-    "occlusion": {"patch": 8},
-    "rise": {"masks": 64},
-    "lime": {"samples": 64},
-    "kernelshap": {"samples": 64},
-}
 
 
 # -- the contract, over every registered method --------------------------------------------

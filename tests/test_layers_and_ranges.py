@@ -139,7 +139,7 @@ def test_explanation_pictures_show_images_through_the_value_range():
 def test_cli_maps_image_files_through_the_value_range(tmp_path):
     import cv2
 
-    from xai_keras.cli import _join_negative_ranges, _read_images, _value_range, build_parser, main
+    from xai_keras.cli import build_parser, join_negative_ranges, main, read_images, value_range_of
 
     pixels = np.zeros((8, 8, 3), np.uint8)
     pixels[:, 4:] = 255
@@ -152,12 +152,12 @@ def test_cli_maps_image_files_through_the_value_range(tmp_path):
         (["--value-range", "-1,1"], -1, 1),
     ):
         args = parse(
-            _join_negative_ranges(["sag", "--model", "m.keras", "--image", "x.png", *flags])
+            join_negative_ranges(["sag", "--model", "m.keras", "--image", "x.png", *flags])
         )
-        img = _read_images(files, (8, 8, 3), _value_range(args))[0]
+        img = read_images(files, (8, 8, 3), value_range_of(args))[0]
         assert img.min() == low and img.max() == high
     args = parse(["sag", "--model", "m.keras", "--image", "x.png", "--preprocess", "caffe"])
-    img = _read_images(files, (8, 8, 3), _value_range(args))[0]
+    img = read_images(files, (8, 8, 3), value_range_of(args))[0]
     np.testing.assert_allclose(img[0, 0], [-103.939, -116.779, -123.68], atol=1e-3)
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(2, 3, activation="relu", padding="same")(inputs)

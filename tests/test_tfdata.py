@@ -215,7 +215,7 @@ def test_cli_explain_reads_nested_folders_and_names_outputs_apart(tmp_path):
 def test_cli_reads_gray_and_rgba_files_for_any_model_channels(tmp_path):
     import cv2
 
-    from xai_keras.cli import _read_images
+    from xai_keras.cli import read_images
     from xai_keras.explain.ranges import resolve_value_range
 
     gray = np.full((6, 6), 255, "uint8")
@@ -223,11 +223,11 @@ def test_cli_reads_gray_and_rgba_files_for_any_model_channels(tmp_path):
     cv2.imwrite(str(tmp_path / "g.png"), gray)
     cv2.imwrite(str(tmp_path / "c.png"), bgra)
     files = [tmp_path / "g.png", tmp_path / "c.png"]
-    rgba = _read_images(files, (4, 4, 4), resolve_value_range("unit"))
+    rgba = read_images(files, (4, 4, 4), resolve_value_range("unit"))
     assert rgba.shape == (2, 4, 4, 4)
     np.testing.assert_allclose(rgba[0], 1.0)  # gray -> opaque white
     np.testing.assert_allclose(rgba[1, 0, 0], [1, 0, 0, 1])  # BGRA red -> RGBA red
-    assert _read_images(files, (4, 4, 1), resolve_value_range("unit")).shape == (2, 4, 4, 1)
-    assert _read_images(files, (4, 4, 3), resolve_value_range("unit")).shape == (2, 4, 4, 3)
+    assert read_images(files, (4, 4, 1), resolve_value_range("unit")).shape == (2, 4, 4, 1)
+    assert read_images(files, (4, 4, 3), resolve_value_range("unit")).shape == (2, 4, 4, 3)
     with pytest.raises(InputError, match="2-channel"):
-        _read_images(files, (4, 4, 2), resolve_value_range("unit"))
+        read_images(files, (4, 4, 2), resolve_value_range("unit"))

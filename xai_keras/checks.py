@@ -12,6 +12,10 @@ Example:
     >>> steps = check_int(steps, "steps", low=1, where="method 'integrated_gradients'")
     >>> noise = check_number(noise, "noise", low=0.0, where="method 'smoothgrad'")
     >>> kind = check_choice(kind, "head", ("softmax", "sigmoid"))
+    >>> maps = check_maps(maps, non_negative=True)              # (N, H, W) float64
+    >>> masks = check_masks(masks, maps.shape)                 # (N, H, W) bool
+
+`check_maps` and `check_masks` name the argument: "The `maps` argument must be ...".
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from xai_keras.errors import InputError
 
-__all__ = ["check_int", "check_number", "check_choice", "INT32_MAX"]
+__all__ = ["check_int", "check_number", "check_choice", "check_maps", "check_masks", "INT32_MAX"]
 
 INT32_MAX = 2**31 - 1
 
@@ -108,3 +114,49 @@ def check_choice(value: Any, name: str, choices: Iterable[Any], *, where: str | 
         listed = ", ".join(repr(c) for c in choices)
         raise _fail(name, where, f"one of {listed}", value)
     return value
+
+
+def check_maps(maps: Any, name: str = "maps", non_negative: bool = False) -> np.ndarray:
+    """Maps as a finite float64 (N, H, W) array; a single (H, W) map becomes (1, H, W)."""
+    try:
+        m = np.asarray(maps, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"The `{name}` argument must be an array of numbers (N, H, W). "
+            f"Received: {name}={type(maps).__name__}."
+        ) from None
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or m.size == 0:
+        raise InputError(
+            f"The `{name}` argument must be a non-empty array of shape (N, H, W) or (H, W). "
+            f"Received: {name}.shape={m.shape}."
+        )
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"The `{name}` argument must be finite. Received NaN or infinite values.")
+    if non_negative and m.min() < 0:
+        raise InputError(
+            f"The `{name}` argument must be non-negative (take abs() or relu of signed maps). "
+            f"Received: {name}.min()={m.min():.4g}."
+        )
+    return m
+
+
+def check_masks(masks: Any, shape: tuple[int, ...], name: str = "masks") -> np.ndarray:
+    """Masks as a bool array of `shape` (N, H, W); 0/1 numbers are accepted too."""
+    m = np.asarray(masks)
+    if m.ndim == 2:
+        m = m[None]
+    if m.shape != shape:
+        raise InputError(
+            f"The `{name}` argument must be boolean masks with the maps' shape {shape}. "
+            f"Received: {name}.shape={m.shape}."
+        )
+    if m.dtype != bool:
+        if not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
+            raise InputError(
+                f"The `{name}` argument must be boolean (or hold only 0 and 1). "
+                f"Received: {name}.dtype={m.dtype}."
+            )
+        m = m.astype(bool)
+    return m

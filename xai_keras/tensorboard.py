@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from xai_keras.explain.api import explain
 from xai_keras.explain.base import get_method
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.sag import SAG
+from xai_keras.explain.session import MODEL_FORM_ARGS, Session
 
 __all__ = [
     "ExplainCallback",
@@ -89,6 +91,8 @@ class ExplainCallback(keras.callbacks.Callback):
         batch_size: images per compiled batch.
         max_images: explain at most this many images; default all of an array and the
             first 8 of a dataset or folder.
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, `value_range`: what is
+            explained and how, as in `explain` (e.g. `output="age", head="linear"`).
 
     Raises:
         InputError: bad arguments; from `on_train_begin`, a dataset that does not fit the
@@ -110,8 +114,15 @@ class ExplainCallback(keras.callbacks.Callback):
         class_names: Sequence[str] | None = None,
         batch_size: int = 32,
         max_images: int | None = None,
+        **model_form: Any,
     ):
         super().__init__()
+        unknown = sorted(set(model_form) - set(MODEL_FORM_ARGS))
+        if unknown:
+            raise InputError(
+                f"ExplainCallback got unknown argument(s) {', '.join(unknown)}; the model form "
+                f"is given by {', '.join(MODEL_FORM_ARGS)}."
+            )
         if (
             isinstance(every_n_epochs, bool)
             or not isinstance(every_n_epochs, int)
@@ -146,13 +157,19 @@ class ExplainCallback(keras.callbacks.Callback):
         self.log_dir, self.every_n_epochs = str(log_dir), every_n_epochs
         self.targets, self.class_names, self.batch_size = targets, class_names, batch_size
         self.max_images = max_images
+        self._model_form = dict(model_form, batch_size=batch_size)
+        self._session: Session | None = None  # prepared on first use, for `self.model`
         self._writer = None
+
+    def _session_for_model(self) -> Session:
+        """The session for the model being trained, prepared once."""
+        if self._session is None or self._session.model is not self.model:
+            self._session = Session.of(self.model, **self._model_form)
+        return self._session
 
     def _read_source(self) -> None:
         """Take the first images (and labels) of the dataset or folder, once."""
-        from xai_keras.scale.data import as_source
-
-        source = as_source(self._source, self.model)
+        source = self._session_for_model().source(self._source)
         k = self.max_images or _DATASET_IMAGES
         first = next(iter(source.elements.take(k).batch(k)), None)
         if first is None:
@@ -182,16 +199,16 @@ class ExplainCallback(keras.callbacks.Callback):
             return
         if self.images is None:  # on_train_begin was not called (a hand-driven loop)
             self._read_source()
+        session = self._session_for_model()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             for method in self.methods:
                 exp = explain(
-                    self.model,
+                    session,
                     self.images,
                     method=method,
                     targets=self.targets,
-                    batch_size=self.batch_size,
                     class_names=self.class_names,
                 )
                 _summarise(exp, None, epoch)

@@ -24,7 +24,7 @@ from xai_keras.data.shapes import (
     render_shapes,
 )
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
+from xai_keras.explain.session import Session
 
 __all__ = ["FACTOR_CHANGES", "Sensitivity", "factor_sensitivity"]
 
@@ -129,8 +129,8 @@ def factor_sensitivity(
     if unknown:
         raise InputError(f"Unknown factors {unknown}; choose from {list(FACTOR_CHANGES)}.")
     size, channels = sample.images.shape[1], sample.images.shape[-1]
-    runner = runner_for(model)
-    base = runner.probabilities(sample.images)
+    session = Session(model, batch_size=256)
+    base = session.probabilities(sample.images)
     predicted = base.argmax(1)
     p_base = base[np.arange(len(base)), predicted]
     rng = np.random.default_rng(seed)
@@ -139,7 +139,7 @@ def factor_sensitivity(
         flipped, dropped = [], []
         for _ in range(variations):
             changed = dict(sample.factors, **FACTOR_CHANGES[name](sample.factors, rng, size))
-            probs = runner.probabilities(render_shapes(changed, size, channels).images)
+            probs = session.probabilities(render_shapes(changed, size, channels).images)
             flipped.append(probs.argmax(1) != predicted)
             dropped.append(p_base - probs[np.arange(len(probs)), predicted])
         flips.append(np.mean(flipped))

@@ -20,15 +20,15 @@ from collections.abc import Sequence
 
 # Re-exported: helpers that callers and tests import from `xai_keras.cli`.
 from xai_keras.cli._common import (  # noqa: F401
-    _APPLICATIONS,
-    _class_names,
-    _join_negative_ranges,
-    _method_list,
-    _value_range,
+    APPLICATIONS,
+    join_negative_ranges,
     load_application,
     load_model,
+    method_list,
+    parse_class_names,
+    value_range_of,
 )
-from xai_keras.cli._images import _image_files, _output_stems, _read_images  # noqa: F401
+from xai_keras.cli._images import image_files, output_stems, read_images  # noqa: F401
 
 __all__ = ["COMMANDS", "build_parser", "main", "load_model", "load_application"]
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = _join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
+    argv = join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     module = sys.modules[args.func.__module__]
     if getattr(module, "USES_TENSORFLOW", True):

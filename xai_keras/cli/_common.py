@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-_LOCALHOST_URL = "http://localhost:6006/"
+LOCALHOST_URL = "http://localhost:6006/"
 
 CLASSES_HELP = (
     "class names, overriding the class_names.json `train` writes beside the model: inline "
@@ -17,12 +17,12 @@ CLASSES_HELP = (
 )
 
 
-def _print(args: argparse.Namespace, *parts: object) -> None:
+def print_result(args: argparse.Namespace, *parts: object) -> None:
     if not getattr(args, "quiet", False):
         print(*parts, flush=True)
 
 
-def _method_list(text: str) -> list[str]:
+def method_list(text: str) -> list[str]:
     from xai_keras import methods
     from xai_keras.explain import get_method
 
@@ -30,8 +30,25 @@ def _method_list(text: str) -> list[str]:
     return [get_method(n).name for n in names]
 
 
+def metric_list(text: str, *, needs: Sequence[str], per_image: bool | None = None) -> list[str]:
+    """`--metrics a,b`: names from the metric registry a command can compute (those needing no
+    more than `needs`), in the given order; an unknown name is one error listing the choices."""
+    from xai_keras.errors import InputError
+    from xai_keras.evaluate import metrics
+
+    choices = metrics(needs=needs, per_image=per_image)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        raise InputError(
+            f"--metrics {text}: unknown here: {', '.join(unknown)}. Choose from: "
+            f"{', '.join(choices)}."
+        )
+    return names
+
+
 # What `explain`, `sag` and `features` read with OpenCV: the suffixes tf.data folders decode
-def _note(args: argparse.Namespace):
+def note_printer(args: argparse.Namespace):
     """A callable printing one "note: ..." line to stderr, or None with --quiet."""
     import sys
 
@@ -40,7 +57,7 @@ def _note(args: argparse.Namespace):
     return lambda text: print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def _value_range(args: argparse.Namespace):
+def value_range_of(args: argparse.Namespace):
     """The model's input range from --value-range, --preprocess or --unit/--no-unit."""
     from xai_keras.explain.ranges import resolve_value_range
 
@@ -54,7 +71,7 @@ _CLASSES_FIX = (
 )
 
 
-def _class_names(value: str | None) -> list[str] | None:
+def parse_class_names(value: str | None) -> list[str] | None:
     """`--classes`: inline JSON (a list, or a dict keyed "0".."n-1"), a .json file holding
     one, or a text file with one name per line."""
     from xai_keras.errors import InputError
@@ -144,12 +161,12 @@ def _saved_class_names(model_path: str | None) -> tuple[list[str], Path] | None:
     return None
 
 
-def _names_for(args: argparse.Namespace, model, output=None, head=None) -> list[str] | None:
+def class_names_for(args: argparse.Namespace, model, output=None, head=None) -> list[str] | None:
     """Class names to show: `--classes`, else the class_names.json `train` wrote beside the
     model (ignored, with a note, when its count is not the model's); None: class indices."""
     import sys
 
-    names = _class_names(getattr(args, "classes", None))
+    names = parse_class_names(getattr(args, "classes", None))
     if names is not None:
         _check_class_count(names, model, output, head)
         return names
@@ -196,7 +213,7 @@ def load_model(path: str, unsafe: bool = False):
 
 
 # name -> (keras.applications constructor, module with preprocess_input)
-_APPLICATIONS = {
+APPLICATIONS = {
     "resnet50": ("ResNet50", "resnet50"),
     "vgg16": ("VGG16", "vgg16"),
     "mobilenetv2": ("MobileNetV2", "mobilenet_v2"),
@@ -218,7 +235,7 @@ def load_application(name: str, weights: str | None):
 
     from xai_keras.errors import InputError
 
-    constructor, module = _APPLICATIONS[name.lower()]
+    constructor, module = APPLICATIONS[name.lower()]
     random = weights is None or weights.lower() == "none"
     local = not random and weights.lower() != "imagenet"
     if local and not Path(weights).is_file():
@@ -272,7 +289,7 @@ def mark_random_weights(fig):
     return fig
 
 
-def _write_error(err: OSError, written: Sequence[Path], total: int, out: Path):
+def write_error(err: OSError, written: Sequence[Path], total: int, out: Path):
     """One line for a failed write (a full disk, a folder made read-only): what was written
     and what was not."""
     from xai_keras.errors import InputError
@@ -299,7 +316,24 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
+def add_form_flags(p: argparse.ArgumentParser) -> None:
+    """What is explained, for the commands that explain: which output and how it is read."""
+    p.add_argument("--output", help="output to explain (name or index) of a multi-output model")
+    p.add_argument(
+        "--head",
+        choices=("softmax", "sigmoid", "linear"),
+        help="how the output is read (default: from its final activation); a single sigmoid "
+        "unit gives classes 0 (negative logit) and 1",
+    )
+
+
+def model_form(args: argparse.Namespace) -> dict:
+    """`output=` and `head=` for the API from `--output` (a name or an index) and `--head`."""
+    output = args.output
+    return {"output": int(output) if output and output.isdigit() else output, "head": args.head}
+
+
+def add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
     """The flags of every command that loads a user's model (and, with `pixels`, reads images)."""
     if pixels:
         p.add_argument(
@@ -343,7 +377,7 @@ def _add_model_flags(p: argparse.ArgumentParser, pixels: bool = False) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
 
 
-def _join_negative_ranges(argv: list[str]) -> list[str]:
+def join_negative_ranges(argv: list[str]) -> list[str]:
     """`--value-range -1,1` as `--value-range=-1,1`: argparse reads "-1,1" as a flag."""
     out: list[str] = []
     for arg in argv:

@@ -11,7 +11,7 @@ from pathlib import Path
 _OPENCV_ONLY = (".webp", ".tif", ".tiff")
 
 
-def _image_files(paths: Sequence[str]) -> list[Path]:
+def image_files(paths: Sequence[str]) -> list[Path]:
     """Image files named directly, or found anywhere under the given folders.
 
     Hidden files and folders under a given folder are skipped: macOS `._name.png` resource
@@ -40,7 +40,7 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
-def _output_stems(files: list[Path]) -> list[str]:
+def output_stems(files: list[Path]) -> list[str]:
     """A distinct name per image for its output PNGs: the file stem, or, where stems repeat
     (a/1.png and b/1.png in nested folders), the path below the common folder joined by '_'."""
     stems = [f.stem for f in files]
@@ -103,7 +103,7 @@ def _image_size(shape: tuple, size: tuple[int, int] | None) -> tuple[int | None,
 FITS = ("stretch", "crop", "pad")
 
 
-def _fit(img, target: tuple[int, int], fit: str):
+def fit_image(img, target: tuple[int, int], fit: str):
     """`img` resized to `target` (W, H): stretched, centre-cropped to the target's aspect ratio
     first, or padded with black (the range minimum) around it to that ratio first."""
     import cv2
@@ -131,12 +131,12 @@ def _fit(img, target: tuple[int, int], fit: str):
     return img
 
 
-def _read_images(
+def read_images(
     files: list[Path], shape: tuple, value_range, size=None, fit: str = "stretch", note=None
 ):
     """Image files as the model takes them: pixels mapped through the model's value range.
 
-    An image whose aspect ratio is not the model's is fitted by `fit` (see `_fit`); `note`,
+    An image whose aspect ratio is not the model's is fitted by `fit` (see `fit_image`); `note`,
     if given, is called with one sentence saying how many were and how.
     """
     import cv2
@@ -163,7 +163,7 @@ def _read_images(
         ih, iw = img.shape[:2]
         if abs(iw * target[1] - ih * target[0]) > 0.01 * ih * target[0]:
             reshaped.append(f"{f.name} {iw}x{ih}")
-        img = _fit(img, target, fit)
+        img = fit_image(img, target, fit)
         if c == 1:
             img = img[..., None]
         else:  # BGR(A) -> RGB(A)

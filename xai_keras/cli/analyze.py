@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import _add_model_flags, _print, load_model
+from xai_keras.cli._common import add_model_flags, load_model, print_result
 
 
 def add_parser(sub) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--logdir", help="also write figures and report to TensorBoard here")
     p.add_argument("--seed", type=int, default=1234)
-    _add_model_flags(p)
+    add_model_flags(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     for line in report.findings:
-        _print(args, "-", line.replace("**", ""))
-    _print(args, f"analysis took {report.seconds:.1f} s; report: {report.files['markdown']}")
+        print_result(args, "-", line.replace("**", ""))
+    print_result(args, f"analysis took {report.seconds:.1f} s; report: {report.files['markdown']}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import _method_list, _print
+from xai_keras.cli._common import method_list, print_result
 
 
 def add_parser(sub) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from xai_keras.evaluate.benchmark import run_benchmark
     from xai_keras.io import ensure_writable_dir
 
-    names = None if args.methods == "all" else _method_list(args.methods)
+    names = None if args.methods == "all" else method_list(args.methods)
     from xai_keras.evaluate.benchmark import QUICK_DATASETS
 
     given = args.datasets or (",".join(QUICK_DATASETS) if args.quick else "shapes,digits,lfw_faces")
@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
             f"and {args.cache}, the rest was not. Free some space, then run again."
         ) from err
     out = Path(args.out)
-    _print(args, (out / "results.md").read_text())
-    _print(args, f"results: {out / 'results.json'}, {out / 'results.md'}; figures in {out}")
+    print_result(args, (out / "results.md").read_text())
+    print_result(args, f"results: {out / 'results.json'}, {out / 'results.md'}; figures in {out}")
     return 0 if results["datasets"] else 1

@@ -6,27 +6,29 @@ import argparse
 from pathlib import Path
 
 from xai_keras.cli._common import (
-    _APPLICATIONS,
+    APPLICATIONS,
     CLASSES_HELP,
-    _add_model_flags,
-    _method_list,
-    _names_for,
-    _note,
-    _print,
-    _value_range,
-    _write_error,
+    add_form_flags,
+    add_model_flags,
+    class_names_for,
     load_application,
     load_model,
     mark_random_weights,
+    method_list,
+    model_form,
+    note_printer,
+    print_result,
+    value_range_of,
+    write_error,
 )
-from xai_keras.cli._images import _image_files, _output_stems, _read_images
+from xai_keras.cli._images import image_files, output_stems, read_images
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("explain", help="explain images with one or more methods")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument(
-        "--model", required=True, help=f"a saved .keras model, or one of {', '.join(_APPLICATIONS)}"
+        "--model", required=True, help=f"a saved .keras model, or one of {', '.join(APPLICATIONS)}"
     )
     p.add_argument(
         "--weights",
@@ -36,17 +38,11 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--target", type=int, help="class to explain (default: top class)")
-    p.add_argument("--output", help="output to explain (name or index) of a multi-output model")
-    p.add_argument(
-        "--head",
-        choices=("softmax", "sigmoid", "linear"),
-        help="how the output is read (default: from its final activation); a single sigmoid "
-        "unit gives classes 0 (negative logit) and 1",
-    )
+    add_form_flags(p)
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
     p.add_argument("--batch-size", type=int, default=32)
-    _add_model_flags(p, pixels=True)
+    add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 
 
@@ -58,38 +54,37 @@ def run(args: argparse.Namespace) -> int:
     from xai_keras.explain.ranges import resolve_value_range
     from xai_keras.io import ensure_writable_dir, save_figure
 
-    application = args.model.lower() in _APPLICATIONS
+    application = args.model.lower() in APPLICATIONS
     random_weights = application and args.weights in (None, "none", "None")
     if application:  # these take 0-255 pixels and preprocess them
         model, preprocess = load_application(args.model, args.weights)
         value_range = resolve_value_range("pixels")
     else:
         model, preprocess = load_model(args.model, args.unsafe), None
-        value_range = _value_range(args)
+        value_range = value_range_of(args)
     # ImageNet models are evaluated on centre crops; a model trained on a folder saw its images
     # stretched (keras.utils.image_dataset_from_directory's default).
     fit = args.fit or ("crop" if application else "stretch")
     mark = mark_random_weights if random_weights else (lambda fig: fig)
     out = ensure_writable_dir(args.out)
-    output = int(args.output) if args.output and args.output.isdigit() else args.output
-    class_names = _names_for(args, model, output, args.head)
-    files = _image_files(args.images)
+    form = model_form(args)
+    class_names = class_names_for(args, model, **form)
+    files = image_files(args.images)
     shape = tuple(model.inputs[0].shape[1:])
-    images = _read_images(files, shape, value_range, args.size, fit, _note(args))
+    images = read_images(files, shape, value_range, args.size, fit, note_printer(args))
     if preprocess is not None:
         images = preprocess(images)
-    stems = _output_stems(files)
+    stems = output_stems(files)
     explanations = explain(  # gradient CAMs of one layer share one pass
         model,
         images,
-        method=_method_list(args.method),
+        method=method_list(args.method),
         layer=args.layer,
         targets=args.target,
         batch_size=args.batch_size,
         class_names=class_names,
-        output=output,
-        head=args.head,
         value_range=None if preprocess is not None else value_range,
+        **form,
     )
     sheet = len(explanations) > 1 or len(files) > 1
     total = len(files) * len(explanations) + sheet
@@ -102,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
             sheet_fig = mark(contact_sheet(explanations))
             written.append(save_figure(sheet_fig, out / "contact_sheet.png"))
     except OSError as err:
-        raise _write_error(err, written, total, out) from err
+        raise write_error(err, written, total, out) from err
     for i, f in enumerate(files):
-        _print(args, f"{f}: {explanations[0].label(i)}")
+        print_result(args, f"{f}: {explanations[0].label(i)}")
     if sheet:
-        _print(args, f"contact sheet: {written[-1]}")
-    _print(args, f"wrote {len(files) * len(explanations)} PNGs to {out}")
+        print_result(args, f"contact sheet: {written[-1]}")
+    print_result(args, f"wrote {len(files) * len(explanations)} PNGs to {out}")
     return 0

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import CLASSES_HELP, _add_model_flags, _names_for, _print, load_model
+from xai_keras.cli._common import (
+    CLASSES_HELP,
+    add_form_flags,
+    add_model_flags,
+    class_names_for,
+    load_model,
+    metric_list,
+    model_form,
+    print_result,
+)
 
 
 def add_parser(sub) -> None:
@@ -32,13 +41,18 @@ def add_parser(sub) -> None:
         help="skip unreadable image files (listed in index.jsonl and the summary); "
         "default: stop, naming the file",
     )
-    p.add_argument("--metrics", help="per-image metrics, e.g. deletion,insertion (slow)")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated per-image metrics of the metric registry that need only the "
+        "model, e.g. deletion,insertion (slow); an unknown name lists them",
+    )
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--logdir", help="also write the summary to TensorBoard here")
     p.add_argument(
         "--mirrored", action="store_true", help="tf.distribute.MirroredStrategy over local GPUs"
     )
-    _add_model_flags(p)
+    add_form_flags(p)
+    add_model_flags(p)
     p.set_defaults(func=run)
 
 
@@ -48,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from xai_keras.errors import InputError
     from xai_keras.scale import explain_dataset
 
+    # Before the model loads: a misspelt metric is one line listing the registry's choices.
+    metrics = metric_list(args.metrics, needs=("model",), per_image=True) if args.metrics else ()
     model = load_model(args.model, args.unsafe)
     data: object = args.data
     if args.data.endswith(".npy"):
@@ -92,13 +108,16 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         skip_bad=args.skip_bad,
-        metrics=[m.strip() for m in args.metrics.split(",")] if args.metrics else (),
-        class_names=_names_for(args, model),
+        metrics=metrics,
+        class_names=class_names_for(args, model, **model_form(args)),
+        **model_form(args),
         log_dir=args.logdir,
         progress=not args.quiet,
     )
     summary = result.summary()
     flagged = ", ".join(map(str, summary.get("flagged_classes", []))) or "none"
-    _print(args, f"{len(result)} maps in {args.out}; summary: {Path(args.out) / 'summary.md'}")
-    _print(args, f"classes whose maps peak at the border (possible shortcut): {flagged}")
+    print_result(
+        args, f"{len(result)} maps in {args.out}; summary: {Path(args.out) / 'summary.md'}"
+    )
+    print_result(args, f"classes whose maps peak at the border (possible shortcut): {flagged}")
     return 0

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from xai_keras.cli._common import (
     CLASSES_HELP,
-    _add_model_flags,
-    _names_for,
-    _note,
-    _print,
-    _value_range,
-    _write_error,
+    add_model_flags,
+    class_names_for,
     load_model,
+    note_printer,
+    print_result,
+    value_range_of,
+    write_error,
 )
-from xai_keras.cli._images import _image_files, _read_images
+from xai_keras.cli._images import image_files, read_images
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -64,7 +64,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--logdir", help="also log the picture to TensorBoard here")
-    _add_model_flags(p, pixels=True)
+    add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 
 
@@ -78,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.logdir:
         ensure_writable_dir(args.logdir, "--logdir folder")
     model = load_model(args.model, args.unsafe)
-    class_names = _names_for(args, model)
+    class_names = class_names_for(args, model)
     shape = tuple(model.inputs[0].shape[1:])
-    value_range = _value_range(args)
+    value_range = value_range_of(args)
     fit = args.fit or "stretch"
-    files = _image_files([args.image])
-    image = _read_images(files, shape, value_range, args.size, fit, _note(args))[0]
+    files = image_files([args.image])
+    image = read_images(files, shape, value_range, args.size, fit, note_printer(args))[0]
     graph = sag(
         model,
         image,
@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
         if args.logdir:
             log_sag(args.logdir, graph)
     except OSError as err:
-        raise _write_error(err, written, 2, picture.parent) from err
+        raise write_error(err, written, 2, picture.parent) from err
     if graph.message:
-        _print(args, graph.message)
+        print_result(args, graph.message)
     for root in graph.roots:
-        _print(args, f"root {list(root)}: confidence {graph.confidence(root):.3f}")
-    _print(args, f"{graph.n_forward} masked forward passes; wrote {path} (and .json)")
+        print_result(args, f"root {list(root)}: confidence {graph.confidence(root):.3f}")
+    print_result(args, f"{graph.n_forward} masked forward passes; wrote {path} (and .json)")
     return 0

@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from xai_keras.cli._common import _LOCALHOST_URL, _method_list, _print
+from xai_keras.cli._common import LOCALHOST_URL, method_list, print_result
 
 
 def add_parser(sub) -> None:
@@ -54,18 +54,18 @@ def run(args: argparse.Namespace) -> int:
     # Live progress bars on a terminal; one line per epoch in logs and CI.
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train(config, resume=args.resume, verbose=verbose)
-    _print(args, f"\ntest accuracy: {result.report['accuracy']:.4f}")
+    print_result(args, f"\ntest accuracy: {result.report['accuracy']:.4f}")
     sheet = None
     if args.explain > 0 and result.splits.test_arrays is not None:
         sheet = _explain_samples(result, args.explain, args.methods)
-    _print(args, "\nOutputs:")
-    _print(args, f"  model        {result.model_path}")
-    _print(args, f"  report       {result.out_dir / 'report.md'}  (and report.json)")
+    print_result(args, "\nOutputs:")
+    print_result(args, f"  model        {result.model_path}")
+    print_result(args, f"  report       {result.out_dir / 'report.md'}  (and report.json)")
     if sheet is not None:
-        _print(args, f"  explanations {sheet}")
-    _print(args, f"  TensorBoard  {result.log_dir}")
-    _print(
-        args, f"\nOpen TensorBoard:\n  {tensorboard_command(result.log_dir)}\n  {_LOCALHOST_URL}"
+        print_result(args, f"  explanations {sheet}")
+    print_result(args, f"  TensorBoard  {result.log_dir}")
+    print_result(
+        args, f"\nOpen TensorBoard:\n  {tensorboard_command(result.log_dir)}\n  {LOCALHOST_URL}"
     )
     if args.tensorboard:
         from xai_keras.cli.tensorboard import launch
@@ -84,7 +84,7 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
     from xai_keras.tensorboard import log_explanations
 
     images = result.splits.test_arrays.images[:count]
-    names = _method_list(method_names) if method_names else methods()
+    names = method_list(method_names) if method_names else methods()
     with warnings.catch_warnings(record=True) as caught:
         # "xgradcam equals gradcam at layer ...": by construction on a GAP head (README);
         # said once below rather than as one warning, with source lines, per method.

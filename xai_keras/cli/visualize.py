@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from xai_keras.cli._common import _add_model_flags, _note, _print, _value_range, load_model
-from xai_keras.cli._images import _image_files, _read_images
+from xai_keras.cli._common import (
+    add_model_flags,
+    load_model,
+    note_printer,
+    print_result,
+    value_range_of,
+)
+from xai_keras.cli._images import image_files, read_images
 
 
 def add_parser(sub) -> None:
@@ -26,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=1000, help="images generated with --dataset shapes")
     p.add_argument("--logdir", help="also log the pictures to TensorBoard here")
     p.add_argument("--seed", type=int, default=0)
-    _add_model_flags(p, pixels=True)
+    add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 
 
@@ -40,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     shape = tuple(model.inputs[0].shape[1:])
     images = None
     if args.images:
-        images = _read_images(
-            _image_files(args.images),
+        images = read_images(
+            image_files(args.images),
             shape,
-            _value_range(args),
+            value_range_of(args),
             args.size,
             args.fit or "stretch",
-            _note(args),
+            note_printer(args),
         )
     elif args.dataset == "shapes":
         from xai_keras.data import generate_shapes
@@ -68,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     for name, path in written.items():
-        _print(args, f"{name}: {path}")
+        print_result(args, f"{name}: {path}")
     return 0

@@ -5,8 +5,9 @@ the target probability after each step; `average_drop_increase` masks the image 
 They work on any model and any maps (N, H, W), not only on maps from `explain`.
 
 All masked images are built inside one compiled kernel per model (pixels whose rank is below a
-threshold come from one image, the rest from another), run in fixed-size batches whose last one
-is padded, so the kernel traces once per input shape and batch size.
+threshold come from one image, the rest from another), run in the session's padded batches, so
+the kernel traces once per input shape and batch size. Each takes a model or a `Session`, and
+so every model form `explain` takes (one output of several, a sigmoid unit, held inputs, ...).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_maps
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _check_maps
-from xai_keras.explain.api import check_images, check_targets
-from xai_keras.explain.base import runner_for
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.graph import ModelRunner
 from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
-from xai_keras.explain.ranges import resolve_value_range
+from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session, check_positive_int
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
 
@@ -69,41 +69,26 @@ class Curves:
         return ((self.scores[:, 1:] + self.scores[:, :-1]) / 2 * widths).sum(axis=1)
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(
-            f"The `{name}` argument must be a positive int. Received: {name}={value!r}."
-        )
-    return int(value)
-
-
 def _prepare(
-    model: keras.Model, images: Any, maps: Any, targets: Any, batch_size: int
-) -> tuple[ModelRunner, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate; return (runner, images, maps, resolved targets, clean target probabilities)."""
-    if not isinstance(model, keras.Model):
-        raise InputError(
-            f"The `model` argument must be a keras.Model. Received: model={type(model).__name__}."
-        )
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    x, _ = check_images(images, model)
-    m = _check_maps(maps)
+    model: keras.Model | Session, images: Any, maps: Any, targets: Any, settings: dict
+) -> tuple[Session, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate; return (session, images, maps, resolved targets, clean target
+    probabilities)."""
+    session = Session.of(model, **settings)
+    x, _ = session.images(images)
+    m = check_maps(maps)
     if m.shape != tuple(x.shape[:3]):
         raise InputError(
             f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
             f"the images. Received: maps.shape={m.shape}."
         )
-    runner = runner_for(model)
-    probs = runner.probabilities(x, batch_size)
-    tgt = check_targets(targets, len(m), probs.shape[1])
-    tgt = np.where(tgt < 0, probs.argmax(axis=1), tgt).astype(np.int32)
-    return runner, x, m, tgt, probs[np.arange(len(tgt)), tgt]
+    return session, x, m, *session.explained(x, targets)
 
 
-def _fill(x: tf.Tensor, baseline: Baseline, value_range: Any = None) -> tf.Tensor:
+def _fill(x: tf.Tensor, baseline: Baseline, value_range: ValueRange | None) -> tf.Tensor:
     """The baseline batch: `make_baseline(x, baseline)`, or `baseline(x)` for a callable."""
     if not callable(baseline):
-        return make_baseline(x, baseline, resolve_value_range(value_range))
+        return make_baseline(x, baseline, value_range)
     fill = tf.cast(tf.convert_to_tensor(baseline(x)), tf.float32)
     if tuple(fill.shape) != tuple(x.shape):
         raise InputError(
@@ -115,42 +100,38 @@ def _fill(x: tf.Tensor, baseline: Baseline, value_range: Any = None) -> tf.Tenso
 
 def _curves(
     kind: str,
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     maps: Any,
     targets: Any,
     steps: int,
     baseline: Baseline,
-    batch_size: int,
-    value_range: Any = None,
+    settings: dict,
 ) -> Curves:
-    steps = _check_positive_int(steps, "steps")
-    runner, x, m, tgt, clean = _prepare(model, images, maps, targets, batch_size)
-    if isinstance(baseline, str) and baseline == "auto":
-        fill = removal_baseline(runner, x, tgt, clean, resolve_value_range(value_range))
-    else:
-        fill = _fill(x, baseline, value_range)
-    first, second = (fill, x) if kind == "deletion" else (x, fill)
-    n, pixels = len(m), m.shape[1] * m.shape[2]
+    steps = check_positive_int(steps, "steps")
+    session, x, m, tgt, clean = _prepare(model, images, maps, targets, settings)
     fractions = np.linspace(0.0, 1.0, steps + 1)
-    ks = np.floor(fractions * pixels + 0.5).astype(np.int32)  # round half up
-    # One row per (image, fraction), scored in fixed-size batches.
-    rows_image = np.repeat(np.arange(n, dtype=np.int32), steps + 1)
-    scores = curve_scores(
-        runner,
-        first,
-        second,
-        pixel_ranks(m),
-        rows_image,
-        np.tile(ks, n),
-        tgt[rows_image],
-        batch_size,
-    ).reshape(n, steps + 1)
+    ks = np.floor(fractions * m.shape[1] * m.shape[2] + 0.5).astype(np.int32)  # round half up
+    scores = np.zeros((len(m), steps + 1))
+    for g in session.groups(len(m)):  # images that share held inputs
+        if isinstance(baseline, str) and baseline == "auto":
+            fill = removal_baseline(session, x[g], tgt[g], clean[g])
+        else:
+            fill = _fill(x[g], baseline, session.value_range)
+        first, second = (fill, x[g]) if kind == "deletion" else (x[g], fill)
+        n = len(tgt[g])
+        rows_image = np.repeat(np.arange(n, dtype=np.int32), steps + 1)  # (image, fraction)
+        rows = (rows_image, np.tile(ks, n), tgt[g][rows_image])
+        scores[g] = curve_scores(session, first, second, pixel_ranks(m[g]), *rows).reshape(n, -1)
     return Curves(fractions=fractions, scores=scores, kind=kind, targets=tgt)
 
 
+_RISE = (
+    'Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", '
+    "BMVC 2018"
+)
 _CURVE_ARGS = """Args:
-        model: a Functional or Sequential Keras classifier.
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
         maps: (N, H, W) (or (H, W)) importance maps; larger is more important. Ties are broken
             in row-major order (a stable sort), so a constant map removes pixels top to bottom.
@@ -162,8 +143,9 @@ _CURVE_ARGS = """Args:
             half of the target probability: a baseline that keeps the class makes every
             map's curve flat), a number, an array broadcastable to the images, or a callable
             images -> baseline.
-        batch_size: masked images per compiled forward pass.
+        batch_size: masked images per compiled forward pass (default: the session's, 32).
         value_range: the model's input range, e.g. (-1, 1) or "tf": "black" is its minimum.
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
         `Curves` with `scores` (N, steps + 1) probabilities in [0, 1] and `auc` (N,).
@@ -173,15 +155,26 @@ _CURVE_ARGS = """Args:
 """
 
 
+@register_metric(
+    "deletion",
+    direction="lower",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are removed",
+    reference=_RISE,
+    key="deletion_auc",
+    label="deletion AUC",
+    value=lambda curves: curves.auc,
+)
 def deletion(
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     maps: Any,
     targets: int | Sequence[int] | None = None,
     steps: int = 20,
     baseline: Baseline = "blur",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     value_range: Any = None,
+    **model_form: Any,
 ) -> Curves:
     """Deletion curves: the target probability as the most important pixels are removed.
 
@@ -197,20 +190,30 @@ def deletion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves(
-        "deletion", model, images, maps, targets, steps, baseline, batch_size, value_range
-    )
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    return _curves("deletion", model, images, maps, targets, steps, baseline, settings)
 
 
+@register_metric(
+    "insertion",
+    direction="higher",
+    needs=("model",),
+    description="area under the target probability as the top-ranked pixels are restored",
+    reference=_RISE,
+    key="insertion_auc",
+    label="insertion AUC",
+    value=lambda curves: curves.auc,
+)
 def insertion(
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     maps: Any,
     targets: int | Sequence[int] | None = None,
     steps: int = 20,
     baseline: Baseline = "blur",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     value_range: Any = None,
+    **model_form: Any,
 ) -> Curves:
     """Insertion curves: the target probability as the most important pixels are restored.
 
@@ -224,9 +227,8 @@ def insertion(
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
     """
-    return _curves(
-        "insertion", model, images, maps, targets, steps, baseline, batch_size, value_range
-    )
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    return _curves("insertion", model, images, maps, targets, steps, baseline, settings)
 
 
 for _f in (deletion, insertion):  # the shared argument text, written once
@@ -235,12 +237,36 @@ for _f in (deletion, insertion):  # the shared argument text, written once
 del _f
 
 
+_GRADCAMPP = (
+    'Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional '
+    'Networks", WACV 2018'
+)
+
+
+# Stacked: the lower decorator registers first, so "average_drop" precedes "increase".
+@register_metric(
+    "increase",
+    direction="higher",
+    needs=("model",),
+    description="whether the target probability rises on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[1],
+)
+@register_metric(
+    "average_drop",
+    direction="lower",
+    needs=("model",),
+    description="the relative fall of the target probability on the image masked by the map",
+    reference=_GRADCAMPP,
+    value=lambda result: result[0],
+)
 def average_drop_increase(
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     maps: Any,
     targets: int | Sequence[int] | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
+    **model_form: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Average Drop and Increase in Confidence, per image, with the map as a soft mask.
 
@@ -249,11 +275,13 @@ def average_drop_increase(
     paper's "Average Drop %" (x 100) and "% Increase in Confidence" (x 100).
 
     Args:
-        model: a Functional or Sequential Keras classifier.
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image.
         maps: (N, H, W) (or (H, W)) maps in [0, 1], e.g. `Explanation.maps`.
         targets: the class(es) to measure; None takes each image's top class.
-        batch_size: images per compiled forward pass.
+        batch_size: images per compiled forward pass (default: the session's, 32).
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, `value_range`, as in
+            `explain`.
 
     Returns:
         `(drop, increase)`: (N,) float64 in [0, 1] and (N,) bool.
@@ -269,14 +297,15 @@ def average_drop_increase(
     Reference: Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep
     Convolutional Networks", WACV 2018.
     """
-    runner, x, m, tgt, clean = _prepare(model, images, maps, targets, batch_size)
+    settings = dict(model_form, batch_size=batch_size)
+    session, x, m, tgt, clean = _prepare(model, images, maps, targets, settings)
     if m.min() < 0 or m.max() > 1:
         raise InputError(
             "The `maps` argument must lie in [0, 1] to be used as a soft mask (e.g. divide "
             f"each map by its maximum). Received: min={m.min():.4g}, max={m.max():.4g}."
         )
     masked = x * tf.constant(m[..., None], tf.float32)
-    probs = runner.probabilities(masked, _check_positive_int(batch_size, "batch_size"))
+    probs = np.concatenate([session.probabilities(masked[g]) for g in session.groups(len(m))])
     o = probs[np.arange(len(tgt)), tgt].astype(np.float64)
     y = clean.astype(np.float64)
     drop = np.where(y > 0, np.maximum(0.0, y - o) / np.where(y > 0, y, 1.0), 0.0)

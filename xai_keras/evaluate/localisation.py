@@ -1,6 +1,6 @@
 """Localisation metrics: does a map point at the object? Pure numpy, any model, any map.
 
-Both metrics take maps (N, H, W) and boolean object masks (N, H, W) and return one score per
+The metrics take maps (N, H, W) and boolean object masks (N, H, W) and return one score per
 image; average them (or not) yourself.
 """
 
@@ -11,58 +11,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from xai_keras.checks import check_maps, check_masks
 from xai_keras.errors import InputError
+from xai_keras.evaluate.registry import register_metric
 
-__all__ = ["pointing_game", "energy_pointing"]
-
-
-def _check_maps(maps: Any, name: str = "maps", non_negative: bool = False) -> np.ndarray:
-    """Maps as a finite float64 (N, H, W) array; a single (H, W) map becomes (1, H, W)."""
-    try:
-        m = np.asarray(maps, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"The `{name}` argument must be an array of numbers (N, H, W). "
-            f"Received: {name}={type(maps).__name__}."
-        ) from None
-    if m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3 or m.size == 0:
-        raise InputError(
-            f"The `{name}` argument must be a non-empty array of shape (N, H, W) or (H, W). "
-            f"Received: {name}.shape={m.shape}."
-        )
-    if not np.all(np.isfinite(m)):
-        raise InputError(f"The `{name}` argument must be finite. Received NaN or infinite values.")
-    if non_negative and m.min() < 0:
-        raise InputError(
-            f"The `{name}` argument must be non-negative (take abs() or relu of signed maps). "
-            f"Received: {name}.min()={m.min():.4g}."
-        )
-    return m
+__all__ = ["pointing_game", "pointing_offcentre", "energy_pointing", "peak_positions"]
 
 
-def _check_masks(masks: Any, shape: tuple[int, ...], name: str = "masks") -> np.ndarray:
-    """Masks as a bool array of `shape` (N, H, W); 0/1 numbers are accepted too."""
-    m = np.asarray(masks)
-    if m.ndim == 2:
-        m = m[None]
-    if m.shape != shape:
-        raise InputError(
-            f"The `{name}` argument must be boolean masks with the maps' shape {shape}. "
-            f"Received: {name}.shape={m.shape}."
-        )
-    if m.dtype != bool:
-        if not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
-            raise InputError(
-                f"The `{name}` argument must be boolean (or hold only 0 and 1). "
-                f"Received: {name}.dtype={m.dtype}."
-            )
-        m = m.astype(bool)
-    return m
-
-
-def _peaks(maps: np.ndarray) -> np.ndarray:
+def peak_positions(maps: np.ndarray) -> np.ndarray:
     """(N, 2) (row, col) of each map's peak.
 
     Upsampled maps have flat tops (bilinear resizing clamps at the border, so a coarse map's
@@ -80,6 +36,16 @@ def _peaks(maps: np.ndarray) -> np.ndarray:
     return peaks
 
 
+_POINTING = 'Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016'
+
+
+@register_metric(
+    "pointing_game",
+    direction="higher",
+    needs=("masks",),
+    description="whether the map's peak lies on the object (within `tolerance` pixels)",
+    reference=_POINTING,
+)
 def pointing_game(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
     """Whether each map's peak lies on the object (or within `tolerance` pixels of it).
 
@@ -106,8 +72,8 @@ def pointing_game(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
 
     Reference: Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016.
     """
-    m = _check_maps(maps)
-    k = _check_masks(masks, m.shape)
+    m = check_maps(maps)
+    k = check_masks(masks, m.shape)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
         raise InputError(
             f"The `tolerance` argument must be a non-negative int (pixels). "
@@ -116,10 +82,45 @@ def pointing_game(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
     if tolerance > 0:
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
         k = np.stack([cv2.dilate(mask.astype(np.uint8), disk) for mask in k]).astype(bool)
-    rows, cols = _peaks(m).T
+    rows, cols = peak_positions(m).T
     return k[np.arange(len(k)), rows, cols].astype(np.float64)
 
 
+@register_metric(
+    "pointing_offcentre",
+    direction="higher",
+    needs=("masks",),
+    description="the pointing game on objects that do not cover the image centre",
+    reference=_POINTING,
+)
+def pointing_offcentre(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
+    """`pointing_game` where a centre-biased map cannot score: NaN for the images whose
+    object covers the centre pixel (H // 2, W // 2), so their mean (`np.nanmean`) is the
+    pointing accuracy on off-centre objects.
+
+    Args:
+        maps, masks, tolerance: as in `pointing_game`.
+
+    Returns:
+        (N,) float array of 1.0 (hit), 0.0 (miss) and NaN (object on the centre).
+
+    Example:
+        >>> np.nanmean(pointing_offcentre(exp.maps, data.masks, tolerance=2))
+    """
+    hits = pointing_game(maps, masks, tolerance)
+    k = check_masks(masks, hits.shape + np.shape(maps)[-2:])
+    h, w = k.shape[1:]
+    return np.where(k[:, h // 2, w // 2], np.nan, hits)
+
+
+@register_metric(
+    "energy_pointing",
+    direction="higher",
+    needs=("masks",),
+    description="the share of the map's mass on the object",
+    reference='Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional '
+    'Neural Networks", CVPR Workshops 2020',
+)
 def energy_pointing(maps: Any, masks: Any) -> np.ndarray:
     """The share of each map's mass that falls on the object: sum(map * mask) / sum(map).
 
@@ -143,8 +144,8 @@ def energy_pointing(maps: Any, masks: Any) -> np.ndarray:
     Reference: Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
     Neural Networks", CVPR Workshops 2020 (energy-based pointing game).
     """
-    m = _check_maps(maps, non_negative=True)
-    k = _check_masks(masks, m.shape)
+    m = check_maps(maps, non_negative=True)
+    k = check_masks(masks, m.shape)
     total = m.sum(axis=(1, 2))
     inside = (m * k).sum(axis=(1, 2))
     area = k.mean(axis=(1, 2))

@@ -26,8 +26,10 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
+from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.api import explain
 from xai_keras.explain.layers import find_layer, walk_layers
+from xai_keras.explain.session import MODEL_FORM_ARGS, Session
 
 __all__ = ["SanityResult", "cascading_randomization", "summary"]
 
@@ -141,8 +143,39 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, win_size=win))
 
 
+_ADEBAYO = 'Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018'
+
+
+# Stacked: the lowest decorator registers first (the order of the benchmark's columns).
+@register_metric(
+    "sanity_ssim",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="SSIM of the maps before and after randomising every layer (0 passes)",
+    reference=_ADEBAYO,
+    value=lambda result: result.ssim[-1],
+)
+@register_metric(
+    "sanity_spearman",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="rank correlation of the maps before and after randomising every layer",
+    reference=_ADEBAYO,
+    value=lambda result: result.spearman[-1],
+)
+@register_metric(
+    "sanity_top_spearman",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    description="rank correlation of the maps before and after randomising the output layer",
+    reference=_ADEBAYO,
+    value=lambda result: result.spearman[0],
+)
 def cascading_randomization(
-    model: keras.Model,
+    model: keras.Model | Session,
     images: Any,
     method: str = "gradcam",
     targets: int | Sequence[int] | None = None,
@@ -160,7 +193,8 @@ def cascading_randomization(
     a layer is randomised.
 
     Args:
-        model: a Functional or Sequential Keras classifier; it is not changed.
+        model: a Functional or Sequential Keras classifier, or a `Session` for one (its
+            model form carries over to the copies); the model is not changed.
         images: (N, H, W, C) or one (H, W, C) image.
         method: a name from `xai_keras.methods()`.
         targets: the classes to explain; None takes the original model's top classes.
@@ -182,17 +216,17 @@ def cascading_randomization(
 
     Reference: Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    if not isinstance(model, keras.Model):
-        raise InputError(
-            f"The `model` argument must be a keras.Model. Received: model={type(model).__name__}."
-        )
+    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
+    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    model = session.model
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"The `seed` argument must be an int. Received: seed={seed!r}.")
     options = dict(explain_options)
     if options.get("layer") is not None and not isinstance(options["layer"], str):
         options["layer"] = find_layer(model, options["layer"])[0]  # the copy has its own objects
-    original = explain(model, images, method=method, targets=targets, **options)
+    original = explain(session, images, method=method, targets=targets, **options)
     clone = _copy(model)
+    copied = session.with_model(clone)
     chosen = _resolve_layers(model, clone, layers)
     rng = np.random.default_rng(int(seed))
     n = len(original)
@@ -204,7 +238,7 @@ def cascading_randomization(
         with warnings.catch_warnings():  # all-zero maps are expected from random weights
             warnings.simplefilter("ignore", RuntimeWarning)
             maps = explain(
-                clone, original.images, method=method, targets=original.targets, **options
+                copied, original.images, method=method, targets=original.targets, **options
             ).maps
         constant[i] = np.ptp(maps.reshape(n, -1), axis=1) == 0
         for j in range(n):

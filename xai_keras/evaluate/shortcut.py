@@ -12,8 +12,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from xai_keras.checks import check_maps, check_masks
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _check_maps, _check_masks, _peaks
+from xai_keras.evaluate.localisation import peak_positions
+from xai_keras.evaluate.registry import register_metric
 
 __all__ = ["shortcut_hits", "shortcut_rate"]
 
@@ -51,20 +53,20 @@ def shortcut_hits(
             f"The `mode` argument must be one of {', '.join(map(repr, _MODES))}. "
             f"Received: mode={mode!r}."
         )
-    m = _check_maps(maps, non_negative=mode == "mass")
-    cue = _check_masks(cue_masks, m.shape, name="cue_masks")
+    m = check_maps(maps, non_negative=mode == "mass")
+    cue = check_masks(cue_masks, m.shape, name="cue_masks")
     if mode == "peak":
-        rows, cols = _peaks(m).T
+        rows, cols = peak_positions(m).T
         return cue[np.arange(len(cue)), rows, cols]
     if masks is None:
         raise InputError(
             f"The `masks` argument (object masks) is needed for mode={mode!r}, which compares "
             "the map's relation to the cue with its relation to the object. Received: masks=None."
         )
-    obj = _check_masks(masks, m.shape)
+    obj = check_masks(masks, m.shape)
     if mode == "mass":
         return (m * cue).sum(axis=(1, 2)) > (m * obj).sum(axis=(1, 2))
-    rows, cols = _peaks(m).T
+    rows, cols = peak_positions(m).T
     to_cue = np.array([_distance_to(c)[r, k] for c, r, k in zip(cue, rows, cols)])
     to_obj = np.array([_distance_to(o)[r, k] for o, r, k in zip(obj, rows, cols)])
     return to_cue < to_obj
@@ -77,6 +79,14 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
 
 
+@register_metric(
+    "shortcut_rate",
+    direction="higher",
+    needs=("cue_masks", "masks"),
+    per_image=False,
+    description="share of maps whose peak is nearer a known spurious cue than the object",
+    options={"mode": "nearest"},
+)
 def shortcut_rate(maps: Any, cue_masks: Any, masks: Any | None = None, mode: str = "peak") -> float:
     """The fraction of maps that point at the cue: the mean of `shortcut_hits` (same args)."""
     return float(shortcut_hits(maps, cue_masks, masks, mode).mean())

@@ -1,15 +1,16 @@
 """The method registry and the base every explanation method shares.
 
-A method is a class registered under a name. `explain()` validates inputs, splits them into
-fixed-size batches and calls `method.attribute(x, targets)` on each; a method only says how
-one batch is turned into maps. Options are keyword arguments of `__init__`; unknown ones are
-rejected with the list of allowed names.
+A method is a class registered under a name. It is built for a `Session` (the model, what is
+explained, value range and batch size) and only says how one batch becomes maps:
+`attribute(x, targets)`; the session's padded loop feeds it batches. Options are keyword
+arguments of `__init__`; unknown ones are rejected with the list of allowed names. Facts about a
+method that front ends need are class attributes (`family`, `uses_layer`, `signed`, `eager`,
+`shares_pass`, ...), not lists kept elsewhere.
 """
 
 from __future__ import annotations
 
 import inspect
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,10 +18,8 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import ModelRunner
-from xai_keras.explain.heads import Head
 from xai_keras.explain.layers import find_layer
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session, runner_for
 
 __all__ = ["METHODS", "BatchResult", "Method", "register", "methods", "get_method", "runner_for"]
 
@@ -72,49 +71,6 @@ def get_method(name: str) -> type[Method]:
     return METHODS[key]
 
 
-_RUNNERS_ATTR = "_xai_keras_runners"
-# Runners whose head holds a user's function (`score=`, `reshape=`) are kept for at most this
-# many heads per model (least recently used dropped): a fresh lambda per call cannot be told
-# from a new function, and each would otherwise keep a runner and its traces forever. One
-# `explain` call needs up to three runners per head (layer, input, guided).
-MAX_FUNCTION_HEADS = 4
-# The head methods are built for: set by `Method.create`, so method classes need not pass it on.
-_HEAD: ContextVar[Head | None] = ContextVar("xai_keras_head", default=None)
-
-
-def runner_for(
-    model: keras.Model, layer: Any = None, guided: bool = False, head: Head | None = None
-) -> ModelRunner:
-    """The `ModelRunner` for (model, layer, guided, head), built once and kept on the model.
-
-    Kept on the model itself (not in a global cache that the runner would keep alive), so
-    the compiled kernels are traced once, reused by every later call, and freed with the model.
-    Runners for heads with a user's function are kept for the `MAX_FUNCTION_HEADS` most
-    recently used such heads only, so memory stays bounded when a new function comes each call.
-    `head` defaults to the one the method being created explains (see `Method.create`).
-    """
-    head = head or _HEAD.get() or Head()
-    per_model = model.__dict__.get(_RUNNERS_ATTR)
-    if per_model is None:
-        per_model = {}
-        object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
-    key = (id(layer), guided, head)
-    runner = per_model.pop(key, None)  # re-inserted last: the dict's order is the LRU order
-    if runner is None:
-        runner = ModelRunner(model, layer, guided=guided, head=head)
-    per_model[key] = runner
-    if _has_function(head):
-        recent = dict.fromkeys(k[2] for k in reversed(per_model) if _has_function(k[2]))
-        for old in list(recent)[MAX_FUNCTION_HEADS:]:
-            for k in [k for k in per_model if k[2] == old]:
-                del per_model[k]
-    return runner
-
-
-def _has_function(head: Head) -> bool:
-    return head.score is not None or head.reshape is not None
-
-
 @dataclass
 class BatchResult:
     """What a method returns for one batch.
@@ -140,6 +96,8 @@ class Method:
         family: "cam", "gradient" or "perturbation".
         uses_layer: whether the method explains an intermediate layer (CAM family).
         signed: raw maps may be negative; the displayed map is their absolute value.
+        compiled_step: one batch's work is a few compiled kernels (no Python loop over images
+            or masks), so a front end may compile a whole step around `attribute`.
         reference: the paper.
     """
 
@@ -152,39 +110,29 @@ class Method:
     same_when_pooled: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False
     signed: ClassVar[bool] = False
+    compiled_step: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
-    def __init__(self, model: keras.Model, layer: Any = None):
-        self.model = model
-        head = _HEAD.get()
-        any_tokens = head is not None and head.reshape is not None
+    def __init__(self, session: Session, layer: Any = None):
+        self.session, self.model = session, session.model
+        any_tokens = session.head.reshape is not None
         self.layer_path, self.layer = (
-            find_layer(model, layer, any_tokens) if self.uses_layer else (None, None)
+            find_layer(self.model, layer, any_tokens) if self.uses_layer else (None, None)
         )
-        self.runner = runner_for(model, self.layer)
+        self.runner = session.runner_for(self.layer)
 
     @classmethod
     def options(cls) -> list[str]:
-        """The keyword options this method accepts beyond model and layer."""
+        """The keyword options this method accepts beyond session and layer."""
         params = inspect.signature(cls.__init__).parameters
-        return [p for p in params if p not in ("self", "model", "layer", "value_range")]
-
-    @classmethod
-    def takes_value_range(cls) -> bool:
-        """Whether the method makes images (baselines) and so needs the model's value range."""
-        return "value_range" in inspect.signature(cls.__init__).parameters
+        return [p for p in params if p not in ("self", "session", "layer")]
 
     @classmethod
     def create(
-        cls,
-        model: keras.Model,
-        layer: Any = None,
-        head: Head | None = None,
-        value_range: ValueRange | None = None,
-        **options: Any,
+        cls, model: keras.Model | Session, layer: Any = None, **options: Any
     ) -> Method:
-        """Build the method for `head` (default: the top output) and the model's input
-        `value_range`, rejecting options it does not know."""
+        """Build the method for a model or a `Session` (a model gets a default session),
+        rejecting options it does not know."""
         unknown = sorted(set(options) - set(cls.options()))
         if unknown:
             allowed = ", ".join(cls.options()) or "none"
@@ -197,13 +145,7 @@ class Method:
                 f"Method {cls.name!r} explains the input, not a layer; do not pass `layer`. "
                 f"Layer-based methods: {', '.join(methods('cam'))}."
             )
-        token = _HEAD.set(head)
-        try:
-            if cls.takes_value_range():
-                options["value_range"] = value_range
-            return cls(model, layer, **options)
-        finally:
-            _HEAD.reset(token)
+        return cls(Session.of(model), layer, **options)
 
     def attribute(self, x: tf.Tensor, targets: tf.Tensor) -> BatchResult:
         """Explain one batch. `targets` < 0 means "the top class"."""

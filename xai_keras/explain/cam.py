@@ -17,6 +17,7 @@ from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError, LayerError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.layers import downstream
+from xai_keras.explain.session import Session
 
 __all__ = [
     "CamMethod",
@@ -79,6 +80,7 @@ class CamMethod(Method):
     """Base of the CAM family: relu(sum_k w_k A_k) with weights from `channel_weights`."""
 
     family = "cam"
+    compiled_step = True
     uses_layer = True
     zero_map_cause = (
         "the channel-weighted sum is negative or zero at every position, so the ReLU leaves "
@@ -124,7 +126,8 @@ class SharedCam(Method):
 
     def __init__(self, members: list[CamMethod]):
         self.members = members
-        self.model, self.layer_path = members[0].model, members[0].layer_path
+        self.session, self.model = members[0].session, members[0].model
+        self.layer_path = members[0].layer_path
         self.layer, self.runner = members[0].layer, members[0].runner
 
     def _batch(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
@@ -163,14 +166,14 @@ class Cam(CamMethod):
 
     reference = "Zhou et al., CVPR 2016"
 
-    def __init__(self, model: keras.Model, layer: Any = None):
-        super().__init__(model, layer)
-        self.dense = gap_dense_head(model, self.layer_path)
+    def __init__(self, session: Session, layer: Any = None):
+        super().__init__(session, layer)
+        self.dense = gap_dense_head(self.model, self.layer_path)
         if self.dense is None:
             raise LayerError(
                 f"method='cam' needs layer {self.layer_path!r} to feed a GlobalAveragePooling2D "
-                f"+ Dense head, and in model {model.name!r} it does not. Use method='gradcam', "
-                "which equals CAM on such models and works on any model."
+                f"+ Dense head, and in model {self.model.name!r} it does not. Use "
+                "method='gradcam', which equals CAM on such models and works on any model."
             )
 
     def channel_weights(self, a, g, targets):
@@ -276,9 +279,10 @@ class ScoreCam(CamMethod):
     """
 
     reference = "Wang et al., CVPR-W 2020"
+    compiled_step = False  # a Python loop over images and channel chunks
 
-    def __init__(self, model: keras.Model, layer: Any = None, max_channels: int | None = None):
-        super().__init__(model, layer)
+    def __init__(self, session: Session, layer: Any = None, max_channels: int | None = None):
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         max_channels = check_int(max_channels, "max_channels", low=1, where=where, allow_none=True)
         self.max_channels = max_channels
@@ -288,22 +292,15 @@ class ScoreCam(CamMethod):
 
     def _channel_scores(self, x, a, targets):
         k = a.shape[-1]
-        chunk = self.batch_size
         rows = []
         for i in range(a.shape[0]):
             channels = tf.range(k)
             if self.max_channels is not None and self.max_channels < k:
                 channels = tf.math.top_k(tf.reduce_mean(a[i], axis=(0, 1)), self.max_channels)[1]
             maps = tf.transpose(tf.gather(a[i], channels, axis=-1), (2, 0, 1))  # (k', h, w)
-            n = int(maps.shape[0])
-            padded = tf.pad(maps, [[0, -n % chunk], [0, 0], [0, 0]])
-            scores = tf.concat(
-                [
-                    self._masked_scores(x[i], padded[j : j + chunk], targets[i])
-                    for j in range(0, n + (-n % chunk), chunk)
-                ],
-                axis=0,
-            )[:n]
+            scores = self.session.map_batches(
+                lambda m, i=i: self._masked_scores(x[i], m, targets[i]), maps
+            )
             rows.append(tf.scatter_nd(channels[:, None], scores, (k,)))
         return tf.stack(rows)
 
@@ -383,9 +380,9 @@ class FinerCam(CamMethod):
     )
 
     def __init__(
-        self, model: keras.Model, layer: Any = None, comparisons: int = 3, alpha: float = 1.0
+        self, session: Session, layer: Any = None, comparisons: int = 3, alpha: float = 1.0
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.comparisons = check_int(comparisons, "comparisons", low=1, where=where)
         self.alpha = check_number(alpha, "alpha", low=0, where=where)
@@ -437,14 +434,14 @@ class ShapleyCam(CamMethod):
 
     reference = "Cai, The Visual Computer 2025"
 
-    def __init__(self, model: keras.Model, layer: Any = None, utility: str = "rest"):
-        super().__init__(model, layer)
+    def __init__(self, session: Session, layer: Any = None, utility: str = "rest"):
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.utility = check_choice(utility, "utility", ("rest", "logit"), where=where)
         if self.utility == "rest" and self.runner.kind in ("linear", "score"):
             raise InputError(
                 f"method 'shapleycam' with utility='rest' needs class probabilities, and the "
-                f"explained output of model {model.name!r} is read as {self.runner.kind!r} "
+                f"explained output of model {self.model.name!r} is read as {self.runner.kind!r} "
                 "values; pass utility='logit'."
             )
 
@@ -532,12 +529,12 @@ class KpcaCam(CamMethod):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         kernel: str = "sigmoid",
         gamma: float | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.kernel = check_choice(kernel, "kernel", _KPCA_KERNELS, where=where)
         self.gamma = check_number(

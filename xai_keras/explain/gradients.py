@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from xai_keras.checks import INT32_MAX, check_int, check_number
-from xai_keras.explain.base import BatchResult, Method, register, runner_for
+from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.cam import GradCam
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = [
     "GradientMethod",
@@ -33,6 +32,7 @@ class GradientMethod(Method):
     """Base: `attributions` gives (B, H, W, C); the map is max |attribution| over channels."""
 
     family = "gradient"
+    compiled_step = True
 
     def attributions(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
         """(attributions, logits, targets) for one batch."""
@@ -78,9 +78,9 @@ class GuidedBackprop(GradientMethod):
 
     reference = "Springenberg et al., ICLR-W 2015"
 
-    def __init__(self, model: keras.Model, layer: Any = None):
-        super().__init__(model, layer)
-        self.guided = runner_for(model, None, guided=True)
+    def __init__(self, session: Session, layer: Any = None):
+        super().__init__(session, layer)
+        self.guided = session.runner_for(None, guided=True)
 
     def attributions(self, x, targets):
         return self.guided.input_grads_fn(x, targets)
@@ -96,9 +96,9 @@ class GuidedGradCam(GuidedBackprop):
     reference = "Selvaraju et al., ICCV 2017"
     uses_layer = True
 
-    def __init__(self, model: keras.Model, layer: Any = None):
-        super().__init__(model, layer)
-        self.gradcam = GradCam(model, layer)
+    def __init__(self, session: Session, layer: Any = None):
+        super().__init__(session, layer)
+        self.gradcam = GradCam(session, layer)
 
     def attributions(self, x, targets):
         cam = self.gradcam.attribute(x, targets)
@@ -128,13 +128,13 @@ class SmoothGrad(GradientMethod):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         samples: int = 25,
         noise: float = 0.15,
         seed: int = 0,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         samples = check_int(samples, "samples", low=1, where=where)
         noise = check_number(noise, "noise", low=0.0, where=where)
@@ -165,7 +165,6 @@ class IntegratedGradients(GradientMethod):
         baseline: "black", "mean", "blur", a number or an array (see `make_baseline`).
             "black" is the darkest value of the model's input range, not 0: pass
             `explain(..., value_range=(-1, 1))` for a model that takes [-1, 1].
-        value_range: the model's input range; set by `explain`.
 
     Reference: Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
@@ -175,16 +174,15 @@ class IntegratedGradients(GradientMethod):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         steps: int = 64,
         baseline: str | float | np.ndarray = "black",
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         steps = check_int(steps, "steps", low=1, where=f"method {self.name!r}")
         self.steps, self.baseline = steps, baseline
-        self.value_range = value_range
+        self.value_range = session.value_range
 
     def reduce(self, attributions):
         return tf.reduce_sum(attributions, axis=-1)

@@ -131,6 +131,7 @@ class ModelRunner:
         layer: the layer whose activation to return (an object from `find_layer`), or None.
         guided: route gradients through guided ReLUs.
         head: which output is explained and how (see `Head`).
+        jit_compile: compile the kernels with XLA.
     """
 
     def __init__(
@@ -139,9 +140,11 @@ class ModelRunner:
         layer: Any = None,
         guided: bool = False,
         head: Head | None = None,
+        jit_compile: bool = False,
     ):
         head = head or Head()
         self.model, self.layer, self.guided, self.head = model, layer, guided, head
+        self.jit_compile = jit_compile
         self.graph = is_graph_model(model)
         subs, dropped = {}, ""
         if self.graph and head.score is None and head.kind != "linear":
@@ -152,11 +155,11 @@ class ModelRunner:
         self._subs, self.kind = subs, kind
         self.score_kind = "score" if head.score is not None else ("logits" if subs else "output")
         self.taps: dict[int, Any] = {}  # extra layers `LayerTaps` records
-        self.outputs_are_probabilities: bool | None = None  # learnt on the first `squash`
+        self.outputs_are_probabilities: bool | None = None  # see `decide_squash`
         self._kernels: dict[str, Callable] = {}
-        self.forward_fn = tf.function(self._logits_only)
-        self.layer_grads_fn = tf.function(self._layer_grads)
-        self.input_grads_fn = tf.function(self._input_grads)
+        self.forward_fn = self.kernel("forward_logits", self._logits_only)
+        self.layer_grads_fn = self.kernel("layer_grads", self._layer_grads)
+        self.input_grads_fn = self.kernel("input_grads", self._input_grads)
 
     def _output_width(self) -> int | None:
         if not self.graph:
@@ -299,44 +302,29 @@ class ModelRunner:
                 a = tf.reshape(a[:, skip:], (-1, side, side, a.shape[-1]))
         return tf.cast(a, tf.float32)
 
+    def decide_squash(self, scores: tf.Tensor) -> None:
+        """Learn from one batch of eager scores whether an "auto" head's outputs already are
+        probabilities (a softmax inside a custom layer leaves nothing to strip). `Session`
+        calls it on the first images it sees, before any compiled kernel squashes."""
+        out = np.asarray(scores)
+        self.outputs_are_probabilities = bool(
+            out.min() >= 0
+            and (np.allclose(out.sum(-1), 1, atol=1e-3) or (out.shape[-1] == 1 and out.max() <= 1))
+        )
+
     def squash(self, scores: tf.Tensor) -> tf.Tensor:
         """Probabilities (or values) from the scores `forward` returns: softmax or sigmoid of
-        logits, the values themselves for linear heads and score functions. Where the head
-        is unknown ("auto" with nothing to strip, e.g. a softmax inside a custom layer), the
-        first batch seen in eager mode decides whether the outputs already are
-        probabilities (call once outside `tf.function`)."""
+        logits, the values themselves for linear heads and score functions, and for an "auto"
+        head with nothing to strip what `decide_squash` learnt (a softmax when undecided)."""
         if self.kind in ("softmax", "sigmoid"):
             return tf.nn.softmax(scores) if self.kind == "softmax" else tf.sigmoid(scores)
         if self.kind in ("linear", "score"):
             return scores
-        if self.outputs_are_probabilities is None:
-            out = scores.numpy() if tf.executing_eagerly() else None
-            self.outputs_are_probabilities = bool(
-                out is not None
-                and out.min() >= 0
-                and (
-                    np.allclose(out.sum(-1), 1, atol=1e-3)
-                    or (out.shape[-1] == 1 and out.max() <= 1)
-                )
-            )
+        if self.outputs_are_probabilities is None and tf.executing_eagerly():
+            self.decide_squash(scores)
         if self.outputs_are_probabilities:
             return scores
         return tf.sigmoid(scores) if scores.shape[-1] == 1 else tf.nn.softmax(scores)
-
-    def probabilities(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        """(N, classes) probabilities from the compiled forward pass, in fixed-size batches
-        (the last one padded, so the pass is traced once per batch shape)."""
-        x = tf.convert_to_tensor(x, tf.float32)
-        n = int(x.shape[0])
-        size = min(batch_size, n)
-        parts = []
-        for start in range(0, n, size):
-            xb = x[start : start + size]
-            real = int(xb.shape[0])
-            if real < size:
-                xb = tf.concat([xb, tf.repeat(xb[-1:], size - real, axis=0)], axis=0)
-            parts.append(self.forward_fn(xb)[:real])
-        return self.squash(tf.concat(parts, axis=0)).numpy()  # eager: decides how to squash
 
     def kernel(self, name: str, fn: Callable) -> Callable:
         """`tf.function(fn)`, built once per runner under `name`.
@@ -344,10 +332,10 @@ class ModelRunner:
         Method objects are created on every `explain` call; keeping their compiled per-batch
         kernels here (the runner lives as long as the model) means a second call on the same
         input shape reuses the trace instead of tracing again. `fn` must depend only on the
-        runner's model and layer and on its arguments.
+        runner's model and layer and on its arguments. With `jit_compile` XLA compiles it.
         """
         if name not in self._kernels:
-            self._kernels[name] = tf.function(fn)
+            self._kernels[name] = tf.function(fn, jit_compile=self.jit_compile or None)
         return self._kernels[name]
 
     # -- compiled kernels --------------------------------------------------------------

@@ -28,9 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.explain.base import get_method, runner_for
+from xai_keras.explain.base import get_method
 from xai_keras.explain.cam import GradCam
-from xai_keras.explain.heads import Head
 from xai_keras.explain.layers import (
     RESAMPLING,
     LayerChoice,
@@ -41,7 +40,7 @@ from xai_keras.explain.layers import (
     output_shape,
 )
 from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = ["auto_candidates", "choose_layer"]
 
@@ -60,12 +59,9 @@ def auto_candidates(model: keras.Model, count: int = 4) -> list[tuple[str, Any]]
 
 
 def choose_layer(
-    model: keras.Model,
+    session: Session,
     x: tf.Tensor,
     targets: np.ndarray,
-    head: Head,
-    batch_size: int = 32,
-    value_range: ValueRange | None = None,
     count: int = 4,
     max_images: int = 16,
     steps: int = 8,
@@ -73,12 +69,10 @@ def choose_layer(
     """The candidate whose Grad-CAM scores best on the proxy (see the module docstring).
 
     Args:
-        model: a Functional or Sequential model.
+        session: the model (Functional or Sequential), its head, value range ("black" is
+            its minimum) and batch size.
         x: (N, H, W, C) images as the model takes them.
         targets: (N,) classes, -1 for the top class.
-        head: the output explained.
-        batch_size: masked images per compiled pass.
-        value_range: the model's input range ("black" is its minimum).
         count: how many resolutions to try.
         max_images: the first images used for scoring (bounds the cost).
         steps: fractions 1/steps .. (steps-1)/steps are scored.
@@ -86,6 +80,7 @@ def choose_layer(
     Returns:
         A `LayerChoice` with the scores of every candidate.
     """
+    model = session.model
     if not is_graph_model(model):
         raise ValueError("layer='auto' needs a Functional or Sequential model.")
     candidates = auto_candidates(model, count)
@@ -94,13 +89,10 @@ def choose_layer(
         return LayerChoice(choice.path, choice.layer, "auto: one candidate; " + choice.reason)
     xs = x[:max_images]
     n, h, w = int(xs.shape[0]), int(xs.shape[1]), int(xs.shape[2])
-    runner = runner_for(model, head=head)
-    probs = runner.squash(runner.forward_fn(xs)).numpy()
-    resolved = np.where(targets[:n] < 0, probs.argmax(axis=1), targets[:n]).astype(np.int32)
-    clean = probs[np.arange(n), resolved]
+    resolved, clean = session.explained(xs, targets[:n], checked=True)
     # Each candidate's Grad-CAM, then the benchmark's `random` map: the reference to beat.
-    methods = [GradCam.create(model, path, head) for path, _ in candidates]
-    methods.append(get_method("random").create(model, None, head))
+    methods = [GradCam.create(session, path) for path, _ in candidates]
+    methods.append(get_method("random").create(session))
     maps = []
     for method in methods:
         raw = method.attribute(xs, tf.constant(resolved)).raw
@@ -108,17 +100,17 @@ def choose_layer(
         maps.append(up.numpy())
     c = len(maps)
     ranks = pixel_ranks(np.concatenate(maps))  # (c * n, H, W): map-major
-    fill = removal_baseline(runner, xs, resolved, clean, value_range)
+    fill = removal_baseline(session, xs, resolved, clean)
     images, canvas = tf.tile(xs, (c, 1, 1, 1)), tf.tile(fill, (c, 1, 1, 1))
     ks = np.floor(np.arange(1, steps) / steps * h * w + 0.5).astype(np.int32)
     rows = np.repeat(np.arange(c * n, dtype=np.int32), len(ks))
     rows_k, rows_t = np.tile(ks, c * n), np.tile(resolved, c)[rows]
-    kept = curve_scores(runner, canvas, images, ranks, rows, rows_k, rows_t, batch_size)
-    added = curve_scores(runner, images, canvas, ranks, rows, rows_k, rows_t, batch_size)
+    kept = curve_scores(session, canvas, images, ranks, rows, rows_k, rows_t)
+    added = curve_scores(session, images, canvas, ranks, rows, rows_k, rows_t)
     kept, added = kept.reshape(c, n, -1).mean(axis=2), added.reshape(c, n, -1).mean(axis=2)
     margins = np.stack([kept[-1] - kept[:-1], added[:-1] - added[-1]])  # (2, candidates, n)
     # As in the benchmark, only images whose canvas removes the class can tell maps apart.
-    informative = runner.probabilities(fill)[np.arange(n), resolved] < 0.5 * clean
+    informative = session.probabilities(fill)[np.arange(n), resolved] < 0.5 * clean
     if informative.sum() >= 3:
         margins = margins[..., informative]
     score = _paired_strength(margins).min(axis=0)

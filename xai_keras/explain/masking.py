@@ -2,8 +2,8 @@
 
 The deletion and insertion curves (`xai_keras.evaluate`) and `layer="auto"` both ask: what
 is the target probability when the k top-ranked pixels of a map come from one image and the
-rest from another? `curve_scores` answers for many (image, k) rows at once, in fixed-size
-batches whose last one is padded, so the kernel traces once per input shape and batch size.
+rest from another? `curve_scores` answers for many (image, k) rows at once, in the session's
+padded batches, so the kernel traces once per input shape and batch size.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from xai_keras.explain.baselines import REMOVAL_ORDER, make_baseline
 from xai_keras.explain.graph import ModelRunner
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = ["curve_kernel", "curve_scores", "pixel_ranks", "removal_baseline"]
 
@@ -47,58 +47,41 @@ def curve_kernel(runner: ModelRunner) -> Callable:
 
 
 def curve_scores(
-    runner: ModelRunner,
+    session: Session,
     first: tf.Tensor,
     second: tf.Tensor,
     ranks: np.ndarray,
     rows_image: np.ndarray,
     rows_k: np.ndarray,
     rows_target: np.ndarray,
-    batch_size: int,
 ) -> np.ndarray:
     """(R,) target probability of each row: image `rows_image[r]` with its `rows_k[r]`
     top-ranked pixels (by `ranks`) from `first` and the others from `second`.
 
-    `first`, `second` (N, H, W, C) and `ranks` (N, H, W) are indexed by `rows_image`.
+    `first`, `second` (N, H, W, C) and `ranks` (N, H, W) are indexed by `rows_image`; the rows
+    go through the session's padded batches.
     """
     ranks = tf.constant(ranks)
-    total = len(rows_image)
-    size = min(batch_size, total)
-    kernel = curve_kernel(runner)
-    runner.squash(runner.forward_fn(first[:1]))  # decide, eagerly, whether outputs need a softmax
-    scores = []
-    for start in range(0, total, size):
-        stop = min(start + size, total)
-        pad = size - (stop - start)
-        idx, k, t = (
-            np.pad(a[start:stop], (0, pad), mode="edge") for a in (rows_image, rows_k, rows_target)
-        )
-        out = kernel(
-            tf.gather(first, idx),
-            tf.gather(second, idx),
-            tf.gather(ranks, idx),
-            tf.constant(k, tf.int32),
-            tf.constant(t, tf.int32),
-        )
-        scores.append(out.numpy()[: stop - start])
-    return np.concatenate(scores).astype(np.float64)
+    kernel = curve_kernel(session.runner)
+
+    def batch(idx: tf.Tensor, k: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+        return kernel(tf.gather(first, idx), tf.gather(second, idx), tf.gather(ranks, idx), k, t)
+
+    rows = (np.asarray(a, np.int32) for a in (rows_image, rows_k, rows_target))
+    return session.map_batches(batch, *rows).numpy().astype(np.float64)
 
 
 def removal_baseline(
-    runner: ModelRunner,
-    x: tf.Tensor,
-    targets: np.ndarray,
-    clean: np.ndarray,
-    value_range: ValueRange | None = None,
+    session: Session, x: tf.Tensor, targets: np.ndarray, clean: np.ndarray
 ) -> tf.Tensor:
     """The "auto" baseline of deletion and insertion: per image, the first of `REMOVAL_ORDER`
     under which the target probability falls below half its clean value, else the one under
     which it falls most.
     The choice depends on the image alone, never on a map, so curves of different maps stay
     paired."""
-    fills = [make_baseline(x, kind, value_range) for kind in REMOVAL_ORDER]
+    fills = [make_baseline(x, kind, session.value_range) for kind in REMOVAL_ORDER]
     rows = np.arange(len(targets))
-    kept = np.stack([runner.probabilities(f)[rows, targets] for f in fills])  # (K, N)
+    kept = np.stack([session.probabilities(f)[rows, targets] for f in fills])  # (K, N)
     removes = kept < 0.5 * clean
     choice = np.where(removes.any(axis=0), removes.argmax(axis=0), kept.argmin(axis=0))
     return tf.stack([fills[k][i] for i, k in enumerate(choice)])

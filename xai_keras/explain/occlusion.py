@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -13,7 +12,7 @@ from xai_keras.checks import check_choice, check_int
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.baselines import BASELINES, make_baseline
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = ["Occlusion", "patch_corners"]
 
@@ -49,7 +48,6 @@ class Occlusion(Method):
         patch: patch side in pixels (default: 1/8 of the image side).
         stride: step between patches (default: half the patch).
         baseline: what fills the patch: "mean", "black", "blur", a number or an array.
-        value_range: the model's input range ("black" is its minimum); set by `explain`.
 
     Reference: Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
     ECCV 2014.
@@ -61,21 +59,20 @@ class Occlusion(Method):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         patch: int | None = None,
         stride: int | None = None,
         baseline: str | float | np.ndarray = "mean",
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         patch = check_int(patch, "patch", low=1, where=where, allow_none=True)
         stride = check_int(stride, "stride", low=1, where=where, allow_none=True)
         if isinstance(baseline, str):
             check_choice(baseline, "baseline", BASELINES, where=where)
         self.patch, self.stride, self.baseline = patch, stride, baseline
-        self.value_range = value_range
+        self.value_range = session.value_range
         self._scores = self.runner.kernel(
             "occlusion", functools.partial(_occluded_scores, self.runner)
         )
@@ -92,18 +89,17 @@ class Occlusion(Method):
             np.meshgrid(patch_corners(h, patch, stride), patch_corners(w, patch, stride)),
             axis=-1,
         ).reshape(-1, 2)
-        grid = np.concatenate([grid, np.full((-len(grid) % self.batch_size, 2), -1, np.int32)])
         logits = self.runner.forward_fn(x)
         targets = self.runner.resolve_targets(logits, targets)
         clean = tf.gather(logits, targets, batch_dims=1)
         fill = make_baseline(x, self.baseline, self.value_range)
-        maps = []
+        size, maps = tf.constant(patch), []
         for i in range(x.shape[0]):
-            weighted = tf.zeros((h, w))
-            count = tf.zeros((h, w))
-            for j in range(0, len(grid), self.batch_size):
-                corners = tf.constant(grid[j : j + self.batch_size])
-                s, c = self._scores(x[i], fill[i], corners, targets[i], tf.constant(patch))
-                weighted, count = weighted + s, count + c
+            weighted, count = self.session.map_batches(
+                lambda corners, i=i: self._scores(x[i], fill[i], corners, targets[i], size),
+                grid.astype(np.int32),
+                pad=(np.array([-1, -1], np.int32),),  # a corner of -1 occludes nothing
+                combine="sum",
+            )
             maps.append(clean[i] - weighted / tf.maximum(count, 1.0))
         return BatchResult(tf.stack(maps), logits, targets)

@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from threadpoolctl import threadpool_limits
@@ -29,7 +28,7 @@ from xai_keras.checks import INT32_MAX, check_choice, check_int, check_number
 from xai_keras.errors import InputError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.baselines import BASELINES, make_baseline
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = [
     "SEGMENTATIONS",
@@ -48,18 +47,6 @@ LIME_KERNEL_WIDTH = 0.25  # the lime package's default for images (on cosine dis
 
 
 # -- shared -------------------------------------------------------------------------------------
-def _in_chunks(kernel: Callable, rows: list[np.ndarray], chunk: int, *args: Any) -> list:
-    """Call `kernel(*args, *row_chunks)` over `rows` (arrays with the same first dimension)
-    in chunks of `chunk`, the last one padded with zeros so the kernel sees one shape."""
-    n = len(rows[0])
-    pad = -n % chunk
-    padded = [np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype)]) for r in rows]
-    return [
-        kernel(*args, *(tf.constant(r[j : j + chunk]) for r in padded))
-        for j in range(0, n + pad, chunk)
-    ]
-
-
 def _check_baseline(baseline: Any, where: str) -> Any:
     if isinstance(baseline, str):
         check_choice(baseline, "baseline", BASELINES, where=where)
@@ -135,7 +122,6 @@ class Rise(Method):
         seed: the random draw of masks and shifts.
         baseline: what a removed pixel shows: "black" (default), "mean", "blur", a number or
             an array.
-        value_range: the model's input range ("black" is its minimum); set by `explain`.
 
     Reference: Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box
     Models", BMVC 2018.
@@ -147,16 +133,15 @@ class Rise(Method):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         masks: int = 2000,
         cells: int = 7,
         p_keep: float = 0.5,
         seed: int = 0,
         baseline: str | float | np.ndarray = "black",
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.masks = check_int(masks, "masks", low=1, where=where)
         self.cells = check_int(cells, "cells", low=1, where=where)
@@ -165,7 +150,7 @@ class Rise(Method):
         )
         self.seed = check_int(seed, "seed", low=0, high=INT32_MAX, where=where)
         self.baseline = _check_baseline(baseline, where)
-        self.value_range = value_range
+        self.value_range = session.value_range
         self._sums = self.runner.kernel("rise", functools.partial(_rise_sums, self.runner))
 
     def attribute(self, x, targets):
@@ -178,10 +163,15 @@ class Rise(Method):
         fill = make_baseline(x, self.baseline, self.value_range)
         maps = []
         for i in range(x.shape[0]):
-            parts = _in_chunks(
-                self._sums, [grids, shifts, valid], self.batch_size, x[i], fill[i], targets[i]
+            sums = self.session.map_batches(
+                lambda g, s, v, i=i: self._sums(x[i], fill[i], targets[i], g, s, v),
+                grids,
+                shifts,
+                valid,
+                pad=(np.zeros_like(grids[0]), np.zeros_like(shifts[0]), 0.0),  # weight 0
+                combine="sum",
             )
-            maps.append(tf.add_n(parts) / (self.masks * self.p_keep))
+            maps.append(sums / (self.masks * self.p_keep))
         return BatchResult(tf.stack(maps), logits, targets)
 
 
@@ -251,16 +241,15 @@ class SuperpixelMethod(Method):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         segments: int = 50,
         samples: int | None = None,
         baseline: str | float | np.ndarray = "mean",
         segmentation: str | Callable = "slic",
         seed: int = 0,
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.segments = check_int(segments, "segments", low=1, where=where)
         samples = self.default_samples if samples is None else samples
@@ -270,7 +259,7 @@ class SuperpixelMethod(Method):
             check_choice(segmentation, "segmentation", SEGMENTATIONS, where=where)
         self.segmentation = segmentation
         self.seed = check_int(seed, "seed", low=0, high=INT32_MAX, where=where)
-        self.value_range = value_range
+        self.value_range = session.value_range
         self._scores = self.runner.kernel(
             "superpixels", functools.partial(_segment_scores, self.runner)
         )
@@ -295,8 +284,11 @@ class SuperpixelMethod(Method):
             width = max(8, 1 << (m - 1).bit_length())  # padded: few widths, few traces
             rows = np.zeros((len(z), width), np.float32)
             rows[:, :m] = z
-            y = _in_chunks(self._scores, [rows], self.batch_size, x[i], fill[i], labels, targets[i])
-            y = tf.concat(y, axis=0).numpy()[: len(z)].astype(np.float64)
+            y = self.session.map_batches(
+                lambda r, i=i, labels=labels: self._scores(x[i], fill[i], labels, targets[i], r),
+                rows,
+            )
+            y = y.numpy().astype(np.float64)
             with threadpool_limits(1):  # a small fit: BLAS threads would fight TF's
                 coef = self.fit(z.astype(np.float64), weights, y)
             maps.append(tf.constant(coef[labels], tf.float32))
@@ -309,8 +301,7 @@ _SUPERPIXEL_ARGS = """segments: the number of superpixels SLIC aims for.
             "black", "blur", a number or an array.
         segmentation: "slic" (default), "quickshift" (the lime package's settings; ignores
             `segments`), or a function (H, W, C) image -> (H, W) integer labels.
-        seed: the random draw of coalitions (each image gets the same draw).
-        value_range: the model's input range ("black" is its minimum); set by `explain`."""
+        seed: the random draw of coalitions (each image gets the same draw)."""
 
 
 @register("lime")

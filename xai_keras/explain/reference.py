@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from xai_keras.checks import INT32_MAX, check_int, check_number
 from xai_keras.explain.base import BatchResult, Method, register
+from xai_keras.explain.session import Session
 
 __all__ = ["RandomMap", "CentreMap"]
 
@@ -36,8 +36,8 @@ class _ReferenceMap(Method):
 class RandomMap(_ReferenceMap):
     """A smooth random map: a `cells` x `cells` uniform field, resized bilinearly."""
 
-    def __init__(self, model: keras.Model, layer: Any = None, seed: int = 0, cells: int = 7):
-        super().__init__(model, layer)
+    def __init__(self, session: Session, layer: Any = None, seed: int = 0, cells: int = 7):
+        super().__init__(session, layer)
         seed = check_int(seed, "seed", low=0, high=INT32_MAX, where=f"method {self.name!r}")
         cells = check_int(cells, "cells", low=1, where=f"method {self.name!r}")
         self.seed, self.cells = seed, cells
@@ -54,8 +54,8 @@ class RandomMap(_ReferenceMap):
 class CentreMap(_ReferenceMap):
     """A Gaussian bump at the image centre with std `sigma` x the image side."""
 
-    def __init__(self, model: keras.Model, layer: Any = None, sigma: float = 0.25):
-        super().__init__(model, layer)
+    def __init__(self, session: Session, layer: Any = None, sigma: float = 0.25):
+        super().__init__(session, layer)
         sigma = check_number(sigma, "sigma", low=0.0, low_open=True, where=f"method {self.name!r}")
         self.sigma = sigma
 

@@ -35,13 +35,13 @@ from keras import ops
 
 from xai_keras.checks import check_choice, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.base import _HEAD, register
+from xai_keras.explain.base import register
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.gradients import GradientMethod
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.explain.heads import Head
 from xai_keras.explain.layers import is_graph_model
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = ["LRP", "DeepLift", "LRP_RULES"]
 
@@ -685,8 +685,9 @@ class LRP(_RelevanceMethod):
             rule at the input layer, the composite elsewhere).
         epsilon: the epsilon rule's stabiliser.
         gamma: the gamma rule's weight on positive weights.
-        value_range: the model's input range: the bounds of the z^B rule (set by `explain`;
-            without it each image's own minimum and maximum).
+
+    The z^B rule's bounds are the session's value range (without one, each image's own
+    minimum and maximum).
 
     Attributions (B, H, W, C) are signed relevance; the map sums channels.
 
@@ -700,20 +701,19 @@ class LRP(_RelevanceMethod):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         rule: str = "composite",
         epsilon: float = 1e-6,
         gamma: float = 0.25,
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
+        super().__init__(session, layer)
         where = f"method {self.name!r}"
         rule = check_choice(rule, "rule", LRP_RULES, where=where)
         epsilon = check_number(epsilon, "epsilon", low=0.0, where=where)
         gamma = check_number(gamma, "gamma", low=0.0, where=where)
-        self.rule, self.value_range = rule, value_range
-        head = _HEAD.get() or Head()
+        self.rule, self.value_range = rule, session.value_range
+        model, head = session.model, session.head
         composite = Composite.named(rule, epsilon, gamma)
         self.lrp = _cached(
             model,
@@ -754,7 +754,6 @@ class DeepLift(_RelevanceMethod):
     Args:
         baseline: the reference input x0: "black" (the range minimum), "mean", "blur", a
             number or an array (see `make_baseline`).
-        value_range: the model's input range; set by `explain`.
 
     Reference: Shrikumar et al., "Learning Important Features Through Propagating Activation
     Differences", ICML 2017.
@@ -764,14 +763,13 @@ class DeepLift(_RelevanceMethod):
 
     def __init__(
         self,
-        model: keras.Model,
+        session: Session,
         layer: Any = None,
         baseline: str | float | np.ndarray = "black",
-        value_range: ValueRange | None = None,
     ):
-        super().__init__(model, layer)
-        self.baseline, self.value_range = baseline, value_range
-        head = _HEAD.get() or Head()
+        super().__init__(session, layer)
+        self.baseline, self.value_range = baseline, session.value_range
+        model, head = session.model, session.head
         self.deeplift = _cached(model, ("deeplift", head), lambda: DeepLiftRunner(model, head))
 
     def attributions(self, x, targets):

@@ -16,7 +16,12 @@ from xai_keras.errors import LayerError
 from xai_keras.features.maps import feature_maps, filters
 from xai_keras.features.maximize import Maximized, maximize
 from xai_keras.features.plot import tile_figure
-from xai_keras.features.top import TopExamples, _batches, top_examples_figure, top_examples_many
+from xai_keras.features.top import (
+    TopExamples,
+    image_batches,
+    top_examples_figure,
+    top_examples_many,
+)
 from xai_keras.features.units import parse_units, unit_layer
 
 __all__ = ["units_figure", "visualize_units"]
@@ -114,7 +119,7 @@ def visualize_units(
     except LayerError:
         pass  # no conv layer: nothing to draw
     if image is None and dataset is not None:
-        image = next(_batches(dataset, model, 1))[0][0]
+        image = next(image_batches(dataset, model, 1))[0][0]
     if image is not None:
         maps = feature_maps(model, image)
         written["feature_maps"] = _write(

@@ -26,9 +26,16 @@ from xai_keras.explain.base import runner_for
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.features.plot import tile_figure
 from xai_keras.features.units import UnitLayer, parse_units, unit_layer
-from xai_keras.scale.data import as_source
+from xai_keras.sources import as_source
 
-__all__ = ["TopExamples", "TopK", "top_examples", "top_examples_figure", "top_examples_many"]
+__all__ = [
+    "TopExamples",
+    "TopK",
+    "image_batches",
+    "top_examples",
+    "top_examples_figure",
+    "top_examples_many",
+]
 
 
 class TopK:
@@ -122,7 +129,7 @@ def top_examples_figure(results: Sequence[TopExamples]) -> Figure:
 
 
 # -- streaming -----------------------------------------------------------------------------
-def _batches(
+def image_batches(
     data: Any, model: keras.Model, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(images, labels or None) batches of whatever `explain_dataset` accepts: a tf.data
@@ -196,7 +203,7 @@ def top_examples_many(
     tops = [TopK(k) for _ in units]
     seen = 0
     u = tf.constant(units, tf.int32)
-    for x, y in _batches(dataset, model, batch_size):
+    for x, y in image_batches(dataset, model, batch_size):
         values, rows, cols = (t.numpy() for t in score(tf.constant(x), u))
         index = np.arange(seen, seen + len(x))
         for j, top in enumerate(tops):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from xai_keras.errors import InputError
-from xai_keras.evaluate.localisation import _peaks
+from xai_keras.evaluate.localisation import peak_positions
 
 __all__ = ["border_masks", "map_metrics", "uniform_shares"]
 
@@ -54,7 +54,7 @@ def map_metrics(maps: np.ndarray, border: float) -> dict[str, np.ndarray]:
     """
     m = np.asarray(maps, np.float32)
     band, corners = border_masks(m.shape[1], m.shape[2], border)
-    peaks = _peaks(m)
+    peaks = peak_positions(m)
     total = m.sum(axis=(1, 2), dtype=np.float64)
     safe = np.where(total > 0, total, 1.0)
     rows, cols = peaks[:, 0], peaks[:, 1]

@@ -27,10 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
+from xai_keras.evaluate import registry
 from xai_keras.explain.api import finish_maps
-from xai_keras.explain.base import Method, get_method, runner_for
+from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.session import Session, check_positive_int
 from xai_keras.io import ensure_writable_dir
-from xai_keras.scale.data import Source, as_source, file_error
 from xai_keras.scale.metrics import check_border, map_metrics
 from xai_keras.scale.store import (
     FORMAT,
@@ -46,17 +47,11 @@ from xai_keras.scale.store import (
     write_manifest,
     write_shard,
 )
+from xai_keras.sources import Source, file_error
 
 __all__ = ["explain_dataset", "model_fingerprint"]
 
-_FAITHFULNESS = ("deletion", "insertion")
 _FAITHFULNESS_STEPS = 20
-# Methods whose per-batch work is a few compiled kernels: the whole replica step (attribution,
-# resize, normalise) is compiled into one graph. The others loop in Python per image (occlusion,
-# Score-CAM) or per pixel row (reference maps) and would unroll into huge graphs: they run
-# eagerly under `strategy.run`, still calling their own compiled kernels.
-_COMPILED_FAMILIES = ("cam", "gradient")
-_EAGER_METHODS = ("scorecam",)
 
 
 def model_fingerprint(model: keras.Model) -> str:
@@ -119,8 +114,11 @@ def _make_step(strategy: tf.distribute.Strategy, method: Method, with_images: bo
     def xai_keras_scale_step(x, t, p, y, f):
         return strategy.run(replica, args=(x, t, p, y, f))
 
-    cls = type(method)
-    if cls.family in _COMPILED_FAMILIES and cls.name not in _EAGER_METHODS:
+    # A method whose batch is a few compiled kernels gets the whole replica step (attribution,
+    # resize, normalise) compiled into one graph. The others loop in Python per image (occlusion,
+    # Score-CAM, RISE, ...) and would unroll into huge graphs: they run eagerly under
+    # `strategy.run`, still calling their own compiled kernels.
+    if type(method).compiled_step:
         return tf.function(xai_keras_scale_step)
     return xai_keras_scale_step
 
@@ -229,7 +227,7 @@ def _is_writer(strategy: tf.distribute.Strategy) -> bool:
 
 
 def _check_args(
-    model: Any,
+    session: Session,
     batch_size: Any,
     shard_size: Any,
     targets: Any,
@@ -237,12 +235,14 @@ def _check_args(
     resume: bool,
     overwrite: bool,
 ) -> tuple[str, ...]:
-    if not isinstance(model, keras.Model):
-        raise InputError(f"`model` must be a keras.Model. Received: {type(model).__name__}.")
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
-    num_classes = runner_for(model).num_scores
+        check_positive_int(value, name)
+    if any(rows.shape[0] != 1 for rows in session.held.values()):
+        raise InputError(
+            "explain_dataset holds a multi-input model's other inputs at one row for every "
+            "image; give `inputs` one row each (or explain per-image rows with `explain`)."
+        )
+    num_classes = session.num_scores()
     if targets is not None and targets != "label":
         if isinstance(targets, bool) or not isinstance(targets, (int, np.integer)):
             raise InputError(
@@ -255,11 +255,14 @@ def _check_args(
                 f"outputs. Received: targets={targets}."
             )
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
-    unknown = [m for m in metrics if m not in _FAITHFULNESS]
+    # Per-image metrics computable from the model, the images and the maps, read when called
+    # (so a metric registered after import is offered too).
+    offered = registry.metrics(needs=("model",), per_image=True)
+    unknown = [m for m in metrics if m not in offered]
     if unknown:
         raise InputError(
             f"Unknown metric(s) {unknown}. Per-image metrics that can be added: "
-            f"{', '.join(_FAITHFULNESS)} (peak location and border mass are always computed)."
+            f"{', '.join(offered)} (peak location and border mass are always computed)."
         )
     if resume and overwrite:
         raise InputError(
@@ -269,7 +272,7 @@ def _check_args(
     return tuple(sorted(set(metrics)))
 
 
-def _method(model: keras.Model, method: str, layer: Any, options: dict) -> Method:
+def _method(session: Session, method: str, layer: Any, options: dict) -> Method:
     if isinstance(method, str) and method.lower() in ("sag", "structured_attention_graph"):
         raise InputError(
             "method='sag' is not supported by explain_dataset: a SAG is a search over masked "
@@ -279,7 +282,23 @@ def _method(model: keras.Model, method: str, layer: Any, options: dict) -> Metho
         )
     if not isinstance(method, str):
         raise InputError(f"`method` must be a method name. Received: {method!r}.")
-    return get_method(method).create(model, layer, **options)
+    return get_method(method).create(session, layer, **options)
+
+
+def _head_settings(session: Session) -> dict:
+    """What is explained, for the manifest, where it is not the model's first output read as
+    its final activation (so runs of the default head keep their settings)."""
+    head, settings = session.head, {}
+    if (head.output, head.kind, head.image_input) != (0, "auto", 0):
+        settings["head"] = {"output": head.output, "kind": head.kind, "image": head.image_input}
+    for name, fn in (("score", head.score), ("reshape", head.reshape)):
+        if fn is not None:
+            settings[name] = getattr(fn, "__qualname__", repr(fn))
+    if session.held:
+        settings["inputs"] = {str(i): _jsonable(rows) for i, rows in session.held.items()}
+    if session.value_range is not None:
+        settings["value_range"] = repr(session.value_range)
+    return settings
 
 
 def _settings_diff(old: dict, new: dict) -> list[str]:
@@ -410,14 +429,14 @@ def _records(
         r["border_share"] = round(float(stats["border_share"][i]), 6)
         r["corner_share"] = round(float(stats["corner_share"][i]), 6)
         r["empty"] = bool(stats["empty"][i])
-        for name, auc in faithfulness.items():
-            r[f"{name}_auc"] = round(float(auc[i]), 6)
+        for name, values in faithfulness.items():
+            r[registry.get_metric(name).key] = round(float(values[i]), 6)
         records.append(r)
     return records
 
 
 def explain_dataset(
-    model: keras.Model,
+    model: keras.Model | Session,
     dataset: Any,
     method: str = "gradcam",
     *,
@@ -426,6 +445,12 @@ def explain_dataset(
     layer: str | keras.layers.Layer | None = None,
     batch_size: int = 64,
     shard_size: int = 1024,
+    output: int | str | None = None,
+    head: str | None = None,
+    score: Callable | None = None,
+    inputs: dict[str, Any] | None = None,
+    reshape: Callable | None = None,
+    value_range: Any = None,
     strategy: tf.distribute.Strategy | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -446,7 +471,7 @@ def explain_dataset(
     `tf.distribute` strategy, and can be resumed after a crash.
 
     Args:
-        model: a Functional or Sequential Keras classifier.
+        model: a Keras classifier or a `Session` (every model form `explain` takes).
         dataset: a `tf.data.Dataset` of images or (images, labels) (batched or not; dicts
             with an "image" and optionally a "label" key work too), a numpy array of images
             or an `(images, labels)` tuple of arrays, or a folder path (images, optionally one
@@ -462,6 +487,8 @@ def explain_dataset(
         batch_size: images per global batch; with R replicas each runs
             ceil(batch_size / R) images per compiled call.
         shard_size: images per shard file (the unit of memory, of writing and of resuming).
+        output, head, score, inputs, reshape, value_range: what is explained and how, as in
+            `explain` (held `inputs` take one row for every image).
         strategy: a `tf.distribute.Strategy`; None uses the current one (the default
             strategy: one device).
         resume: continue the run in `out`, skipping its complete shards; the settings must be
@@ -477,9 +504,11 @@ def explain_dataset(
             `result.skipped` and in the summary. The default (False) stops at the first
             unreadable file, naming it, before its shard is written, so the run can be
             resumed after removing the file or with skip_bad=True.
-        metrics: extra per-image metrics: "deletion" and/or "insertion" AUC (20 steps, blurred
-            baseline; each costs 21 forward passes per image, on the default device). Peak
-            location and border/corner mass are always recorded.
+        metrics: extra per-image metrics, by registry name (`xai_keras.evaluate.metrics()`
+            with needs no more than the model): "deletion" and/or "insertion" AUC (20 steps,
+            blurred baseline; each costs 21 forward passes per image, on the default device),
+            "average_drop", "increase", ... recorded under the metric's key. Peak location and
+            border/corner mass are always recorded.
         border: width of the border band, as a fraction of the image side, for the per-image
             border/corner shares and the summary's shortcut finder. The default 0.2 is wider
             than it looks necessary because coarse maps peak at cell centres: a Grad-CAM of an
@@ -514,12 +543,15 @@ def explain_dataset(
         >>> result = explain_dataset(model, ds, "gradcam", out="runs/gradcam-test")
         >>> result.maps[0].shape, result.index[0]["peak_region"]
     """
-    metrics = _check_args(model, batch_size, shard_size, targets, metrics, resume, overwrite)
+    session = Session.of(
+        model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
+        value_range=value_range,
+    )  # fmt: skip
+    model = session.model
+    metrics = _check_args(session, batch_size, shard_size, targets, metrics, resume, overwrite)
     if not isinstance(skip_bad, bool):
         raise InputError(f"`skip_bad` must be True or False. Received: skip_bad={skip_bad!r}.")
     border = check_border(border)
-    instance = _method(model, method, layer, options)
-    cls = type(instance)
     strategy = strategy if strategy is not None else tf.distribute.get_strategy()
     if not isinstance(strategy, tf.distribute.Strategy):
         raise InputError(
@@ -528,9 +560,11 @@ def explain_dataset(
     replicas = strategy.num_replicas_in_sync
     per_replica = math.ceil(batch_size / replicas)
     global_batch = per_replica * replicas
-    instance.batch_size = per_replica  # masked-pass chunks of Score-CAM and occlusion
+    session = session.replace(batch_size=per_replica)  # masked-pass chunks per replica
+    instance = _method(session, method, layer, options)
+    cls = type(instance)
 
-    source = as_source(dataset, model)
+    source = session.source(dataset)
     if skip_bad and source.kind != "folder":
         raise InputError(
             "skip_bad=True skips unreadable files of an image folder; this `dataset` is "
@@ -543,8 +577,9 @@ def explain_dataset(
             "folder with one sub-folder per class, or targets=None."
         )
     names = list(class_names) if class_names is not None else source.class_names
-    num_classes = runner_for(model).num_scores
-    image_shape = tuple(int(d) if d is not None else None for d in model.inputs[0].shape[1:])
+    num_classes = session.num_scores()
+    image_input = model.inputs[session.head.image_input]
+    image_shape = tuple(int(d) if d is not None else None for d in image_input.shape[1:])
     settings = {
         "format": FORMAT,
         "method": cls.name,
@@ -558,6 +593,7 @@ def explain_dataset(
         "image_shape": list(image_shape),
         "dataset_size": source.size,
         "model": model_fingerprint(model),
+        **_head_settings(session),
     }
 
     out = Path(out)
@@ -612,7 +648,7 @@ def explain_dataset(
         if not manifest["complete"]:
             try:
                 empty = _explain_shards(
-                    model, instance, strategy, source, out, manifest, settings, global_batch,
+                    instance, strategy, source, out, manifest, settings, global_batch,
                     num_classes, names, writer, progress, on_shard, skip_bad,
                 )  # fmt: skip
             except BaseException:
@@ -708,7 +744,6 @@ def _write(out: Path, manifest: dict, write: Callable[[], Any], what: str) -> No
 
 
 def _explain_shards(
-    model: keras.Model,
     instance: Method,
     strategy: tf.distribute.Strategy,
     source: Source,
@@ -727,14 +762,13 @@ def _explain_shards(
     all-zero maps followed by the positions of up to ten of them."""
     from tqdm import tqdm
 
-    from xai_keras.evaluate import faithfulness
-
     shard_size, border = settings["shard_size"], settings["border"]
     metrics = settings["metrics"]
     start = manifest["shards_done"] * shard_size
     ds = _pipeline(source, start, global_batch, settings["targets"], num_classes)
     dist = strategy.experimental_distribute_dataset(ds)
     step = _make_step(strategy, instance, bool(metrics))
+    measured = instance.session.replace(batch_size=global_batch)  # the metrics' passes
     buffer = _ShardBuffer(shard_size, start)
     empty = [0]  # how many all-zero maps, then the first positions of some
     bar = tqdm(
@@ -821,16 +855,15 @@ def _explain_shards(
                     "clean or filter the dataset (e.g. dataset.filter(...))."
                 )
             faith = {}
-            for name in metrics:
-                curves = getattr(faithfulness, name)(
-                    model,
-                    arrays["images"],
-                    arrays["maps"],
+            if metrics:  # the step returns the images only then
+                faith, _ = registry.compute(
+                    metrics,
+                    model=measured,
+                    images=arrays["images"],
+                    maps=arrays["maps"],
                     targets=arrays["targets"],
                     steps=_FAITHFULNESS_STEPS,
-                    batch_size=global_batch,
                 )
-                faith[name] = curves.auc
             arrays.pop("images", None)
             records = _records(arrays, source, shard_size, border, names, faith)
             found = [r["position"] for r in records if r["empty"]]

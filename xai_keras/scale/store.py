@@ -34,6 +34,7 @@ import numpy as np
 
 from xai_keras.errors import InputError
 from xai_keras.io import atomic_path, write_json, write_text
+from xai_keras.scale.summary import summarize
 
 __all__ = ["DatasetExplanation", "ShardedMaps", "FORMAT", "OutLock"]
 
@@ -345,8 +346,8 @@ class DatasetExplanation:
     @property
     def index(self) -> list[dict]:
         """One record per image, in dataset order: position, shard, class, score, label (if
-        given), peak_y/peak_x, border_share, corner_share, peak_region, empty, and deletion
-        (or insertion) AUC when those metrics were asked for. Read on first access."""
+        given), peak_y/peak_x, border_share, corner_share, peak_region, empty, and each
+        metric asked for under its registry key (e.g. `deletion_auc`). Read on first access."""
         if self._index is None:
             self._index = [r for shard in self.iter_records() for r in shard]
         return self._index
@@ -384,7 +385,5 @@ class DatasetExplanation:
         """The dataset summary (per-class mean maps, border-peak shares, worst images), as
         `summarize` computes it; computed on first call without writing files."""
         if self._summary is None:
-            from xai_keras.scale.summary import summarize
-
             self._summary = summarize(self, out=None)
         return self._summary

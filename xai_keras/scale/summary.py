@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from xai_keras.evaluate.registry import get_metric, metrics
 from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 from xai_keras.scale.metrics import border_masks, uniform_shares
-from xai_keras.scale.store import DatasetExplanation
+
+if TYPE_CHECKING:  # only the annotation: `store` imports this module, not the other way
+    from xai_keras.scale.store import DatasetExplanation
 
 __all__ = ["summarize"]
 
@@ -30,11 +33,13 @@ def _threshold(uniform_border_share: float) -> float:
 
 
 def _criterion(result: DatasetExplanation) -> tuple[str, str, str]:
-    """(record key, description, sign): the worst images have the largest sign * value."""
-    if "deletion" in result.metrics:
-        return "deletion_auc", "highest deletion AUC (least faithful maps)", "+"
-    if "insertion" in result.metrics:
-        return "insertion_auc", "lowest insertion AUC (least faithful maps)", "-"
+    """(record key, description, sign): the worst images have the largest sign * value. The
+    first metric of the run in registry order decides (deletion before insertion)."""
+    for name in metrics():
+        if name in result.metrics:
+            m = get_metric(name)
+            worst, sign = ("lowest", "-") if m.higher_is_better else ("highest", "+")
+            return m.key, f"{worst} {m.label} (least faithful maps)", sign
     return "score", "lowest score of the explained class (faithfulness not computed)", "-"
 
 

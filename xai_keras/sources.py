@@ -1,4 +1,7 @@
-"""Turn what a user hands to `explain_dataset` into one stream of `(image, label)` elements.
+"""The input-source layer: what a user hands over as images, as one stream of `(image, label)`.
+
+`explain` (a `tf.data.Dataset` of images), `explain_dataset`, `ExplainCallback`, the benchmark's
+user data and the feature tools read their inputs here; it depends on nothing above it.
 
 Datasets, arrays and image folders all become an *unbatched* `tf.data.Dataset` of
 `(float32 (H, W, C) image, int32 label)` with label -1 where none is known, so the runner
@@ -24,7 +27,6 @@ import tensorflow as tf
 
 from xai_keras.data.folder import IMAGE_SUFFIXES
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
 
 __all__ = ["Source", "as_source", "file_error"]
 
@@ -55,8 +57,8 @@ class Source:
     indexed: bool = False
 
 
-def _expected_shape(model: keras.Model) -> tuple:
-    return tuple(model.inputs[0].shape[1:])
+def _expected_shape(model: keras.Model, index: int = 0) -> tuple:
+    return tuple(model.inputs[index].shape[1:])
 
 
 def _check_shape(shape: tuple, expected: tuple, what: str, model: keras.Model) -> None:
@@ -75,9 +77,11 @@ def _check_shape(shape: tuple, expected: tuple, what: str, model: keras.Model) -
             )
 
 
-def _labels_to_int(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """Class indices from indices or one-hot rows."""
-    if labels.shape.rank == 1 and labels.shape[0] == num_classes and num_classes > 1:
+def _labels_to_int(labels: tf.Tensor, num_classes: int | None) -> tf.Tensor:
+    """Class indices from indices or one-hot rows (any width > 1 when the classes are not
+    known)."""
+    width = labels.shape[0] if labels.shape.rank == 1 else None
+    if width is not None and width > 1 and width == (num_classes or width):
         return tf.argmax(labels, axis=-1, output_type=tf.int32)
     return tf.cast(tf.reshape(labels, ()), tf.int32)
 
@@ -99,8 +103,10 @@ def _split_element(spec: Any) -> tuple[Any, Any, str]:
     )
 
 
-def _from_dataset(ds: tf.data.Dataset, model: keras.Model, num_classes: int) -> Source:
-    expected = _expected_shape(model)
+def _from_dataset(
+    ds: tf.data.Dataset, model: keras.Model, num_classes: int | None, index: int
+) -> Source:
+    expected = _expected_shape(model, index)
     image_spec, label_spec, layout = _split_element(ds.element_spec)
     if not isinstance(image_spec, tf.TensorSpec) or image_spec.shape.rank is None:
         raise InputError(
@@ -156,11 +162,13 @@ def _from_dataset(ds: tf.data.Dataset, model: keras.Model, num_classes: int) -> 
     return Source(elements, label_spec is not None, size if size >= 0 else None, kind="dataset")
 
 
-def _from_arrays(images: Any, labels: Any, model: keras.Model, num_classes: int) -> Source:
+def _from_arrays(
+    images: Any, labels: Any, model: keras.Model, num_classes: int | None, index: int
+) -> Source:
     x = np.asarray(images)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise InputError(f"The `dataset` array must hold numbers. Received dtype {x.dtype}.")
-    expected = _expected_shape(model)
+    expected = _expected_shape(model, index)
     if x.ndim != len(expected) + 1:
         raise InputError(
             f"The `dataset` array must be a batch (N, *{expected}) of images for model "
@@ -172,7 +180,7 @@ def _from_arrays(images: Any, labels: Any, model: keras.Model, num_classes: int)
     y = None
     if labels is not None:
         y = np.asarray(labels)
-        if y.ndim == 2 and y.shape[1] == num_classes:
+        if y.ndim == 2 and y.shape[1] == (num_classes or y.shape[1]):
             y = y.argmax(axis=1)
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise InputError(
@@ -199,8 +207,8 @@ def _from_arrays(images: Any, labels: Any, model: keras.Model, num_classes: int)
     return Source(ds, y is not None, len(x), kind="array")
 
 
-def _from_folder(path: Path, model: keras.Model) -> Source:
-    expected = _expected_shape(model)
+def _from_folder(path: Path, model: keras.Model, index: int) -> Source:
+    expected = _expected_shape(model, index)
     if path.is_file():
         what = "an image file" if path.suffix.lower() in IMAGE_SUFFIXES else "a file"
         raise InputError(
@@ -292,22 +300,29 @@ def file_error(file: str) -> str:
     return "unreadable when it was read (the file may have changed since)"
 
 
-def as_source(dataset: Any, model: keras.Model) -> Source:
+def as_source(
+    dataset: Any, model: keras.Model, image_input: int = 0, num_classes: int | None = None
+) -> Source:
     """Wrap a `tf.data.Dataset`, an array (or `(images, labels)` arrays) or a folder path.
+
+    Args:
+        dataset: what to read.
+        model: the model the images are for (their shape is checked against its input).
+        image_input: which input of the model takes the images.
+        num_classes: the classes (one-hot labels are recognised by this width), if known.
 
     Raises:
         InputError: the images do not fit the model, the labels are not class indices, or
             the folder does not exist or holds no images.
     """
-    num_classes = runner_for(model).num_scores
     if isinstance(dataset, tf.data.Dataset):
-        return _from_dataset(dataset, model, num_classes)
+        return _from_dataset(dataset, model, num_classes, image_input)
     if isinstance(dataset, (str, os.PathLike)):
-        return _from_folder(Path(dataset).expanduser(), model)
+        return _from_folder(Path(dataset).expanduser(), model, image_input)
     if isinstance(dataset, tuple) and len(dataset) == 2:
-        return _from_arrays(dataset[0], dataset[1], model, num_classes)
+        return _from_arrays(dataset[0], dataset[1], model, num_classes, image_input)
     if isinstance(dataset, (np.ndarray, tf.Tensor)) or hasattr(dataset, "__array__"):
-        return _from_arrays(dataset, None, model, num_classes)
+        return _from_arrays(dataset, None, model, num_classes, image_input)
     raise InputError(
         "The `dataset` must be a tf.data.Dataset, a numpy array of images (or an "
         "(images, labels) tuple of arrays) or a folder path. Received "

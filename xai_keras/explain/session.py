@@ -1,0 +1,411 @@
+"""The engine every front end runs on: a model prepared once for explaining.
+
+A `Session` fixes what `explain` used to decide per call: which output is explained and how it
+is read (`output`, `head`, `score`, `reshape`), the other inputs of a multi-input model held
+fixed (`inputs`), the model's input `value_range`, the `batch_size` and whether kernels are
+XLA-compiled. It owns
+
+- the runners (`runner(layer, guided)`): the model's own graph re-run, kernels traced once,
+- image checking and conversion (`images`: arrays, tensors, `tf.data`), target resolution
+  (`targets`), and the first pass that decides how outputs become probabilities,
+- **the one padded batch loop** (`map_batches`): every batched pass in the package goes
+  through it, the last batch padded so each compiled kernel traces once per shape.
+
+`explain`, `explain_dataset`, `sag`, the metrics, `evaluate_model` and `ExplainCallback` take a
+model or a `Session`; `Session.of` turns either into a session, so every front end accepts every
+model form.
+
+Example:
+    >>> s = Session(model, output="age", head="linear", value_range=(-1, 1), batch_size=64)
+    >>> exp = explain(s, images, "gradcam")
+    >>> curves = deletion(s, images, exp.maps)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xai_keras.errors import InputError
+from xai_keras.explain.graph import ModelRunner, hold_inputs
+from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
+from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.sources import Source, as_source
+
+__all__ = [
+    "MODEL_FORM_ARGS",
+    "Session",
+    "check_images",
+    "check_model",
+    "check_positive_int",
+    "check_targets",
+    "runner_for",
+]
+
+# The keyword arguments that describe what is explained; every front end passes them on.
+MODEL_FORM_ARGS = ("output", "head", "score", "inputs", "reshape", "value_range")
+_SETTINGS = (*MODEL_FORM_ARGS, "batch_size", "jit_compile")
+
+_RUNNERS_ATTR = "_xai_keras_runners"
+# Runners whose head holds a user's function (`score=`, `reshape=`) are kept for at most this
+# many heads per model (least recently used dropped): a fresh lambda per call cannot be told
+# from a new function, and each would otherwise keep a runner and its traces forever. One
+# `explain` call needs up to three runners per head (layer, input, guided).
+MAX_FUNCTION_HEADS = 4
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """`value` as an int >= 1, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(
+            f"The `{name}` argument must be a positive int. Received: {name}={value!r}."
+        )
+    return int(value)
+
+
+def check_model(model: Any, name: str = "model") -> keras.Model:
+    """`model` itself if it is a Keras model, else a clear error."""
+    if not isinstance(model, keras.Model):
+        raise InputError(
+            f"The `{name}` argument must be a keras.Model or an xai_keras Session. "
+            f"Received: {name}={type(model).__name__}."
+        )
+    return model
+
+
+def runner_for(
+    model: keras.Model,
+    layer: Any = None,
+    guided: bool = False,
+    head: Head | None = None,
+    jit_compile: bool = False,
+) -> ModelRunner:
+    """The `ModelRunner` for (model, layer, guided, head, jit_compile), built once and kept on
+    the model.
+
+    Kept on the model itself (not in a global cache that the runner would keep alive), so the
+    compiled kernels are traced once, reused by every later call, and freed with the model.
+    Runners for heads with a user's function are kept for the `MAX_FUNCTION_HEADS` most
+    recently used such heads only, so memory stays bounded when a new function comes each call.
+    """
+    head = head or Head()
+    per_model = model.__dict__.get(_RUNNERS_ATTR)
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
+    key = (id(layer), guided, head, jit_compile)
+    runner = per_model.pop(key, None)  # re-inserted last: the dict's order is the LRU order
+    if runner is None:
+        runner = ModelRunner(model, layer, guided=guided, head=head, jit_compile=jit_compile)
+    per_model[key] = runner
+    if _has_function(head):
+        recent = dict.fromkeys(k[2] for k in reversed(per_model) if _has_function(k[2]))
+        for old in list(recent)[MAX_FUNCTION_HEADS:]:
+            for k in [k for k in per_model if k[2] == old]:
+                del per_model[k]
+    return runner
+
+
+def _has_function(head: Head) -> bool:
+    return head.score is not None or head.reshape is not None
+
+
+def _expected_shape(model: keras.Model, index: int) -> tuple | None:
+    """(H, W, C) of input `index`, or None for a subclassed model (no symbolic inputs)."""
+    try:
+        return tuple(model.inputs[index].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _pad(rows: Any, size: int, pad_row: Any) -> Any:
+    """`rows` grown to `size` rows by repeating the last one (or with `pad_row`)."""
+    real = int(rows.shape[0])
+    if real == size:
+        return rows
+    if pad_row is None:
+        extra = tf.repeat(rows[-1:], size - real, axis=0)
+    else:
+        extra = tf.repeat(tf.cast(tf.convert_to_tensor(pad_row)[None], rows.dtype), size - real, 0)
+    return tf.concat([rows, extra], axis=0)
+
+
+class Session:
+    """A model prepared once: what is explained, how it is read, and how it is batched.
+
+    Args:
+        model: a Keras model (Functional, Sequential, nested or subclassed).
+        output: which output of a multi-output model (index or name).
+        head: "softmax", "sigmoid", "linear", or None to read the model's final activation.
+        score: `score(outputs) -> (N,)` explained instead of a class.
+        inputs: a multi-input model's other inputs, `{name: array}` (one row or one per image).
+        reshape: `(N, T, C) -> (N, h, w, C)` for token layers that are not a square grid.
+        value_range: the model's input range ((low, high), "tf", "torch", "caffe", ...).
+        batch_size: images (or masked images) per compiled pass.
+        jit_compile: compile the kernels with XLA (see the README's speed section for where it
+            pays).
+
+    See `explain` for the model-form arguments in full.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        output: int | str | None = None,
+        head: str | None = None,
+        score: Callable | None = None,
+        inputs: dict[str, Any] | None = None,
+        reshape: Callable | None = None,
+        value_range: Any = None,
+        batch_size: int = 32,
+        jit_compile: bool = False,
+    ):
+        self.model = check_model(model)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.jit_compile = bool(jit_compile)
+        self.head, self.held = resolve_head(model, output, head, score, inputs, reshape)
+        self.value_range: ValueRange | None = resolve_value_range(value_range)
+        self._settings = dict(
+            output=output, head=head, score=score, inputs=inputs, reshape=reshape,
+            value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
+        )  # fmt: skip
+        self.runner = self.runner_for()
+        hold_inputs(model, {i: rows[:1] for i, rows in self.held.items()})
+        self._num_scores = self.runner.num_scores
+
+    @classmethod
+    def of(cls, model: keras.Model | Session, **settings: Any) -> Session:
+        """`model` as a session: a `Session` is returned as it is (or with the settings given
+        here, those not None, changed), a model gets a new one."""
+        unknown = sorted(set(settings) - set(_SETTINGS))
+        if unknown:
+            raise InputError(
+                f"Unknown argument(s) {', '.join(unknown)}: the model is described by "
+                f"{', '.join(_SETTINGS)}."
+            )
+        given = {k: v for k, v in settings.items() if v is not None}
+        if isinstance(model, Session):
+            if not given or all(model._settings.get(k) is v for k, v in given.items()):
+                return model
+            return cls(model.model, **{**model._settings, **given})
+        return cls(model, **given)
+
+    def with_model(self, model: keras.Model) -> Session:
+        """A session with these settings for another model (e.g. a randomised copy)."""
+        return Session(model, **self._settings)
+
+    def replace(self, **settings: Any) -> Session:
+        """A session like this one with some settings changed (e.g. `batch_size`)."""
+        return Session.of(self, **settings)
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={v!r}" for k, v in self._settings.items() if v is not None)
+        return f"Session({self.model.name!r}, {given})"
+
+    # -- runners ------------------------------------------------------------------------------
+    def runner_for(self, layer: Any = None, guided: bool = False) -> ModelRunner:
+        """The runner that records `layer` (and guides ReLUs), for this session's head."""
+        return runner_for(self.model, layer, guided, self.head, self.jit_compile)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def source(self, dataset: Any) -> Source:
+        """A dataset, arrays or a folder as one stream of (image, label) for this model's
+        image input (see `xai_keras.sources`)."""
+        return as_source(dataset, self.model, self.head.image_input, self._num_scores)
+
+    def dataset_images(self, dataset: tf.data.Dataset) -> np.ndarray:
+        """Every image of a `tf.data.Dataset` (batched or not; images, (images, labels) or
+        dicts)."""
+        images = [image for image, _ in self.source(dataset).elements.as_numpy_iterator()]
+        if not images:
+            raise InputError("The `images` dataset is empty: it yielded no images.")
+        return np.stack(images)
+
+    def images(self, images: Any, name: str = "images") -> tuple[tf.Tensor, bool]:
+        """Validate images (an array, tensor or `tf.data.Dataset`) against the image input;
+        return a float32 (N, H, W, C) tensor and whether one image (H, W, C) was given. The
+        first images seen decide how the outputs become probabilities."""
+        if isinstance(images, tf.data.Dataset):
+            images = self.dataset_images(images)
+        x, single = check_images(images, self.model, name, self.head.image_input)
+        if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
+            self.runner.decide_squash(self.runner.forward_fn(x[:1]))
+        return x, single
+
+    def num_scores(self, x: tf.Tensor | None = None) -> int:
+        """The number of score columns (what targets index); a subclassed model is run on
+        `x[:1]` to learn it."""
+        if self._num_scores is None:
+            if x is None:
+                raise InputError(f"Model {self.model.name!r} is subclassed: pass images first.")
+            if self.head.score is None:
+                first = keras.tree.flatten(self.model(x[:1], training=False))[self.head.output]
+                check_scores_shape(first.shape, self.head.output, self.model.name)
+            self._num_scores = int(self.runner.forward_fn(x[:1]).shape[-1])
+        return self._num_scores
+
+    def targets(self, targets: Any, x: tf.Tensor) -> np.ndarray:
+        """Targets checked against the classes: (N,) int32, -1 where the top class is meant."""
+        return check_targets(targets, int(x.shape[0]), self.num_scores(x))
+
+    def explained(
+        self, x: tf.Tensor, targets: Any = None, checked: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(targets with -1 replaced by each image's top class, their clean probabilities),
+        each image read with its own held inputs. `targets` is checked first unless
+        `checked` (an int32 array from `targets`, -1 allowed)."""
+        t = np.asarray(targets, np.int32) if checked else self.targets(targets, x)
+        probs = np.concatenate([self.probabilities(x[g]) for g in self.groups(len(t))])
+        t = np.where(t < 0, probs.argmax(axis=1), t).astype(np.int32)
+        return t, probs[np.arange(len(t)), t]
+
+    def check_class_names(self, class_names: Any, x: tf.Tensor | None = None) -> list | None:
+        """`class_names` as a list, refusing a count that does not match the classes."""
+        if class_names is None:
+            return None
+        names = list(class_names)
+        if self.head.score is None and len(names) != self.num_scores(x):
+            raise InputError(
+                f"`class_names` has {len(names)} names but model {self.model.name!r} has "
+                f"{self.num_scores(x)} classes; give one name per class, in class-index order."
+            )
+        return names
+
+    def per_image_rows(self, n: int) -> dict[int, np.ndarray] | None:
+        """The held inputs when they differ between the `n` images (else None)."""
+        for index, rows in self.held.items():
+            if rows.shape[0] not in (1, n):
+                raise InputError(
+                    f"Held input {index} has {rows.shape[0]} rows; give one row, or one per "
+                    f"image ({n})."
+                )
+        if all(rows.shape[0] == 1 or (rows == rows[:1]).all() for rows in self.held.values()):
+            return None
+        return {i: np.broadcast_to(r, (n, *r.shape[1:])) for i, r in self.held.items()}
+
+    def groups(self, n: int) -> Iterator[slice]:
+        """Index ranges of `n` images that can share passes: all at once when the held inputs
+        are one row for all, else one image at a time with that image's row held."""
+        rows = self.per_image_rows(n)
+        if rows is None:
+            hold_inputs(self.model, {i: r[:1] for i, r in self.held.items()})
+            yield slice(0, n)
+            return
+        for j in range(n):
+            hold_inputs(self.model, {i: r[j : j + 1] for i, r in rows.items()})
+            yield slice(j, j + 1)
+
+    # -- the batch loop -----------------------------------------------------------------------
+    def map_batches(
+        self,
+        kernel: Callable,
+        *arrays: Any,
+        size: int | None = None,
+        pad: tuple | None = None,
+        combine: str = "concat",
+    ) -> Any:
+        """`kernel(*batch)` over fixed-size batches of `arrays` (same first dimension).
+
+        The last batch is padded to the full size, repeating its last row (or with the rows in
+        `pad`, one per array, e.g. zeros that make a padded row count for nothing), so a
+        compiled kernel traces once. With `combine="concat"` the outputs (a tensor or a
+        tuple/dict of them; None entries stay None) lose their padded rows and are
+        concatenated; with "sum" they are added up (the padding must then add nothing).
+        """
+        n = int(arrays[0].shape[0])
+        size = min(size or self.batch_size, n)
+        parts = []
+        for start in range(0, n, size):
+            real = min(size, n - start)
+            batch = [
+                _pad(tf.convert_to_tensor(a[start : start + size]), size, p)
+                for a, p in zip(arrays, pad or (None,) * len(arrays))
+            ]
+            out = kernel(*batch)
+            if combine == "concat":
+                out = tf.nest.map_structure(lambda t, r=real: None if t is None else t[:r], out)
+            parts.append(out)
+        join = tf.add_n if combine == "sum" else functools.partial(tf.concat, axis=0)
+        return tf.nest.map_structure(lambda *ts: None if ts[0] is None else join(ts), *parts)
+
+    # -- plain passes -------------------------------------------------------------------------
+    def logits(self, x: Any) -> np.ndarray:
+        """(N, classes) scores as the methods explain them (logits where a softmax was
+        skipped), in batches."""
+        return self.map_batches(self.runner.forward_fn, tf.cast(x, tf.float32)).numpy()
+
+    def probabilities(self, x: Any) -> np.ndarray:
+        """(N, classes) probabilities (or values, for linear heads), in batches."""
+        x = tf.cast(x, tf.float32)
+        return self.runner.squash(self.map_batches(self.runner.forward_fn, x)).numpy()
+
+
+def check_images(
+    images: Any, model: keras.Model, name: str = "images", input_index: int = 0
+) -> tuple[tf.Tensor, bool]:
+    """Validate images (an array, tensor or `tf.data.Dataset`) against the model's image
+    input; return a float32 (N, H, W, C) tensor and whether a single image (H, W, C) was
+    given."""
+    if isinstance(images, tf.data.Dataset):
+        images = as_source(images, model, input_index).elements.map(lambda x, _: x)
+        images = list(images.as_numpy_iterator())
+        if not images:
+            raise InputError(f"The `{name}` dataset is empty: it yielded no images.")
+        images = np.stack(images)
+    try:
+        x = tf.convert_to_tensor(images)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"`{name}` must be an array or tensor of images: {err}") from None
+    if not (x.dtype.is_floating or x.dtype.is_integer):
+        raise InputError(f"`{name}` must hold numbers. Received dtype {x.dtype.name}.")
+    x = tf.cast(x, tf.float32)
+    expected = _expected_shape(model, input_index)
+    if expected is None:  # subclassed: any (H, W, C) images
+        expected = (None, None, None)
+    single = x.shape.rank == len(expected)
+    if single:
+        x = x[None]
+    if x.shape.rank != len(expected) + 1:
+        raise InputError(
+            f"`{name}` must be one image of shape {expected} or a batch (N, *{expected}) "
+            f"for model {model.name!r}. Received shape {tuple(x.shape)}."
+        )
+    for got, want in zip(x.shape[1:], expected):
+        if want is not None and got != want:
+            raise InputError(
+                f"`{name}` have shape {tuple(x.shape[1:])} but model {model.name!r} expects "
+                f"{expected} (H, W, C). Resize the images (e.g. tf.image.resize) or check the "
+                "channels (grayscale vs RGB)."
+            )
+    if x.shape[0] == 0:
+        raise InputError(f"`{name}` is empty: pass at least one image.")
+    if not bool(tf.reduce_all(tf.math.is_finite(x))):
+        raise InputError(f"`{name}` contain NaN or infinite values.")
+    return x, single
+
+
+def check_targets(targets: Any, n: int, num_classes: int) -> np.ndarray:
+    """Targets as (n,) int32; -1 means "the top class". Accepts None, an int or a sequence."""
+    if targets is None:
+        return np.full(n, -1, np.int32)
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise InputError(f"`targets` must be class indices (ints). Received: {targets!r}.")
+    if t.ndim == 0:
+        t = np.full(n, int(t))
+    if t.shape != (n,):
+        raise InputError(
+            f"`targets` must be one int or {n} ints (one per image). Received shape {t.shape}."
+        )
+    bad = t[(t < 0) | (t >= num_classes)]
+    if bad.size:
+        raise InputError(
+            f"`targets` must be in [0, {num_classes - 1}] for a model with {num_classes} "
+            f"outputs. Received: {bad.tolist()}."
+        )
+    return t.astype(np.int32)
