@@ -28,10 +28,11 @@ import tensorflow as tf
 from xai_keras.data.folder import IMAGE_SUFFIXES
 from xai_keras.errors import InputError
 
-__all__ = ["Source", "as_source", "file_error"]
+__all__ = ["Source", "as_source", "element_parts", "file_error"]
 
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+_MASK_KEYS = ("mask", "masks", "segmentation")
 
 
 @dataclass
@@ -86,17 +87,34 @@ def _labels_to_int(labels: tf.Tensor, num_classes: int | None) -> tf.Tensor:
     return tf.cast(tf.reshape(labels, ()), tf.int32)
 
 
+def element_parts(spec: Any) -> tuple[Any, Any, Any] | None:
+    """Where the image, label and mask sit in a dataset element (its `element_spec`): dict
+    keys, or positions among the tuple's parts (a lone tensor is part 0); None where a part is
+    absent. None for an element with no image."""
+    if isinstance(spec, tf.TensorSpec):
+        return 0, None, None
+    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
+        return 0, (1 if len(spec) > 1 else None), (2 if len(spec) > 2 else None)
+    if isinstance(spec, dict):
+        image, label, mask = (
+            next((k for k in keys if k in spec), None)
+            for keys in (_IMAGE_KEYS, _LABEL_KEYS, _MASK_KEYS)
+        )
+        if image is not None:
+            return image, label, mask
+    return None
+
+
 def _split_element(spec: Any) -> tuple[Any, Any, str]:
     """Pick the image and label specs (or paths into the element) out of an element spec."""
-    if isinstance(spec, tf.TensorSpec):
-        return spec, None, "tensor"
-    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
-        return spec[0], (spec[1] if len(spec) > 1 else None), "tuple"
-    if isinstance(spec, dict):
-        image = next((k for k in _IMAGE_KEYS if k in spec), None)
-        label = next((k for k in _LABEL_KEYS if k in spec), None)
-        if image is not None:
+    parts = element_parts(spec)
+    if parts is not None:
+        image, label, _ = parts
+        if isinstance(spec, dict):
             return spec[image], (spec[label] if label else None), f"dict:{image}:{label}"
+        if isinstance(spec, tf.TensorSpec):
+            return spec, None, "tensor"
+        return spec[0], (spec[1] if label is not None else None), "tuple"
     raise InputError(
         "The `dataset` must yield images, (images, labels) pairs or dicts with an 'image' "
         f"key (and optionally 'label'). Received elements with spec {spec}."

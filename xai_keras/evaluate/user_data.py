@@ -12,12 +12,10 @@ import tensorflow as tf
 from xai_keras.checks import check_masks
 from xai_keras.errors import InputError
 from xai_keras.explain.session import Session
+from xai_keras.sources import element_parts
 
 __all__ = ["DATA_FORMS", "read_user_data"]
 
-_IMAGE_KEYS = ("image", "images", "x", "input", "inputs")
-_LABEL_KEYS = ("label", "labels", "y", "target", "targets")
-_MASK_KEYS = ("mask", "masks", "segmentation")
 DATA_FORMS = (
     "a tf.data.Dataset (batched or not) of (image, label) or (image, label, mask) elements, "
     "or dicts with 'image', 'label' and 'mask' keys; or arrays: images, (images, labels) or "
@@ -27,18 +25,10 @@ DATA_FORMS = (
 
 def _parts(spec: Any) -> tuple[Any, Any, Any]:
     """Where the image, label and mask sit in an element: keys or tuple positions (or None)."""
-    if isinstance(spec, tf.TensorSpec):
-        return 0, None, None
-    if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3:
-        return 0, (1 if len(spec) > 1 else None), (2 if len(spec) > 2 else None)
-    if isinstance(spec, dict):
-        image, label, mask = (
-            next((k for k in keys if k in spec), None)
-            for keys in (_IMAGE_KEYS, _LABEL_KEYS, _MASK_KEYS)
-        )
-        if image is not None:
-            return image, label, mask
-    raise InputError(f"The `data` must be {DATA_FORMS}. Received elements with spec {spec}.")
+    parts = element_parts(spec)
+    if parts is None:
+        raise InputError(f"The `data` must be {DATA_FORMS}. Received elements with spec {spec}.")
+    return parts
 
 
 def _take(data: tf.data.Dataset, session: Session, n: int) -> tuple:
