@@ -26,6 +26,17 @@ def _grid(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"grid must look like 7x7, got {text!r}") from None
 
 
+def _candidates(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"candidates must be a number or 'all', got {text!r}"
+        ) from None
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("sag", help="structured attention graph of one image")
     p.add_argument("--model", required=True, help="a saved .keras model")
@@ -37,6 +48,13 @@ def add_parser(sub) -> None:
     p.add_argument("--absolute", action="store_true", help="threshold on the probability itself")
     p.add_argument("--beam-width", type=int, default=5)
     p.add_argument("--max-roots", type=int, default=3)
+    p.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=10,
+        help="best-ranked patches that extend each beam set (default 10); 'all' searches "
+        "every extension (about 4x the masked passes)",
+    )
     p.add_argument(
         "--baseline",
         default="auto",
@@ -75,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         relative=not args.absolute,
         beam_width=args.beam_width,
         max_roots=args.max_roots,
+        candidates=args.candidates,
         baseline=args.baseline,
         class_names=class_names,
         value_range=value_range,

@@ -1,0 +1,281 @@
+"""Structured Attention Graphs: several small patch sets that each keep the prediction.
+
+One heatmap hides that a model can be just as confident from different small regions. A SAG
+(Shitole et al., "One Explanation is Not Enough: Structured Attention Graphs for Image
+Classification", NeurIPS 2021) finds them and shows how confidence falls as patches go.
+
+How it is computed here:
+
+1. The image is cut into a grid of patches. A patch set is shown by keeping those patches and
+   replacing the rest with a baseline. The default, "auto", takes the first of a blurred copy,
+   a strongly blurred copy, the image's mean colour and black (the minimum of the model's
+   input range) under which the empty set is *not* sufficient: a baseline that keeps the
+   class on its own (a blur often does) leaves nothing to find. If none removes the evidence,
+   the model sees the class without the image's content, and the result says so.
+2. Confidence of a set = softmax probability of the target class for the masked image, divided
+   by the probability for the full image (`relative=True`), or the probability itself.
+3. Beam search grows patch sets one patch at a time. The patches are ranked once per image
+   by one batched forward and backward pass (`rank_by`, default "patch_ig": the magnitude
+   of integrated gradients of the target's score over the patches' keep weights, from the
+   baseline to the image), and at each size each of the `beam_width` best sets below the
+   threshold is extended by the `candidates` best-ranked patches it does not hold yet (by
+   every patch when `candidates` is None, an exhaustive search); sets reaching the threshold
+   are recorded (and not grown further). It stops `extra_sizes` sizes after the first
+   sufficient set, at `max_size`, once 4 x `max_roots` sets are recorded, or when the beam
+   is empty. The cost is therefore bounded by max_size x beam_width x candidates masked
+   forward passes (plus the minimisation and graph steps, each a few times the root size).
+   The SAG paper's code likewise extends each set by its most promising patches only (15
+   there). On the trained shapes CNN (40 images, scripts/bench_sag.py --roots) 10
+   candidates cost 217 masked passes per image against 967 for the exhaustive search, and
+   found roots on the same images, of the same mean smallest size (3.40 patches), all
+   minimal and sufficient.
+4. Each recorded set is made minimal by greedily dropping patches while the threshold still
+   holds, so removing any one patch of a root drops it below the threshold.
+5. Up to `max_roots` roots are chosen smallest (then most confident) first, skipping any that
+   shares more than `max_overlap` of the smaller set's patches with a chosen root.
+6. Each root is expanded into a deletion DAG: a node's children remove one patch each; the
+   `branching` children with the largest drop are kept, nodes below `floor` are leaves, and
+   identical sets reached from different parents are merged into one node.
+
+All masked images are built and scored by one compiled function on fixed-size batches, and
+every set's confidence is cached, so no set is ever scored twice. `n_forward` counts the
+masked images that were scored, and those the ranking differentiated.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from xai_keras.errors import InputError
+from xai_keras.explain.api import check_images, check_targets
+from xai_keras.explain.base import get_method, methods
+from xai_keras.explain.baselines import REMOVAL_ORDER
+from xai_keras.explain.ranges import resolve_value_range
+from xai_keras.explain.sag.picture import plot_sag
+from xai_keras.explain.sag.result import SAG
+from xai_keras.explain.sag.scorer import Patches, PatchScorer, patch_index_map
+from xai_keras.explain.sag.search import (
+    beam_search,
+    diverse_minimal,
+    expand,
+    minimise,
+    rank_patches,
+)
+
+__all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "plot_sag", "sag", "patch_index_map"]
+
+# What baseline="auto" tries, in order: the first under which the empty set is insufficient.
+AUTO_BASELINES = REMOVAL_ORDER
+
+
+def _scorer_factory(
+    model: keras.Model, image: np.ndarray, grid: tuple[int, int], batch_size: int, value_range
+) -> Callable[[int, Any], PatchScorer]:
+    """`(target, baseline) -> PatchScorer` for one image: the one place where `sag` turns the
+    model (runner, head, batch size, value range) into scorers."""
+
+    def make(target: int, baseline: Any) -> PatchScorer:
+        return PatchScorer(model, image, target, grid, baseline, batch_size, value_range)
+
+    return make
+
+
+def sag(
+    model: keras.Model,
+    image: Any,
+    target: int | None = None,
+    grid: tuple[int, int] = (7, 7),
+    threshold: float = 0.9,
+    relative: bool = True,
+    baseline: Any = "auto",
+    beam_width: int = 5,
+    max_size: int | None = None,
+    max_roots: int = 3,
+    max_overlap: float = 0.5,
+    floor: float = 0.4,
+    branching: int = 2,
+    max_depth: int = 3,
+    candidates: int | None = 10,
+    rank_by: str = "patch_ig",
+    extra_sizes: int = 2,
+    batch_size: int = 64,
+    class_names: list[str] | None = None,
+    value_range: Any = None,
+) -> SAG:
+    """Find diverse minimal sufficient patch sets and the graph of their deletions.
+
+    Args:
+        model: a Keras classifier (a final softmax is taken into account, see `explain`).
+        image: one image (H, W, C), preprocessed as the model expects.
+        target: the class to explain; default: the top class.
+        grid: (rows, cols) of patches; sizes the grid does not divide are fine.
+        threshold: confidence a set must keep to be sufficient.
+        relative: confidence relative to the full image's probability (else absolute).
+        baseline: what hidden patches show: "auto" (default: the first of "blur",
+            "blur_strong", "mean" and "black" under which the empty set is insufficient),
+            one of those, a number or an array.
+        beam_width: sets kept per size during the search.
+        max_size: the largest set searched (default: 30% of the patches).
+        max_roots: the number of diverse roots returned.
+        max_overlap: the largest share of the smaller root's patches two roots may share.
+        floor: confidence under which graph nodes are not expanded further.
+        branching: children kept per node (those with the largest confidence drop).
+        max_depth: patches removed below a root, at most.
+        candidates: how many patches extend each set of the beam: the best-ranked ones the
+            set does not hold yet. None extends by every patch (exhaustive, about
+            patches / candidates times the cost of the search step).
+        rank_by: how the patches are ranked when `candidates` limits the search:
+            "patch_ig" (default: the magnitude of the target score's gradient with respect
+            to each patch's keep weight, averaged over 16 points from the baseline to the
+            image; 16 images in `n_forward`), or a method name of `explain` ("gradcam",
+            "occlusion", ...; its cost is not in `n_forward`), whose map's mass in each
+            patch ranks it.
+        extra_sizes: sizes searched past the first one where a sufficient set appears.
+        batch_size: masked images per compiled forward pass.
+        class_names: for the plot's title.
+        value_range: the model's input range, e.g. (-1, 1) ("black" is its minimum).
+
+    Returns:
+        A `SAG`. If no set up to `max_size` reaches the threshold it has no roots and its
+        `message` says so (a warning is issued too).
+
+    Example:
+        >>> g = sag(model, image, grid=(7, 7), threshold=0.9)
+        >>> g.roots, g.confidence(g.roots[0])
+        >>> g.save("sag.png")
+    """
+    if not 0 < threshold <= (1.0 if not relative else 10.0):
+        raise InputError(f"`threshold` must be in (0, 1]. Received: threshold={threshold}.")
+    if max_roots < 1 or beam_width < 1 or branching < 1:
+        raise InputError("`max_roots`, `beam_width` and `branching` must be >= 1.")
+    _check_ranking(candidates, rank_by)
+    x, single = check_images(image, model, name="image")
+    if not single and x.shape[0] != 1:
+        raise InputError(f"`sag` explains one image at a time. Received {x.shape[0]} images.")
+    img = x[0].numpy()
+    grid = tuple(int(g) for g in grid)
+    vrange = resolve_value_range(value_range)
+    make_scorer = _scorer_factory(model, img, grid, batch_size, vrange)
+    probe = make_scorer(0, "black")
+    probe.runner.num_scores  # noqa: B018 (refuses an output with spatial dimensions)
+    n = probe.n_patches
+    full = tuple(range(n))
+    logits = probe.runner.forward_fn(x).numpy()[0]
+    top = int(np.argmax(logits))
+    if class_names is not None and len(class_names) != len(logits):
+        raise InputError(
+            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
+            f"{len(logits)} classes; give one name per class, in class-index order."
+        )
+    target = top if target is None else int(check_targets(target, 1, len(logits))[0])
+    auto = isinstance(baseline, str) and baseline == "auto"
+    tried: dict[str, float] = {}
+    for kind in AUTO_BASELINES if auto else (baseline,):
+        scorer = make_scorer(target, kind)
+        probability = float(scorer.probabilities([full])[0])
+        if relative and probability <= 0:
+            raise InputError(
+                f"The model gives class {target} probability 0 on this image, so a confidence "
+                "relative to it is undefined. Pass relative=False or another target."
+            )
+        empty = float(scorer.probabilities([()])[0]) / (probability if relative else 1.0)
+        tried[kind if isinstance(kind, str) else "custom"] = empty
+        if empty < threshold:
+            break
+    n_forward = len(tried)  # the empty set under each baseline tried
+    scorer.n_forward = 0
+
+    def score(sets: list[Patches]) -> np.ndarray:
+        p = scorer.probabilities(sets)
+        return p / probability if relative else p
+
+    max_size = max_size or max(1, math.ceil(0.3 * n))
+
+    result = SAG(
+        image=img,
+        target=target,
+        probability=probability,
+        grid=grid,
+        threshold=threshold,
+        relative=relative,
+        floor=floor,
+        class_name=class_names[target] if class_names else None,
+        scorer=scorer,
+        baseline=list(tried)[-1],
+        baselines_tried=tried,
+    )
+    found = []
+    if empty < threshold:
+        exhaustive = candidates is None or candidates >= n
+        ranking = list(range(n)) if exhaustive else rank_patches(scorer, rank_by, model)
+        found = beam_search(
+            score, threshold, beam_width, max_size, ranking, candidates, extra_sizes, 4 * max_roots
+        )
+    if not found and empty < threshold and float(score([full])[0]) >= threshold:
+        # Nothing small suffices, yet the whole image does: shrink the whole image instead,
+        # so an image whose evidence can be removed always gets a (verified, minimal) root.
+        found = [minimise(score, full, threshold)]
+    if found:
+        result.roots = diverse_minimal(score, found, threshold, max_roots, max_overlap)
+        expand(result, score, branching, max_depth)
+    elif empty >= threshold:
+        result.message = _no_baseline_message(tried, target, auto, threshold)
+    else:
+        result.message = (
+            f"No set of up to {max_size} of {n} patches keeps {threshold:.0%} of the "
+            f"{'full-image ' if relative else ''}confidence for class {target} (probability "
+            f"{probability:.3f} on the full image): the model is not confident from any small "
+            "region. Try a coarser grid, a larger max_size or a lower threshold."
+        )
+    if result.message:
+        warnings.warn(result.message, RuntimeWarning, stacklevel=2)
+    result.n_forward = scorer.n_forward + scorer.n_gradient + n_forward
+    return result
+
+
+def _check_ranking(candidates: Any, rank_by: Any) -> None:
+    if candidates is not None and (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, numbers.Integral)
+        or candidates < 1
+    ):
+        raise InputError(
+            "The `candidates` argument must be a positive int, or None for an exhaustive "
+            f"search. Received: candidates={candidates!r}."
+        )
+    if isinstance(rank_by, str) and rank_by == "patch_ig":
+        return
+    try:
+        get_method(rank_by)
+    except InputError:
+        raise InputError(
+            "The `rank_by` argument must be 'patch_ig' or a method name "
+            f"({', '.join(methods())}). Received: rank_by={rank_by!r}."
+        ) from None
+
+
+def _no_baseline_message(tried: dict[str, float], target: int, auto: bool, threshold) -> str:
+    """Why the graph is empty when the empty set already keeps the class; advice never
+    repeats a baseline that was tried."""
+    kept = ", ".join(f"{k} {v:.0%}" for k, v in tried.items())
+    if auto:
+        return (
+            f"No baseline removes the evidence for class {target}: with no patch kept the "
+            f"model keeps {kept} of its confidence (threshold {threshold:.0%}). It sees the "
+            "class without the image's content (e.g. it is as confident on a blank image): a "
+            "finding about the model, not a failure of the search."
+        )
+    others = [b for b in AUTO_BASELINES if b not in tried]
+    return (
+        f"The baseline alone ({kept}, no patch kept) keeps the confidence for class {target}: "
+        "the model still sees the class without any patch, so no patch set is needed. Try "
+        f"baseline='auto' (which tries {', '.join(AUTO_BASELINES)})"
+        + (f" or one of {', '.join(repr(b) for b in others)}." if others else ".")
+    )
