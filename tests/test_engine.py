@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import FAST_OPTIONS
 from keras import layers as L
 
-from xai_keras import explain, methods
+from xai_keras import explain, methods, sag
 from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import average_drop_increase, deletion, insertion
 from xai_keras.explain.session import Session
@@ -308,3 +308,54 @@ def test_cli_explain_dataset_explains_the_named_output(two_outputs, images, tmp_
     want = explain(model, images, targets=0, output="box", head="linear")
     np.testing.assert_allclose(run.maps[:], want.maps, atol=2e-3)
     np.testing.assert_allclose([r["score"] for r in run.index], want.scores, atol=1e-5)
+
+
+# -- sag ------------------------------------------------------------------------------------
+FILL = 8.0  # a baseline far outside the images, so that hiding patches changes the scores
+
+
+def _falling(probabilities, x):
+    """The class whose probability the baseline lowers most (so a search has work to do)."""
+    ratio = probabilities(np.full_like(x[None], FILL)) / probabilities(x[None])
+    return int(np.argmin(ratio))
+
+
+def _sag_checks(g, masked_probability, full_probability):
+    """Roots are found, and each keeps the threshold by plain model calls on its masked image."""
+    assert g.probability == pytest.approx(full_probability, abs=1e-5)
+    assert g.roots, g.message
+    for root in g.roots:
+        kept = masked_probability(g.masked_image(root)[None]) / full_probability
+        assert kept == pytest.approx(g.confidence(root), abs=1e-4) and kept >= g.threshold - 1e-4
+
+
+def test_sag_takes_every_model_form(binary, two_outputs, held, images):
+    x = images[0]
+
+    def binary_probs(m):
+        p = binary(m).numpy()[0, 0]
+        return np.array([1 - p, p])
+
+    t = _falling(binary_probs, x)
+    g = sag(binary, x, target=t, threshold=0.9, baseline=FILL)
+    _sag_checks(g, lambda m: binary_probs(m)[t], binary_probs(x[None])[t])
+
+    model, _ = two_outputs
+
+    def cls_probs(m):
+        return model(m)["cls"].numpy()[0]
+
+    t = _falling(cls_probs, x)
+    g = sag(Session(model, output="cls"), x, target=t, threshold=0.9, baseline=FILL)
+    _sag_checks(g, lambda m: cls_probs(m)[t], cls_probs(x[None])[t])
+
+    row = _meta(1)
+
+    def held_probs(m):
+        return held([m, row]).numpy()[0]
+
+    t = _falling(held_probs, x)
+    g = sag(held, x, target=t, inputs={"meta": row}, threshold=0.9, baseline=FILL)
+    _sag_checks(g, lambda m: held_probs(m)[t], held_probs(x[None])[t])
+    with pytest.raises(InputError, match="'image'.*'meta'"):
+        sag(held, x)

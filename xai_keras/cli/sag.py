@@ -7,9 +7,11 @@ from pathlib import Path
 
 from xai_keras.cli._common import (
     CLASSES_HELP,
+    add_form_flags,
     add_model_flags,
     class_names_for,
     load_model,
+    model_form,
     note_printer,
     print_result,
     value_range_of,
@@ -64,6 +66,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--logdir", help="also log the picture to TensorBoard here")
+    add_form_flags(p)
     add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.logdir:
         ensure_writable_dir(args.logdir, "--logdir folder")
     model = load_model(args.model, args.unsafe)
-    class_names = class_names_for(args, model)
+    form = model_form(args)
+    class_names = class_names_for(args, model, **form)
     shape = tuple(model.inputs[0].shape[1:])
     value_range = value_range_of(args)
     fit = args.fit or "stretch"
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         class_names=class_names,
         value_range=value_range,
+        **form,
     )
     written: list[Path] = []
     try:

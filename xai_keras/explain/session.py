@@ -311,6 +311,7 @@ class Session:
     ) -> Any:
         """`kernel(*batch)` over fixed-size batches of `arrays` (same first dimension).
 
+        Batches hold `size` rows (default: the session's batch size, or all rows when fewer).
         The last batch is padded to the full size, repeating its last row (or with the rows in
         `pad`, one per array, e.g. zeros that make a padded row count for nothing), so a
         compiled kernel traces once. With `combine="concat"` the outputs (a tensor or a
@@ -318,7 +319,7 @@ class Session:
         concatenated; with "sum" they are added up (the padding must then add nothing).
         """
         n = int(arrays[0].shape[0])
-        size = min(size or self.batch_size, n)
+        size = size or min(self.batch_size, n)
         parts = []
         for start in range(0, n, size):
             real = min(size, n - start)

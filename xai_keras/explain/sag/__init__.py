@@ -54,10 +54,8 @@ import keras
 import numpy as np
 
 from xai_keras.errors import InputError
-from xai_keras.explain.api import check_images, check_targets
 from xai_keras.explain.base import get_method, methods
 from xai_keras.explain.baselines import REMOVAL_ORDER
-from xai_keras.explain.ranges import resolve_value_range
 from xai_keras.explain.sag.picture import plot_sag
 from xai_keras.explain.sag.result import SAG
 from xai_keras.explain.sag.scorer import Patches, PatchScorer, patch_index_map
@@ -68,6 +66,7 @@ from xai_keras.explain.sag.search import (
     minimise,
     rank_patches,
 )
+from xai_keras.explain.session import Session
 
 __all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "plot_sag", "sag", "patch_index_map"]
 
@@ -76,19 +75,18 @@ AUTO_BASELINES = REMOVAL_ORDER
 
 
 def _scorer_factory(
-    model: keras.Model, image: np.ndarray, grid: tuple[int, int], batch_size: int, value_range
+    session: Session, image: np.ndarray, grid: tuple[int, int]
 ) -> Callable[[int, Any], PatchScorer]:
-    """`(target, baseline) -> PatchScorer` for one image: the one place where `sag` turns the
-    model (runner, head, batch size, value range) into scorers."""
+    """`(target, baseline) -> PatchScorer` for one image of the session's model."""
 
     def make(target: int, baseline: Any) -> PatchScorer:
-        return PatchScorer(model, image, target, grid, baseline, batch_size, value_range)
+        return PatchScorer(session, image, target, grid, baseline)
 
     return make
 
 
 def sag(
-    model: keras.Model,
+    model: keras.Model | Session,
     image: Any,
     target: int | None = None,
     grid: tuple[int, int] = (7, 7),
@@ -105,14 +103,16 @@ def sag(
     candidates: int | None = 10,
     rank_by: str = "patch_ig",
     extra_sizes: int = 2,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     class_names: list[str] | None = None,
     value_range: Any = None,
+    **model_form: Any,
 ) -> SAG:
     """Find diverse minimal sufficient patch sets and the graph of their deletions.
 
     Args:
-        model: a Keras classifier (a final softmax is taken into account, see `explain`).
+        model: a Keras classifier (a final softmax is taken into account, see `explain`), or
+            a `Session` for one.
         image: one image (H, W, C), preprocessed as the model expects.
         target: the class to explain; default: the top class.
         grid: (rows, cols) of patches; sizes the grid does not divide are fine.
@@ -138,9 +138,11 @@ def sag(
             "occlusion", ...; its cost is not in `n_forward`), whose map's mass in each
             patch ranks it.
         extra_sizes: sizes searched past the first one where a sufficient set appears.
-        batch_size: masked images per compiled forward pass.
+        batch_size: masked images per compiled forward pass (default 64, or the session's).
         class_names: for the plot's title.
         value_range: the model's input range, e.g. (-1, 1) ("black" is its minimum).
+        **model_form: `output`, `head`, `score`, `inputs` (one row), `reshape`, as in
+            `explain`.
 
     Returns:
         A `SAG`. If no set up to `max_size` reaches the threshold it has no roots and its
@@ -156,25 +158,21 @@ def sag(
     if max_roots < 1 or beam_width < 1 or branching < 1:
         raise InputError("`max_roots`, `beam_width` and `branching` must be >= 1.")
     _check_ranking(candidates, rank_by)
-    x, single = check_images(image, model, name="image")
+    default_batch = None if isinstance(model, Session) else 64
+    session = Session.of(
+        model, batch_size=batch_size or default_batch, value_range=value_range, **model_form
+    )
+    x, single = session.images(image, name="image")
     if not single and x.shape[0] != 1:
         raise InputError(f"`sag` explains one image at a time. Received {x.shape[0]} images.")
+    class_names = session.check_class_names(class_names, x)
+    next(session.groups(1))  # hold this image's row of each held input
     img = x[0].numpy()
     grid = tuple(int(g) for g in grid)
-    vrange = resolve_value_range(value_range)
-    make_scorer = _scorer_factory(model, img, grid, batch_size, vrange)
-    probe = make_scorer(0, "black")
-    probe.runner.num_scores  # noqa: B018 (refuses an output with spatial dimensions)
-    n = probe.n_patches
+    make_scorer = _scorer_factory(session, img, grid)
+    n = grid[0] * grid[1]
     full = tuple(range(n))
-    logits = probe.runner.forward_fn(x).numpy()[0]
-    top = int(np.argmax(logits))
-    if class_names is not None and len(class_names) != len(logits):
-        raise InputError(
-            f"`class_names` has {len(class_names)} names but model {model.name!r} has "
-            f"{len(logits)} classes; give one name per class, in class-index order."
-        )
-    target = top if target is None else int(check_targets(target, 1, len(logits))[0])
+    target = int(session.explained(x, target)[0][0])
     auto = isinstance(baseline, str) and baseline == "auto"
     tried: dict[str, float] = {}
     for kind in AUTO_BASELINES if auto else (baseline,):
@@ -214,7 +212,7 @@ def sag(
     found = []
     if empty < threshold:
         exhaustive = candidates is None or candidates >= n
-        ranking = list(range(n)) if exhaustive else rank_patches(scorer, rank_by, model)
+        ranking = list(range(n)) if exhaustive else rank_patches(scorer, rank_by, session)
         found = beam_search(
             score, threshold, beam_width, max_size, ranking, candidates, extra_sizes, 4 * max_roots
         )

@@ -11,9 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
 from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explain.session import Session
 
 __all__ = ["Patches", "PatchScorer", "patch_index_map"]
 
@@ -67,37 +66,34 @@ class PatchScorer:
     """Scores patch sets of one image with a compiled, fixed-batch masked forward pass.
 
     Args:
-        model: the classifier.
+        model: the classifier, or a `Session` (its head, held inputs, value range: "black" is
+            its minimum, and batch size: masked images per forward pass).
         image: (H, W, C) float32.
         target: the class whose probability is measured.
         grid: (rows, cols).
         baseline: what hidden patches show ("blur", "blur_strong", "black", "mean", a number
             or an array).
-        batch_size: masked images per forward pass.
-        value_range: the model's input range ("black" is its minimum).
     """
 
     def __init__(
         self,
-        model: keras.Model,
+        model: keras.Model | Session,
         image: np.ndarray,
         target: int,
         grid: tuple[int, int],
         baseline: Any = "blur",
-        batch_size: int = 64,
-        value_range: ValueRange | None = None,
     ):
-        self.runner = runner_for(model)
+        self.session = session = Session.of(model)
+        self.runner = session.runner
         self.image = tf.constant(image, tf.float32)
-        self.fill = make_baseline(self.image[None], baseline, value_range)[0]
+        self.fill = make_baseline(self.image[None], baseline, session.value_range)[0]
         self.index = tf.constant(patch_index_map(image.shape[0], image.shape[1], grid))
         self.n_patches = grid[0] * grid[1]
         self.target = tf.constant(int(target), tf.int32)
-        self.batch_size = batch_size
+        self.batch_size = session.batch_size
         self.cache: dict[frozenset, float] = {}
         self.n_forward = 0
         self.n_gradient = 0
-        self.runner.squash(self.runner.forward_fn(self.image[None]))  # decide how, eagerly
         self._kernel = self.runner.kernel("sag", functools.partial(_masked_probs, self.runner))
 
     def patch_gradients(self, keep: np.ndarray) -> np.ndarray:
@@ -105,12 +101,12 @@ class PatchScorer:
         each row of `keep` (B, P) in [0, 1] (1: the image, 0: the baseline); compiled forward
         and backward passes of up to `batch_size` rows. `n_gradient` counts the rows."""
         kernel = self.runner.kernel("sag_rank", functools.partial(_keep_gradients, self.runner))
-        grads = []
-        for start in range(0, len(keep), self.batch_size):
-            chunk = tf.constant(keep[start : start + self.batch_size], tf.float32)
-            grads.append(kernel(chunk, self.image, self.fill, self.index, self.target).numpy())
-            self.n_gradient += int(chunk.shape[0])
-        return np.concatenate(grads)
+        grads = self.session.map_batches(
+            lambda rows: kernel(rows, self.image, self.fill, self.index, self.target),
+            tf.constant(keep, tf.float32),
+        )
+        self.n_gradient += len(keep)
+        return grads.numpy()
 
     def masked_images(self, sets: list[Patches]) -> np.ndarray:
         """The inputs as the model sees them for each patch set, (N, H, W, C)."""
@@ -130,13 +126,14 @@ class PatchScorer:
         and little work spent on padding.
         """
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.cache))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            keep = self._keep([tuple(s) for s in chunk])
-            size = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())
-            keep = tf.pad(keep, [[0, size - len(chunk)], [0, 0]])
-            probs = self._kernel(keep, self.image, self.fill, self.index, self.target)
-            probs = probs.numpy()[: len(chunk)]
-            self.n_forward += len(chunk)
-            self.cache.update(zip(chunk, probs.tolist()))
+        whole = len(todo) - len(todo) % self.batch_size
+        for part in (todo[:whole], todo[whole:]):  # full batches, then a power-of-two tail
+            if part:
+                probs = self.session.map_batches(
+                    lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
+                    self._keep([tuple(s) for s in part]),
+                    size=min(self.batch_size, 1 << (len(part) - 1).bit_length()),
+                )
+                self.n_forward += len(part)
+                self.cache.update(zip(part, probs.numpy().tolist()))
         return np.array([self.cache[frozenset(s)] for s in sets], np.float64)

@@ -4,7 +4,7 @@ choice of diverse roots, and the deletion graph below each root."""
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def diverse_minimal(
     return [c for _, c in sorted(zip(-np.asarray(conf), chosen), key=lambda t: (len(t[1]), t[0]))]
 
 
-def rank_patches(scorer: PatchScorer, rank_by: str, model=None) -> list[int]:
+def rank_patches(scorer: PatchScorer, rank_by: str, model: Any = None) -> list[int]:
     """All patches, most promising first.
 
     "patch_ig" ranks by the magnitude of integrated gradients over the patches' keep weights:
