@@ -68,7 +68,6 @@ REASON_CHARS = 80
 SIZES = (75, 96, 128, 160, 224, 331)  # tried in turn when a model rejects the requested size
 TKV, XPLIQUE = "tf-keras-vis", "xplique"
 PEERS = (TKV, XPLIQUE)
-CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "cam", "eigencam", "scorecam")
 # One representative per family for --quick (the smallest model of the family).
 REPRESENTATIVES = {
     "ResNet50",
@@ -803,7 +802,7 @@ def run_peer(peer: str, case: Case, methods: Sequence[str]) -> dict:
     for name in [m for m in methods if m in runner.methods]:
         cell, _ = run_cell(lambda name=name: runner.explain(name), shape, unit_range=False)
         cell.clear = True  # not our errors: only ok / not ok counts for peers
-        if name in CAM_METHODS:
+        if get_method(name).uses_layer:  # a CAM: the peer's default layer may be 1x1
             flag_one_by_one(cell, runner)
         cells[name] = cell
     return {"cells": cells, "layer": _safe(runner.default_layer), "runner": runner}

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "METHODS": "xai_keras.explain",
     "SAG": "xai_keras.explain",
+    "Session": "xai_keras.explain",
     "Explanation": "xai_keras.explain",
     "explain": "xai_keras.explain",
     "find_layer": "xai_keras.explain",
@@ -34,6 +35,7 @@ __all__ = [
     "METHODS",
     "SAG",
     "Explanation",
+    "Session",
     "explain",
     "explain_dataset",
     "find_layer",
@@ -43,7 +45,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from xai_keras.explain import METHODS, SAG, Explanation, explain, find_layer, methods, sag
+    from xai_keras.explain import (
+        METHODS,
+        SAG,
+        Explanation,
+        Session,
+        explain,
+        find_layer,
+        methods,
+        sag,
+    )
     from xai_keras.scale import explain_dataset
 
 

@@ -1,5 +1,5 @@
 """Explanation methods: the CAM family, the gradient family and the perturbation methods
-(occlusion, RISE, LIME, KernelSHAP), behind `explain`."""
+(occlusion, RISE, LIME, KernelSHAP), behind `explain`, all running on one engine (`Session`)."""
 
 from xai_keras.explain import (  # noqa: F401  (register the methods)
     cam,
@@ -14,11 +14,13 @@ from xai_keras.explain.base import METHODS, Method, get_method, methods
 from xai_keras.explain.explanation import Explanation, contact_sheet
 from xai_keras.explain.layers import conv_candidates, find_layer
 from xai_keras.explain.sag import SAG, sag
+from xai_keras.explain.session import Session
 
 __all__ = [
     "METHODS",
     "SAG",
     "Explanation",
+    "Session",
     "Method",
     "check_images",
     "contact_sheet",
