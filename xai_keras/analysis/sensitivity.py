@@ -15,12 +15,12 @@ import keras
 import numpy as np
 
 from xai_keras.data.shapes import (
-    _MARGIN,
+    MARGIN,
     SCALE_RANGE,
     SHAPES,
     TEXTURES,
     ShapesSample,
-    _cue_slots,
+    cue_slots,
     render_shapes,
 )
 from xai_keras.errors import InputError
@@ -37,13 +37,13 @@ def _other(values: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _change_position(f: dict, rng: np.random.Generator, size: int) -> dict:
-    margin = _MARGIN + f["scale"]
+    margin = MARGIN + f["scale"]
     return {"x": rng.uniform(margin, 1 - margin), "y": rng.uniform(margin, 1 - margin)}
 
 
 def _change_scale(f: dict, rng: np.random.Generator, size: int) -> dict:
     scale = rng.uniform(*SCALE_RANGE, len(f["scale"])).astype(np.float32)
-    margin = _MARGIN + scale  # keep the object inside the frame at its new size
+    margin = MARGIN + scale  # keep the object inside the frame at its new size
     return {
         "scale": scale,
         "x": np.clip(f["x"], margin, 1 - margin),
@@ -52,7 +52,7 @@ def _change_scale(f: dict, rng: np.random.Generator, size: int) -> dict:
 
 
 def _change_cue(f: dict, rng: np.random.Generator, size: int) -> dict:
-    slots = len(_cue_slots(size))
+    slots = len(cue_slots(size))
     current = np.maximum(f["cue_slot"], 0)
     return {"cue_slot": _other(current, slots, rng)}
 

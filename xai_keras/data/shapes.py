@@ -18,13 +18,21 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["SHAPES", "TEXTURES", "ShapesSample", "generate_shapes", "render_shapes"]
+__all__ = [
+    "MARGIN",
+    "SHAPES",
+    "TEXTURES",
+    "ShapesSample",
+    "cue_slots",
+    "generate_shapes",
+    "render_shapes",
+]
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 TEXTURES = ("solid", "stripes", "checker")
 _CUE_SIZE = 0.1  # marker side, as a fraction of the image size
 SCALE_RANGE = (0.15, 0.27)  # default circumradius range, as a fraction of the image side
-_MARGIN = 0.14  # objects keep this fraction of the image away from the border (cue slots)
+MARGIN = 0.14  # objects keep this fraction of the image away from the border (cue slots)
 
 
 @dataclass
@@ -77,7 +85,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, theta: float) -> np.nda
     return np.round(pts).astype(np.int32)
 
 
-def _cue_slots(size: int) -> list[tuple[int, int]]:
+def cue_slots(size: int) -> list[tuple[int, int]]:
     """Top-left corners of the marker slots: four corners and the top centre."""
     m = max(2, round(_CUE_SIZE * size))
     lo, hi, mid = 1, size - m - 1, (size - m) // 2
@@ -113,9 +121,9 @@ def generate_shapes(
         raise ValueError(f"`image_size` must be >= 16. Received: image_size={image_size}.")
     if channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels}.")
-    if not 0 < scale[0] <= scale[1] <= 0.5 - _MARGIN:
+    if not 0 < scale[0] <= scale[1] <= 0.5 - MARGIN:
         raise ValueError(
-            f"`scale` must satisfy 0 < low <= high <= {0.5 - _MARGIN:.2f}. Received: scale={scale}."
+            f"`scale` must satisfy 0 < low <= high <= {0.5 - MARGIN:.2f}. Received: scale={scale}."
         )
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(SHAPES), n).astype(np.int32)
@@ -127,12 +135,12 @@ def generate_shapes(
         "rotation": rng.uniform(0, 2 * np.pi, n).astype(np.float32),
         "clutter": rng.integers(0, clutter + 1, n).astype(np.int32),
     }
-    margin = _MARGIN + f["scale"]
+    margin = MARGIN + f["scale"]
     f["x"] = rng.uniform(margin, 1 - margin).astype(np.float32)
     f["y"] = rng.uniform(margin, 1 - margin).astype(np.float32)
     if spurious_cue:
         linked = rng.uniform(0, 1, n) < cue_strength
-        slots = rng.integers(0, len(_cue_slots(image_size)), n)
+        slots = rng.integers(0, len(cue_slots(image_size)), n)
         f["cue_slot"] = np.where(linked, labels, slots).astype(np.int32)
     else:
         f["cue_slot"] = np.full(n, -1, np.int32)
@@ -152,7 +160,7 @@ def render_shapes(
     f = {k: np.asarray(v) for k, v in factors.items()}
     labels = f["shape"].astype(np.int32)
     n, s = len(labels), image_size
-    slots = _cue_slots(s)
+    slots = cue_slots(s)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     checker = ((xx // max(2, s // 16) + yy // max(2, s // 16)) % 2).astype(np.float32)
     images = np.empty((n, s, s, 3), np.float32)
