@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from xai_keras.checks import check_choice, check_int, check_maps, check_number
+from xai_keras.checks import check_choice, check_int, check_maps, check_masks, check_number
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.masking import pixel_ranks
@@ -115,13 +115,7 @@ def _check_removed(removed: Any, shape: tuple[int, ...]) -> np.ndarray:
             f"The `removed` argument must be a boolean mask of shape (N, H, W) = {shape} to "
             f"match the images. Received: removed.shape={r.shape}."
         )
-    if r.dtype != bool:
-        if not (np.issubdtype(r.dtype, np.number) and np.isin(r, (0, 1)).all()):
-            raise InputError(
-                "The `removed` argument must be boolean (or hold only 0 and 1). "
-                f"Received: removed.dtype={r.dtype}."
-            )
-        r = r.astype(bool)
+    r = check_masks(r, shape, "removed")  # booleans, or 0/1 numbers made booleans
     full = np.nonzero(r.reshape(len(r), -1).all(axis=1))[0]
     if full.size:
         raise InputError(
