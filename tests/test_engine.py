@@ -359,3 +359,15 @@ def test_sag_takes_every_model_form(binary, two_outputs, held, images):
     _sag_checks(g, lambda m: held_probs(m)[t], held_probs(x[None])[t])
     with pytest.raises(InputError, match="'image'.*'meta'"):
         sag(held, x)
+
+
+def test_a_method_made_by_create_runs_with_its_sessions_batch_size(gap_model, images32):
+    from xai_keras.explain import get_method
+
+    x, t = tf.constant(images32), tf.constant([-1] * len(images32), tf.int32)
+    for session in (gap_model, Session(gap_model, batch_size=3)):  # a model gets a default one
+        method = get_method("scorecam").create(session)
+        raw = method.attribute(x, t).raw
+        want = explain(gap_model, images32, "scorecam").raw
+        np.testing.assert_allclose(raw.numpy(), want, atol=1e-5)
+    assert method.session.batch_size == 3
