@@ -320,17 +320,22 @@ class Session:
         """
         n = int(arrays[0].shape[0])
         size = size or min(self.batch_size, n)
+        tensors = [tf.convert_to_tensor(a) for a in arrays]  # once, not per batch
+        pads = pad or (None,) * len(tensors)
         parts = []
         for start in range(0, n, size):
             real = min(size, n - start)
-            batch = [
-                _pad(tf.convert_to_tensor(a[start : start + size]), size, p)
-                for a, p in zip(arrays, pad or (None,) * len(arrays))
-            ]
+            batch = [t[start : start + size] for t in tensors]
+            if real < size:  # only the last batch is padded (and trimmed below)
+                batch = [_pad(b, size, p) for b, p in zip(batch, pads)]
             out = kernel(*batch)
-            if combine == "concat":
+            if combine == "concat" and real < size:
                 out = tf.nest.map_structure(lambda t, r=real: None if t is None else t[:r], out)
             parts.append(out)
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], tf.Tensor):
+            return tf.add_n(parts) if combine == "sum" else tf.concat(parts, axis=0)
         join = tf.add_n if combine == "sum" else functools.partial(tf.concat, axis=0)
         return tf.nest.map_structure(lambda *ts: None if ts[0] is None else join(ts), *parts)
 
