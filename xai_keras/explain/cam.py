@@ -299,7 +299,7 @@ class ScoreCam(CamMethod):
                 channels = tf.math.top_k(tf.reduce_mean(a[i], axis=(0, 1)), self.max_channels)[1]
             maps = tf.transpose(tf.gather(a[i], channels, axis=-1), (2, 0, 1))  # (k', h, w)
             scores = self.session.map_batches(
-                lambda m, i=i: self._masked_scores(x[i], m, targets[i]), maps
+                functools.partial(self._masked_scores, x[i], target=targets[i]), maps
             )
             rows.append(tf.scatter_nd(channels[:, None], scores, (k,)))
         return tf.stack(rows)

@@ -96,7 +96,7 @@ class Occlusion(Method):
         size, maps = tf.constant(patch), []
         for i in range(x.shape[0]):
             weighted, count = self.session.map_batches(
-                lambda corners, i=i: self._scores(x[i], fill[i], corners, targets[i], size),
+                functools.partial(self._scores, x[i], fill[i], target=targets[i], patch=size),
                 grid.astype(np.int32),
                 pad=(np.array([-1, -1], np.int32),),  # a corner of -1 occludes nothing
                 combine="sum",

@@ -164,7 +164,7 @@ class Rise(Method):
         maps = []
         for i in range(x.shape[0]):
             sums = self.session.map_batches(
-                lambda g, s, v, i=i: self._sums(x[i], fill[i], targets[i], g, s, v),
+                functools.partial(self._sums, x[i], fill[i], targets[i]),
                 grids,
                 shifts,
                 valid,
@@ -284,8 +284,9 @@ class SuperpixelMethod(Method):
             width = max(8, 1 << (m - 1).bit_length())  # padded: few widths, few traces
             rows = np.zeros((len(z), width), np.float32)
             rows[:, :m] = z
+            segments = tf.constant(labels)
             y = self.session.map_batches(
-                lambda r, i=i, labels=labels: self._scores(x[i], fill[i], labels, targets[i], r),
+                functools.partial(self._scores, x[i], fill[i], segments, targets[i]),
                 rows,
             )
             y = y.numpy().astype(np.float64)
