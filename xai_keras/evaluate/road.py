@@ -25,7 +25,8 @@ Strategy for Attribution Methods", ICML 2022.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import keras
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
+import tensorflow as tf
 
 from xai_keras.checks import check_choice, check_int, check_maps, check_masks, check_number
 from xai_keras.errors import InputError
@@ -244,9 +246,29 @@ def _check_percentiles(percentiles: Any) -> np.ndarray:
     return p
 
 
-def _batches(rows: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _imputed_logits(
+    session: Session,
+    images: np.ndarray,
+    ranks: np.ndarray,
+    ks: np.ndarray,
+    std: np.ndarray,
+    rngs: dict[int, np.random.Generator],
+    morf: bool,
+    batch: tf.Tensor,
+) -> tf.Tensor:
+    """Logits of a batch of (image, percentile) rows, each image with its top (MoRF) or
+    bottom (LeRF) ks[percentile] pixels imputed. Padding rows (-1, -1) repeat the previous
+    image instead of drawing more noise, so the noise of real rows does not depend on the
+    batch size."""
+    pixels = ranks[0].size
+    filled: list[np.ndarray] = []
+    for i, j in batch.numpy():
+        if i < 0:
+            filled.append(filled[-1])
+            continue
+        removed = ranks[i] < ks[j] if morf else ranks[i] >= pixels - ks[j]
+        filled.append(_impute_one(images[i], removed, std, rngs[i]))
+    return session.runner.forward_fn(tf.constant(np.stack(filled), tf.float32))
 
 
 _ROAD = (
@@ -367,16 +389,12 @@ def road(
         curve = np.empty((len(m), len(ks)))
         for g in session.groups(len(m)):  # images that share held inputs
             rngs = {i: np.random.default_rng([seed, o, i]) for i in range(g.start, g.stop)}
-            rows = [(i, j) for i in range(g.start, g.stop) for j in range(len(ks))]
-            size = min(session.batch_size, len(rows))
-            for chunk in _batches(rows, size):
-                filled = []
-                for i, j in chunk:
-                    top = ranks[i] < ks[j] if name == "morf" else ranks[i] >= pixels - ks[j]
-                    filled.append(_impute_one(images64[i], top, std, rngs[i]))
-                filled += filled[-1:] * (size - len(filled))  # one traced batch shape
-                batch = session.probabilities(np.stack(filled).astype(np.float32))
-                for (i, j), row in zip(chunk, batch):
-                    curve[i, j] = row[tgt[i]]
+            rows = np.array([(i, j) for i in range(g.start, g.stop) for j in range(len(ks))])
+            impute = functools.partial(
+                _imputed_logits, session, images64, ranks, ks, std, rngs, name == "morf"
+            )
+            logits = session.map_batches(impute, rows, pad=(np.array([-1, -1]),))
+            probs = session.runner.squash(logits).numpy()
+            curve[rows[:, 0], rows[:, 1]] = probs[np.arange(len(rows)), tgt[rows[:, 0]]]
         setattr(result, name, curve)
     return result
