@@ -29,7 +29,15 @@ import numpy as np
 
 from xai_keras.errors import InputError
 
-__all__ = ["check_int", "check_number", "check_choice", "check_maps", "check_masks", "INT32_MAX"]
+__all__ = [
+    "INT32_MAX",
+    "check_choice",
+    "check_int",
+    "check_maps",
+    "check_masks",
+    "check_number",
+    "check_positive_int",
+]
 
 INT32_MAX = 2**31 - 1
 
@@ -160,3 +168,12 @@ def check_masks(masks: Any, shape: tuple[int, ...], name: str = "masks") -> np.n
             )
         m = m.astype(bool)
     return m
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """`value` as an int >= 1, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(
+            f"The `{name}` argument must be a positive int. Received: {name}={value!r}."
+        )
+    return int(value)

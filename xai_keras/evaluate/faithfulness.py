@@ -20,13 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.checks import check_maps
+from xai_keras.checks import check_maps, check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
 from xai_keras.explain.ranges import ValueRange
-from xai_keras.explain.session import Session, check_positive_int
+from xai_keras.explain.session import Session
 
 __all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
 

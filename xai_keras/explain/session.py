@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.explain.graph import ModelRunner, hold_inputs
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
@@ -42,7 +43,6 @@ __all__ = [
     "Session",
     "check_images",
     "check_model",
-    "check_positive_int",
     "check_targets",
     "runner_for",
 ]
@@ -57,15 +57,6 @@ _RUNNERS_ATTR = "_xai_keras_runners"
 # from a new function, and each would otherwise keep a runner and its traces forever. One
 # `explain` call needs up to three runners per head (layer, input, guided).
 MAX_FUNCTION_HEADS = 4
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """`value` as an int >= 1, else a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(
-            f"The `{name}` argument must be a positive int. Received: {name}={value!r}."
-        )
-    return int(value)
 
 
 def check_model(model: Any, name: str = "model") -> keras.Model:
@@ -218,20 +209,10 @@ class Session:
         image input (see `xai_keras.sources`)."""
         return as_source(dataset, self.model, self.head.image_input, self._num_scores)
 
-    def dataset_images(self, dataset: tf.data.Dataset) -> np.ndarray:
-        """Every image of a `tf.data.Dataset` (batched or not; images, (images, labels) or
-        dicts)."""
-        images = [image for image, _ in self.source(dataset).elements.as_numpy_iterator()]
-        if not images:
-            raise InputError("The `images` dataset is empty: it yielded no images.")
-        return np.stack(images)
-
     def images(self, images: Any, name: str = "images") -> tuple[tf.Tensor, bool]:
         """Validate images (an array, tensor or `tf.data.Dataset`) against the image input;
         return a float32 (N, H, W, C) tensor and whether one image (H, W, C) was given. The
         first images seen decide how the outputs become probabilities."""
-        if isinstance(images, tf.data.Dataset):
-            images = self.dataset_images(images)
         x, single = check_images(images, self.model, name, self.head.image_input)
         if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
             self.runner.decide_squash(self.runner.forward_fn(x[:1]))
@@ -342,11 +323,6 @@ class Session:
         return tf.nest.map_structure(lambda *ts: None if ts[0] is None else join(ts), *parts)
 
     # -- plain passes -------------------------------------------------------------------------
-    def logits(self, x: Any) -> np.ndarray:
-        """(N, classes) scores as the methods explain them (logits where a softmax was
-        skipped), in batches."""
-        return self.map_batches(self.runner.forward_fn, tf.cast(x, tf.float32)).numpy()
-
     def probabilities(self, x: Any) -> np.ndarray:
         """(N, classes) probabilities (or values, for linear heads), in batches."""
         x = tf.cast(x, tf.float32)

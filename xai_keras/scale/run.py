@@ -26,11 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate import registry
 from xai_keras.explain.api import finish_maps
 from xai_keras.explain.base import Method, get_method
-from xai_keras.explain.session import Session, check_positive_int
+from xai_keras.explain.session import Session
 from xai_keras.io import ensure_writable_dir
 from xai_keras.scale.metrics import check_border, map_metrics
 from xai_keras.scale.store import (
