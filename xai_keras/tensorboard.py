@@ -155,7 +155,7 @@ class ExplainCallback(keras.callbacks.Callback):
             self.images = np.asarray(images, np.float32)[:max_images]
         self.methods = [get_method(m).name for m in methods]
         self.log_dir, self.every_n_epochs = str(log_dir), every_n_epochs
-        self.targets, self.class_names, self.batch_size = targets, class_names, batch_size
+        self.targets, self.class_names = targets, class_names
         self.max_images = max_images
         self._model_form = dict(model_form, batch_size=batch_size)
         self._session: Session | None = None  # prepared on first use, for `self.model`
