@@ -74,8 +74,8 @@ def check_image_shape(
         if got is not None and want is not None and got != want:
             raise InputError(
                 f"{what} have shape {shape} but model {model.name!r} expects {expected} "
-                f"(H, W, C). Resize the images (e.g. {resize}) or check the channels"
-                f"{' (grayscale vs RGB)' if resize == 'tf.image.resize' else ''}."
+                f"(H, W, C). Resize the images (e.g. {resize}) or check the channels "
+                "(grayscale vs RGB)."
             )
 
 
