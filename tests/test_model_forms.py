@@ -338,13 +338,20 @@ def test_token_layers_are_reshaped_to_the_patch_grid(images):
 
     with_cls = explain(_vit(class_token=True), images)
     assert with_cls.raw.shape == (len(images), 8, 8)
-    odd = _vit(extra=2)  # 66 tokens: no square grid and no class-token layout
-    with pytest.raises(LayerError, match="reshape"):
-        explain(odd, images, layer="norm1b")
+    # 66 tokens: no square, nor a square after one class token; the patch embedding's 8x8
+    # grid says that 2 prefix tokens come first, as a hand-made reshape would drop them.
+    odd = _vit(extra=2)
+    auto = explain(odd, images, layer="norm1b")
     grid = explain(
         odd, images, layer="norm1b", reshape=lambda t: tf.reshape(t[:, 2:], (-1, 8, 8, 16))
     )
-    assert grid.raw.shape == (len(images), 8, 8)
+    assert auto.raw.shape == grid.raw.shape == (len(images), 8, 8)
+    np.testing.assert_allclose(auto.raw, grid.raw, atol=1e-6)
+    # 70 prefix tokens (more than any model's class, distillation and register tokens), 134 in
+    # all: no grid of the model accounts for them, so the user must reshape.
+    many = _vit(extra=70)
+    with pytest.raises(LayerError, match="reshape"):
+        explain(many, images, layer="norm1b")
 
 
 def test_tf_data_images_equal_arrays(images):

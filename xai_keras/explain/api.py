@@ -20,7 +20,7 @@ from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.layer_search import choose_layer
-from xai_keras.explain.layers import LayerChoice, feeds_global_pooling, layer_reason
+from xai_keras.explain.layers import LayerChoice, feeds_global_pooling
 from xai_keras.explain.session import Session, check_images, check_targets
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
@@ -235,16 +235,13 @@ def _explanation(
     empty = np.flatnonzero(tf.reduce_max(maps, axis=(1, 2)).numpy() <= 0).tolist()
     if empty:
         warnings.warn(
-            f"{cls.name}: the map is all zero for image(s) {empty[:10]} ({cls.zero_map_cause});"
+            f"{cls.name}: the map is all zero for image(s) {empty[:10]} "
+            f"({instance.zero_map_reason()});"
             " those maps are returned as zeros.",
             RuntimeWarning,
             stacklevel=3,
         )
-    reason = ""
-    if instance.layer_path is not None:
-        reason = (
-            choice.reason if choice else layer_reason(instance.model, layer, instance.layer_path)
-        )
+    reason = choice.reason if choice and instance.layer_path else instance.layer_reason
     logits = result["logits"]
     probs = instance.runner.squash(logits)
     targets_out = result["targets"].numpy()

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.layers import find_layer
+from xai_keras.explain.layers import find_layer, is_graph_model, layer_shape
 from xai_keras.explain.session import Session, runner_for
 
 __all__ = ["METHODS", "BatchResult", "Method", "register", "methods", "get_method", "runner_for"]
@@ -115,11 +115,33 @@ class Method:
 
     def __init__(self, session: Session, layer: Any = None):
         self.session, self.model = session, session.model
-        any_tokens = session.head.reshape is not None
-        self.layer_path, self.layer = (
-            find_layer(self.model, layer, any_tokens) if self.uses_layer else (None, None)
-        )
+        self.layer_path, self.layer, self.layer_reason = None, None, ""
+        if self.uses_layer and layer is None and is_graph_model(self.model):
+            choice = session.default_layer()
+            self.layer_path, self.layer = choice.path, choice.layer
+            self.layer_reason = choice.reason
+        elif self.uses_layer:
+            any_tokens = session.head.reshape is not None
+            self.layer_path, self.layer = find_layer(self.model, layer, any_tokens)
+            self.layer_reason = f"given: layer={self.layer_path!r}."
         self.runner = session.runner_for(self.layer)
+
+    def zero_map_reason(self) -> str:
+        """Why a map came out all zero: the method's usual cause or, at a token layer whose
+        patch tokens the score does not depend on (a head reading only the class token after
+        it), that."""
+        tokens = self.layer is not None and len(layer_shape(self.model, self.layer) or ()) == 3
+        if (
+            tokens
+            and is_graph_model(self.model)
+            and not self.session.patch_gradients([self.layer])[0]
+        ):
+            return (
+                f"the explained score does not depend on the patch tokens of {self.layer_path!r}:"
+                " the head reads only the prefix token(s) after it, so their gradient is zero; "
+                f"explain an earlier layer, e.g. the default {self.session.default_layer().path!r}"
+            )
+        return self.zero_map_cause
 
     @classmethod
     def options(cls) -> list[str]:
@@ -128,9 +150,7 @@ class Method:
         return [p for p in params if p not in ("self", "session", "layer")]
 
     @classmethod
-    def create(
-        cls, model: keras.Model | Session, layer: Any = None, **options: Any
-    ) -> Method:
+    def create(cls, model: keras.Model | Session, layer: Any = None, **options: Any) -> Method:
         """Build the method for a model or a `Session` (a model gets a default session),
         rejecting options it does not know."""
         unknown = sorted(set(options) - set(cls.options()))

@@ -10,8 +10,10 @@ into nested Functional/Sequential models), so it can
 - read the output a `Head` names (one of several outputs, a single sigmoid unit as two
   classes, a user's score function), with a multi-input model's other inputs held fixed.
 
-Subclassed models have no graph to re-execute: the layer to record (and, for guided backprop,
-the ReLUs) get their `call` wrapped while the compiled kernel is traced, then restored.
+Layers the graph does not reach (a subclassed model's, or the blocks inside a composite layer
+such as a KerasHub encoder) get their `call` wrapped while the compiled kernel is traced, then
+restored (`sublayers.intercept`): the layer to record, the taps and, for guided backprop, the
+ReLUs.
 
 Its compiled kernels (`tf.function`s) are built once per runner and traced once per input shape.
 """
@@ -28,8 +30,17 @@ import tensorflow as tf
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.heads import Head, check_scores_shape, token_grid
-from xai_keras.explain.layers import is_graph_model, resolve_layer
+from xai_keras.explain.heads import Head, check_scores_shape
+from xai_keras.explain.layers import (
+    is_graph_model,
+    resolve_layer,
+    token_layout,
+    walk_layers,
+)
+from xai_keras.explain.sublayers import first_tensor, intercept
+
+# Python bookkeeping (cached layer layouts) called while kernels trace: never autograph it.
+_token_layout = tf.autograph.experimental.do_not_convert(token_layout)
 
 __all__ = ["LayerTaps", "ModelRunner", "hold_inputs"]
 
@@ -155,6 +166,7 @@ class ModelRunner:
         self._subs, self.kind = subs, kind
         self.score_kind = "score" if head.score is not None else ("logits" if subs else "output")
         self.taps: dict[int, Any] = {}  # extra layers `LayerTaps` records
+        self._inner: list[Any] | None = None  # see `_unreached`
         self.outputs_are_probabilities: bool | None = None  # see `decide_squash`
         self._kernels: dict[str, Callable] = {}
         self.forward_fn = self.kernel("forward_logits", self._logits_only)
@@ -188,7 +200,7 @@ class ModelRunner:
         if self.guided and _ends_in_relu(op):
             y = _guided_identity(y)
         if op is self.layer:
-            captured["activation"] = y
+            captured["activation"] = first_tensor(y)
         if id(op) in self.taps:
             captured[id(op)] = y
         return y
@@ -223,30 +235,22 @@ class ModelRunner:
             return x
         return model._run_through_graph(x, operation_fn=lambda op: self._op(op, captured))
 
-    def _run_subclassed(self, x: tf.Tensor, captured: dict) -> Any:
-        """Call a subclassed model with the layers we must see wrapped (only while tracing:
-        the compiled graph keeps what the wrappers recorded)."""
-        watched = [self.layer, *self.taps.values()]
-        if self.guided:
-            watched += [lay for lay in self.model._flatten_layers() if _ends_in_relu(lay)]
-        wrapped = {id(lay): lay for lay in watched if lay is not None and lay is not self.model}
-        own = {key: lay.__dict__.get("call") for key, lay in wrapped.items()}
-        try:
-            for lay in wrapped.values():
-                object.__setattr__(lay, "call", self._recording_call(lay, lay.call, captured))
-            return self.model(x, training=False)
-        finally:
-            for key, lay in wrapped.items():
-                if own[key] is None:
-                    object.__delattr__(lay, "call")
-                else:
-                    object.__setattr__(lay, "call", own[key])
-
-    def _recording_call(self, layer: Any, call: Callable, captured: dict) -> Callable:
-        def recording(*args, **kwargs):
-            return self._record(layer, call(*args, **kwargs), captured)
-
-        return recording
+    def _unreached(self) -> list[Any]:
+        """The layers to record that the graph re-run does not reach: all of them for a
+        subclassed model, else those inside composite layers (and their guided ReLUs)."""
+        if self._inner is None:
+            graph = {id(lay) for _, lay in walk_layers(self.model)} if self.graph else set()
+            watched = [self.layer, *self.taps.values()]
+            if self.guided:
+                inner = [lay for _, lay in walk_layers(self.model, inner=True)]
+                pool = inner if self.graph else self.model._flatten_layers()
+                watched += [lay for lay in pool if _ends_in_relu(lay)]
+            self._inner = [
+                lay
+                for lay in watched
+                if lay is not None and lay is not self.model and id(lay) not in graph
+            ]
+        return self._inner
 
     def _model_inputs(self, x: tf.Tensor) -> Any:
         """The images, with any held inputs (one row repeated, or one per image) beside."""
@@ -272,10 +276,11 @@ class ModelRunner:
         """One pass: `(activation of the layer or None, scores (N, classes) float32)`;
         tapped layers' outputs land in `captured`."""
         captured = {} if captured is None else captured
-        if self.graph:
-            out = _unpack(self._run(self.model, self._model_inputs(x), captured))
-        else:
-            out = self._run_subclassed(x, captured)
+        with intercept(self._unreached(), lambda op, y: self._record(op, y, captured)):
+            if self.graph:
+                out = _unpack(self._run(self.model, self._model_inputs(x), captured))
+            else:
+                out = self.model(x, training=False)
         if self.head.score is not None:
             scores = tf.reshape(self.head.score(out), (-1, 1))
         else:
@@ -287,19 +292,21 @@ class ModelRunner:
 
     def to_grid(self, a: tf.Tensor) -> tf.Tensor:
         """A captured activation as a float32 (N, h, w, C) grid: token layers (N, T, C) are
-        reshaped by `head.reshape`, or to their square grid (a class token dropped)."""
+        reshaped by `head.reshape`, or onto their patch grid with the prefix tokens (class,
+        distillation, registers) dropped (`layers.token_layout`)."""
         if a.shape.rank == 3:
             if self.head.reshape is not None:
                 a = self.head.reshape(a)
             else:
-                side, skip = token_grid(a.shape[1]) or (0, 0)
-                if not side:
+                layout = _token_layout(self.model, self.layer, int(a.shape[1]))
+                if layout is None:
                     raise LayerError(
-                        f"Layer {self.layer.name!r} outputs {a.shape[1]} tokens, which is not "
-                        "a square grid (nor one after a class token); pass `reshape=` a "
-                        "function (N, T, C) -> (N, h, w, C)."
+                        f"Layer {self.layer.name!r} outputs {a.shape[1]} tokens, which no patch "
+                        "grid of the model accounts for; pass `reshape=` a function "
+                        "(N, T, C) -> (N, h, w, C)."
                     )
-                a = tf.reshape(a[:, skip:], (-1, side, side, a.shape[-1]))
+                skip, h, w = layout
+                a = tf.reshape(a[:, skip:], (-1, h, w, a.shape[-1]))
         return tf.cast(a, tf.float32)
 
     def decide_squash(self, scores: tf.Tensor) -> None:
@@ -386,14 +393,16 @@ class ModelRunner:
 
 
 class LayerTaps(ModelRunner):
-    """The activations of several layers (nested ones included) and the logits, in one pass.
+    """The activations of several layers (nested ones and composite layers' sublayers
+    included) and the logits, in one pass.
 
-    Used where many layers are read at once (layer analysis, feature maps); `__call__` is
-    compiled and returns `([activation per layer, in the order given], logits)`.
+    Used where many layers are read at once (layer analysis, feature maps, the token-model
+    default); `__call__` is compiled and returns `([activation per layer, in the order given],
+    logits)`.
     """
 
-    def __init__(self, model: keras.Model, layers: list[str | Any]):
-        super().__init__(model)
+    def __init__(self, model: keras.Model, layers: list[str | Any], head: Head | None = None):
+        super().__init__(model, head=head)
         self.paths, objs = zip(*(resolve_layer(model, lay) for lay in layers), strict=True)
         self.layers = list(objs)
         self.taps = {id(lay): lay for lay in self.layers}
@@ -402,7 +411,29 @@ class LayerTaps(ModelRunner):
     def _tapped(self, x: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
         captured: dict = {}
         _, scores = self.forward(x, captured)
-        return [captured[id(lay)] for lay in self.layers], scores
+        return [first_tensor(captured[id(lay)]) for lay in self.layers], scores
 
     def __call__(self, x: Any) -> tuple[list[tf.Tensor], tf.Tensor]:
         return self._fn(tf.convert_to_tensor(x, tf.float32))
+
+    def patch_gradients(self, x: Any) -> list[bool]:
+        """For each token layer: does the top class's score send gradient to its patch tokens
+        (prefix tokens excluded) on images `x`? Untraced: it runs once per model."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        with tf.GradientTape() as tape:
+            captured: dict = {}
+            _, logits = self.forward(x, captured)
+            acts = [first_tensor(captured.get(id(lay))) for lay in self.layers]
+            _, y = self._pick(logits, -tf.ones(tf.shape(x)[:1], tf.int32))
+        grads = tape.gradient(y, [a for a in acts if a is not None])
+        found = iter(grads)
+        reached = []
+        for act in acts:
+            grad = None if act is None else next(found)
+            if grad is None or grad.shape.rank != 3:
+                reached.append(False)
+                continue
+            layout = _token_layout(self.model, self.layers[len(reached)], int(grad.shape[1]))
+            skip = layout[0] if layout else 0
+            reached.append(bool(tf.reduce_any(grad[:, skip:] != 0)))
+        return reached

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,8 +34,10 @@ import tensorflow as tf
 
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import ModelRunner, hold_inputs
+from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
+from xai_keras.explain.layers import LayerChoice, default_layer
+from xai_keras.explain.preprocessing import attached_preprocessor
 from xai_keras.explain.ranges import ValueRange, resolve_value_range
 from xai_keras.sources import Source, as_source, check_image_shape
 
@@ -49,7 +52,7 @@ __all__ = [
 
 # The keyword arguments that describe what is explained; every front end passes them on.
 MODEL_FORM_ARGS = ("output", "head", "score", "inputs", "reshape", "value_range")
-_SETTINGS = (*MODEL_FORM_ARGS, "batch_size", "jit_compile")
+_SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 
 _RUNNERS_ATTR = "_xai_keras_runners"
 # Runners whose head holds a user's function (`score=`, `reshape=`) are kept for at most this
@@ -140,6 +143,11 @@ class Session:
         batch_size: images (or masked images) per compiled pass.
         jit_compile: compile the kernels with XLA (see the README's speed section for where it
             pays).
+        preprocessor: what turns the images given into model inputs: None (default) runs the
+            model's attached preprocessor where it has one (a KerasHub task's
+            `model.preprocessor`, as `predict` does: raw images of any size in, the value range
+            read from its converter); False gives images to the model as they are; or a
+            function `images -> model inputs`.
 
     See `explain` for the model-form arguments in full.
     """
@@ -155,19 +163,25 @@ class Session:
         value_range: Any = None,
         batch_size: int = 32,
         jit_compile: bool = False,
+        preprocessor: Callable | bool | None = None,
     ):
         self.model = check_model(model)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.jit_compile = bool(jit_compile)
         self.head, self.held = resolve_head(model, output, head, score, inputs, reshape)
-        self.value_range: ValueRange | None = resolve_value_range(value_range)
+        self.preprocessor = attached_preprocessor(model, preprocessor)
+        self.value_range: ValueRange | None = resolve_value_range(value_range) or (
+            self.preprocessor.value_range if self.preprocessor else None
+        )
         self._settings = dict(
             output=output, head=head, score=score, inputs=inputs, reshape=reshape,
             value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
+            preprocessor=self.preprocessor or False,
         )  # fmt: skip
         self.runner = self.runner_for()
         hold_inputs(model, {i: rows[:1] for i, rows in self.held.items()})
         self._num_scores = self.runner.num_scores
+        self._default: LayerChoice | None = None
 
     @classmethod
     def of(cls, model: keras.Model | Session, **settings: Any) -> Session:
@@ -203,16 +217,51 @@ class Session:
         """The runner that records `layer` (and guides ReLUs), for this session's head."""
         return runner_for(self.model, layer, guided, self.head, self.jit_compile)
 
+    def default_layer(self) -> LayerChoice:
+        """The layer CAMs explain when none is named (`layers.default_layer`), with token
+        models checked by one gradient pass on a probe image: the default is the last token
+        layer whose patch tokens the explained score depends on."""
+        if self._default is None:
+            self._default = default_layer(self.model, self.patch_gradients)
+        return self._default
+
+    def patch_gradients(self, layers: list[Any]) -> list[bool]:
+        """For each token layer, whether the explained score sends gradient to its patch
+        tokens (on two random probe images in the value range)."""
+        shape = _expected_shape(self.model, self.head.image_input)
+        pixels = np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32)
+        x = self.value_range.from_pixels(pixels) if self.value_range else pixels / 255.0
+        return LayerTaps(self.model, layers, self.head).patch_gradients(x)
+
     # -- inputs -------------------------------------------------------------------------------
     def source(self, dataset: Any) -> Source:
         """A dataset, arrays or a folder as one stream of (image, label) for this model's
         image input (see `xai_keras.sources`)."""
+        if self.preprocessor is not None:
+            dataset = self._preprocessed(dataset, "dataset")
         return as_source(dataset, self.model, self.head.image_input, self._num_scores)
+
+    def _preprocessed(self, images: Any, name: str) -> Any:
+        """Raw images (an array, an `(images, labels)` pair or a dataset) through the
+        preprocessor."""
+        if isinstance(images, tf.data.Dataset):
+            return self.preprocessor.dataset(images)
+        if isinstance(images, tuple) and len(images) == 2:
+            return self._preprocessed(images[0], name), images[1]
+        if isinstance(images, (str, os.PathLike)):
+            raise InputError(
+                f"Model {self.model.name!r} carries a preprocessor: pass its raw images as an "
+                "array or a tf.data.Dataset (e.g. keras.utils.image_dataset_from_directory), "
+                "not a folder path."
+            )
+        return self.preprocessor(images, name, self.batch_size)
 
     def images(self, images: Any, name: str = "images") -> tuple[tf.Tensor, bool]:
         """Validate images (an array, tensor or `tf.data.Dataset`) against the image input;
         return a float32 (N, H, W, C) tensor and whether one image (H, W, C) was given. The
         first images seen decide how the outputs become probabilities."""
+        if self.preprocessor is not None:
+            images = self._preprocessed(images, name)
         x, single = check_images(images, self.model, name, self.head.image_input)
         if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
             self.runner.decide_squash(self.runner.forward_fn(x[:1]))

@@ -1,0 +1,1 @@
+"""Small model zoos for tests and benchmarks."""

@@ -1,0 +1,124 @@
+"""Layers inside composite layers: listed, measured and recorded.
+
+KerasHub's encoders are single Keras layers (`ViTEncoder`, `DINOV2Encoder`, a `FusedMBConvBlock`)
+whose `call` runs their blocks: the blocks are no nodes of the model's graph, so they have no
+symbolic output to read and no node to re-run. This module makes them first-class:
+
+- `children(layer)`: the sublayers a composite layer tracks (its attributes), in creation order;
+- `probe(model)`: one symbolic trace of the model with every layer's `call` recorded, giving each
+  layer's output shape and the order in which the layers ran (cached per model, weakly: nothing
+  is stored on the model);
+- `intercept(layers, fn)`: while tracing, route each layer's output through `fn(layer, output)`
+  (to keep it, or to change its gradient); the layers' own `call` is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+__all__ = ["Probe", "children", "first_tensor", "intercept", "is_builtin", "probe"]
+
+
+def children(layer: Any) -> list[Any]:
+    """The sublayers `layer` tracks directly (none for a leaf layer)."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def is_builtin(layer: Any) -> bool:
+    """A layer Keras itself defines (Dense, MultiHeadAttention, ...): its sublayers are its
+    own machinery (query/key/value projections), never a feature map to explain."""
+    return type(layer).__module__.startswith("keras.")
+
+
+def first_tensor(value: Any) -> Any:
+    """The first tensor of a layer's output (a tuple output's first element: the sequence of
+    an encoder that also returns its hidden states or attention)."""
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return value
+
+
+@contextlib.contextmanager
+def intercept(layers: list[Any], fn: Callable[[Any, Any], Any]) -> Iterator[None]:
+    """Within the block, each layer's output passes through `fn(layer, output)`; the layers'
+    `call` is wrapped on the instance and restored on exit (only tracing should happen
+    inside: the compiled graph keeps what the wrappers did)."""
+    unique = list({id(lay): lay for lay in layers}.values())
+    own = [lay.__dict__.get("call") for lay in unique]
+    try:
+        for lay in unique:
+            object.__setattr__(lay, "call", _wrapped(lay, lay.call, fn))
+        yield
+    finally:
+        for lay, call in zip(unique, own):
+            if call is None:
+                object.__delattr__(lay, "call")
+            else:
+                object.__setattr__(lay, "call", call)
+
+
+def _wrapped(layer: Any, call: Callable, fn: Callable) -> Callable:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return fn(layer, call(*args, **kwargs))
+
+    return wrapped
+
+
+@dataclass
+class Probe:
+    """What one symbolic trace of a model saw.
+
+    Attributes:
+        shapes: id(layer) -> output shape (of its first tensor), None when the layer ran
+            several times with different shapes.
+        order: id(layer) of each layer in the order it first ran.
+    """
+
+    shapes: dict[int, tuple | None] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+
+    def rank(self, layer: Any) -> int:
+        """Where `layer` first ran (-1: never)."""
+        try:
+            return self.order.index(id(layer))
+        except ValueError:
+            return -1
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def probe(model: keras.Model, layers: list[Any]) -> Probe:
+    """Trace `model` once on symbolic inputs with `layers` recorded (cached per model)."""
+    found = _PROBES.get(model)
+    if found is not None:
+        return found
+    seen = Probe()
+
+    def record(layer: Any, out: Any) -> Any:
+        shape = getattr(first_tensor(out), "shape", None)
+        shape = None if shape is None else tuple(shape)
+        key = id(layer)
+        if key not in seen.shapes:
+            seen.order.append(key)
+            seen.shapes[key] = shape
+        elif seen.shapes[key] != shape:
+            seen.shapes[key] = None
+        return out
+
+    specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
+    with intercept(layers, record):
+        fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        fn.get_concrete_function(*specs)
+    _PROBES[model] = seen
+    return seen
