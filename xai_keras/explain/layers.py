@@ -358,9 +358,13 @@ def _token_default(
     tokens = [(p, lay) for p, lay in usable if len(layer_shape(model, lay) or ()) == 3]
     reached = reaches([lay for _, lay in tokens])
     last = len(tokens) - 1
-    # Where the head reads only prefix tokens, skip token-wise normalisations on the way back.
+    # Where the head reads only prefix tokens, go back to the input of the last block: skip
+    # the layers inside a block whose output the score does not depend on (a KerasHub
+    # block's attention projections), and token-wise normalisations.
+    cut = _last_block(tokens, reached)
     for i in range(last, -1, -1):
-        if reached[i] and (i == last or not isinstance(tokens[i][1], _NORMALISING)):
+        inside = bool(cut) and tokens[i][0].startswith(cut)
+        if reached[i] and (i == last or not (inside or isinstance(tokens[i][1], _NORMALISING))):
             path, layer = tokens[i]
             break
     else:
@@ -381,6 +385,16 @@ def _token_default(
         f"head reads only the prefix token(s) after it, so later layers such as "
         f"{tokens[last][0]!r} carry no gradient on the patch grid (all-zero CAMs).",
     )
+
+
+def _last_block(tokens: list[tuple[str, Any]], reached: list[bool]) -> str:
+    """ "path/" of the innermost composite layer (a transformer block) that holds the last
+    layer the score reaches although its own output is not reached; "" where none does."""
+    hits = [p for (p, _), r in zip(tokens, reached) if r]
+    if not hits:
+        return ""
+    owners = [p for (p, _), r in zip(tokens, reached) if not r and hits[-1].startswith(f"{p}/")]
+    return f"{max(owners, key=len)}/" if owners else ""
 
 
 def find_layer(

@@ -95,6 +95,15 @@ class Probe:
             return -1
 
 
+def _as_inputs(model: keras.Model, xs: tuple) -> Any:
+    """Tensors in the structure the model was built with (a list, or a dict such as
+    KerasHub DINO backbones' {"pixel_values": ...})."""
+    struct = model.input
+    if isinstance(struct, dict):
+        return dict(zip(struct, xs))
+    return list(xs) if len(xs) > 1 else xs[0]
+
+
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -107,7 +116,7 @@ def probe(model: keras.Model, layers: list[Any]) -> Probe:
 
     def record(layer: Any, out: Any) -> Any:
         shape = getattr(first_tensor(out), "shape", None)
-        shape = None if shape is None else tuple(shape)
+        shape = None if shape is None or shape.rank is None else (None, *tuple(shape)[1:])
         key = id(layer)
         if key not in seen.shapes:
             seen.order.append(key)
@@ -116,9 +125,11 @@ def probe(model: keras.Model, layers: list[Any]) -> Probe:
             seen.shapes[key] = None
         return out
 
-    specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
+    # A fixed batch size: layers that reshape with the batch size read from the tensor keep
+    # static token counts then (the recorded shapes say None for the batch again).
+    specs = [tf.TensorSpec((2, *t.shape[1:]), t.dtype) for t in model.inputs]
     with intercept(layers, record):
-        fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        fn = tf.function(lambda *xs: model(_as_inputs(model, xs), training=False))
         fn.get_concrete_function(*specs)
     _PROBES[model] = seen
     return seen
