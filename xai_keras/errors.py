@@ -23,3 +23,7 @@ class InputError(XaiKerasError):
 
 class LayerError(XaiKerasError):
     """A layer given by name or object is not in the model or cannot be explained."""
+
+
+class NumericsError(XaiKerasError):
+    """A method's result is not finite (NaN or inf): never drawn, never returned."""

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.errors import InputError
+from xai_keras.errors import InputError, NumericsError
 from xai_keras.explain.base import Method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
@@ -42,8 +42,11 @@ def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) ->
 
     def batch(xb: tf.Tensor, tb: tf.Tensor) -> dict:
         out = method.attribute(xb, tf.cast(tb, tf.int32))
+        total = None
+        if method.completeness_tolerance and out.attributions is not None:
+            total = method.expected_total(xb, out.targets)
         return {"raw": out.raw, "logits": out.logits, "targets": out.targets,
-                "attributions": out.attributions}  # fmt: skip
+                "attributions": out.attributions, "total": total}  # fmt: skip
 
     result = session.map_batches(batch, x, targets)
     if result["attributions"] is not None:
@@ -216,7 +219,42 @@ def _concat(parts: Sequence[dict]) -> dict:
     merged = {k: tf.concat([p[k] for p in parts], 0) for k in ("raw", "logits", "targets")}
     found = [p["attributions"] for p in parts]
     merged["attributions"] = None if found[0] is None else np.concatenate(found)
+    totals = [p["total"] for p in parts]
+    merged["total"] = None if totals[0] is None else tf.concat(totals, 0)
     return merged
+
+
+def _check_numbers(instance: Method, raw: tf.Tensor, result: dict) -> None:
+    """Non-finite maps are an error; attributions that miss their completeness identity
+    (sum = f(x) - f(baseline)) by more than the method's tolerance get a warning with the
+    figures."""
+    name = type(instance).name
+    bad = np.flatnonzero(~np.isfinite(raw.numpy()).all(axis=(1, 2))).tolist()
+    if bad:
+        raise NumericsError(
+            f"{name}: the map of image(s) {bad[:10]} is not finite (NaN or inf), so it is "
+            "neither drawn nor returned; the model's gradients overflow there (check the "
+            "images' value range, or try another baseline or method)."
+        )
+    total = result.get("total")
+    if total is None:
+        return
+    sums = result["attributions"].reshape(len(raw), -1).sum(axis=1)
+    total = total.numpy()
+    scale = np.maximum(np.abs(total), 1e-3 * max(float(np.abs(total).max()), 1e-3))
+    off = np.abs(sums - total) / scale
+    worst = np.flatnonzero(off > instance.completeness_tolerance).tolist()
+    if worst:
+        i = worst[int(np.argmax(off[worst]))]
+        warnings.warn(
+            f"{name}: attributions sum to {sums[i]:.4g} but f(x) - f(baseline) is "
+            f"{total[i]:.4g} for image {i} ({len(worst)} image(s) off by more than "
+            f"{instance.completeness_tolerance:.0%}): the attributions are not complete "
+            "there (for integrated_gradients raise `steps`; a baseline where the model is "
+            "singular, such as a constant image before a LayerNorm, also does this).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _explanation(
@@ -231,6 +269,7 @@ def _explanation(
     """Resize and normalise one method's raw maps and wrap them with scores and classes."""
     cls = type(instance)
     raw = result["raw"]
+    _check_numbers(instance, raw, result)
     maps = finish_maps(raw, x.shape[1:3], cls.signed)
     empty = np.flatnonzero(tf.reduce_max(maps, axis=(1, 2)).numpy() <= 0).tolist()
     if empty:

@@ -108,6 +108,10 @@ class Method:
     # For CAM variants: how the method relates to Grad-CAM where the gradient is the same at
     # every position of the layer (e.g. "equals gradcam"); "" when it does not coincide.
     same_when_pooled: ClassVar[str] = ""
+    # Completeness, checked on every call (one extra forward pass of the baselines): the
+    # input attributions must sum to f(x) - f(baseline) of the explained logit within this
+    # relative tolerance, else `explain` warns with the figures. 0 for methods without it.
+    completeness_tolerance: ClassVar[float] = 0.0
     uses_layer: ClassVar[bool] = False
     signed: ClassVar[bool] = False
     compiled_step: ClassVar[bool] = False
@@ -125,6 +129,18 @@ class Method:
             self.layer_path, self.layer = find_layer(self.model, layer, any_tokens)
             self.layer_reason = f"given: layer={self.layer_path!r}."
         self.runner = session.runner_for(self.layer)
+
+    def completeness_baseline(self, x: tf.Tensor) -> tf.Tensor:
+        """The baseline images whose score the attributions' sum is measured from (methods
+        with a completeness identity override it)."""
+        raise NotImplementedError
+
+    def expected_total(self, x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        """(B,) f(x) - f(baseline) of the explained logits: what complete attributions sum
+        to."""
+        fx = self.runner.forward_fn(x)
+        fb = self.runner.forward_fn(self.completeness_baseline(x))
+        return tf.gather(fx - fb, targets, batch_dims=1)
 
     def zero_map_reason(self) -> str:
         """Why a map came out all zero: the method's usual cause or, at a token layer whose
