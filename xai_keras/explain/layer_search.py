@@ -35,9 +35,8 @@ from xai_keras.explain.layers import (
     LayerChoice,
     class_map_layers,
     conv_candidates,
-    default_layer,
     is_graph_model,
-    output_shape,
+    layer_shape,
 )
 from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
 from xai_keras.explain.session import Session
@@ -45,17 +44,39 @@ from xai_keras.explain.session import Session
 __all__ = ["auto_candidates", "choose_layer"]
 
 
-def auto_candidates(model: keras.Model, count: int = 4) -> list[tuple[str, Any]]:
-    """The last feature layer at each of the `count` deepest spatial resolutions."""
+def auto_candidates(
+    model: keras.Model, count: int = 4, session: Session | None = None
+) -> list[tuple[str, Any]]:
+    """The last feature layer at each of the `count` deepest spatial resolutions; for token
+    models (one patch grid throughout), the last `count` blocks' outputs whose patch tokens
+    the score depends on (the default layer's siblings in its encoder)."""
+    if session is not None:
+        default = session.default_layer()
+        if len(layer_shape(model, default.layer) or ()) == 3:
+            return _token_candidates(model, default.path, count, session)
     maps = set(class_map_layers(model))
     by_size: dict[tuple, tuple[str, Any]] = {}
     for path, layer in conv_candidates(model):
         if isinstance(layer, RESAMPLING) or path in maps:
             continue
-        size = tuple(output_shape(layer)[1:-1])
+        size = tuple(layer_shape(model, layer)[1:-1])
         by_size.pop(size, None)  # re-insert: dict order becomes "last seen at this size"
         by_size[size] = (path, layer)
     return list(by_size.values())[-count:]
+
+
+def _token_candidates(
+    model: keras.Model, default: str, count: int, session: Session
+) -> list[tuple[str, Any]]:
+    owner = default.rsplit("/", 1)[0] if "/" in default else ""
+    siblings = [
+        (p, lay)
+        for p, lay in conv_candidates(model)
+        if (p.rsplit("/", 1)[0] if "/" in p else "") == owner
+        and len(layer_shape(model, lay) or ()) == 3
+    ]
+    reached = session.patch_gradients([lay for _, lay in siblings])
+    return [item for item, r in zip(siblings, reached) if r][-count:]
 
 
 def choose_layer(
@@ -83,9 +104,9 @@ def choose_layer(
     model = session.model
     if not is_graph_model(model):
         raise ValueError("layer='auto' needs a Functional or Sequential model.")
-    candidates = auto_candidates(model, count)
+    candidates = auto_candidates(model, count, session)
     if len(candidates) < 2:
-        choice = default_layer(model)
+        choice = session.default_layer()
         return LayerChoice(choice.path, choice.layer, "auto: one candidate; " + choice.reason)
     xs = x[:max_images]
     n, h, w = int(xs.shape[0]), int(xs.shape[1]), int(xs.shape[2])
