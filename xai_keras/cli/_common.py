@@ -57,11 +57,15 @@ def note_printer(args: argparse.Namespace):
     return lambda text: print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def value_range_of(args: argparse.Namespace):
-    """The model's input range from --value-range, --preprocess or --unit/--no-unit."""
+def value_range_of(args: argparse.Namespace, model=None):
+    """The model's input range from --value-range, --preprocess or --unit/--no-unit; None
+    for a model that preprocesses pixels itself (a KerasHub task's attached preprocessor:
+    images are read as 0-255 pixels and the session reads the range from its converter)."""
     from xai_keras.explain.ranges import resolve_value_range
 
     given = args.value_range or args.preprocess
+    if given is None and getattr(model, "preprocessor", None) is not None:
+        return None
     return resolve_value_range(given or ("unit" if args.unit else "pixels"))
 
 
@@ -197,6 +201,7 @@ def load_model(path: str, unsafe: bool = False):
     if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
         kind = "it is empty" if Path(path).stat().st_size == 0 else "it is not a zip archive"
         raise InputError(f"{path} is not a readable Keras model file ({kind}); {fix}.")
+    _import_kerashub_if_used(path)
     try:
         return keras.models.load_model(path, safe_mode=not unsafe, compile=False)
     except ValueError as err:
@@ -210,6 +215,27 @@ def load_model(path: str, unsafe: bool = False):
     except (OSError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as err:
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
         raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
+
+
+def _import_kerashub_if_used(path: str) -> None:
+    """KerasHub's classes are known to Keras only once `keras_hub` is imported: a saved
+    KerasHub model (its config names the "keras_hub" module) needs it before loading."""
+    from xai_keras.errors import InputError
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            uses_hub = b'"keras_hub' in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
+    if not uses_hub:
+        return
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        raise InputError(
+            f"{path} is a KerasHub model: install keras-hub beside TensorFlow with "
+            "`bash scripts/install_hub.sh` (or pip install --no-deps keras-hub)."
+        ) from None
 
 
 # name -> (keras.applications constructor, module with preprocess_input)

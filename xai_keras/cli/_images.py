@@ -168,7 +168,8 @@ def read_images(
             img = img[..., None]
         else:  # BGR(A) -> RGB(A)
             img = img[..., ::-1] if c == 3 else img[..., [2, 1, 0, 3]]
-        images.append(value_range.from_pixels(img))
+        pixels = img.astype("float32")  # a None range: the model maps pixels itself
+        images.append(pixels if value_range is None else value_range.from_pixels(pixels))
     sizes = {im.shape[:2] for im in images}
     if len(sizes) > 1:
         listed = ", ".join(f"{f} {im.shape[0]}x{im.shape[1]}" for f, im in zip(files, images))

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         value_range = resolve_value_range("pixels")
     else:
         model, preprocess = load_model(args.model, args.unsafe), None
-        value_range = value_range_of(args)
+        value_range = value_range_of(args, model)
     # ImageNet models are evaluated on centre crops; a model trained on a folder saw its images
     # stretched (keras.utils.image_dataset_from_directory's default).
     fit = args.fit or ("crop" if application else "stretch")

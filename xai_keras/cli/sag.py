@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     form = model_form(args)
     class_names = class_names_for(args, model, **form)
     shape = tuple(model.inputs[0].shape[1:])
-    value_range = value_range_of(args)
+    value_range = value_range_of(args, model)
     fit = args.fit or "stretch"
     files = image_files([args.image])
     image = read_images(files, shape, value_range, args.size, fit, note_printer(args))[0]

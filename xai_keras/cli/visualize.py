@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         images = read_images(
             image_files(args.images),
             shape,
-            value_range_of(args),
+            value_range_of(args, model),
             args.size,
             args.fit or "stretch",
             note_printer(args),

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -237,9 +238,15 @@ class Session:
     def source(self, dataset: Any) -> Source:
         """A dataset, arrays or a folder as one stream of (image, label) for this model's
         image input (see `xai_keras.sources`)."""
-        if self.preprocessor is not None:
+        folder = isinstance(dataset, (str, os.PathLike))
+        if self.preprocessor is not None and not folder:
             dataset = self._preprocessed(dataset, "dataset")
-        return as_source(dataset, self.model, self.head.image_input, self._num_scores)
+        source = as_source(dataset, self.model, self.head.image_input, self._num_scores)
+        if self.preprocessor is not None and folder:  # read at the model's size, in [0, 1]
+            fn = self.preprocessor.fn
+            mapped = source.elements.map(lambda x, *rest: (fn(x * 255.0), *rest))
+            source = dataclasses.replace(source, elements=mapped)
+        return source
 
     def _preprocessed(self, images: Any, name: str) -> Any:
         """Raw images (an array, an `(images, labels)` pair or a dataset) through the
@@ -248,12 +255,6 @@ class Session:
             return self.preprocessor.dataset(images)
         if isinstance(images, tuple) and len(images) == 2:
             return self._preprocessed(images[0], name), images[1]
-        if isinstance(images, (str, os.PathLike)):
-            raise InputError(
-                f"Model {self.model.name!r} carries a preprocessor: pass its raw images as an "
-                "array or a tf.data.Dataset (e.g. keras.utils.image_dataset_from_directory), "
-                "not a folder path."
-            )
         return self.preprocessor(images, name, self.batch_size)
 
     def images(self, images: Any, name: str = "images") -> tuple[tf.Tensor, bool]:
