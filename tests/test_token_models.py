@@ -123,3 +123,20 @@ def test_preprocessor_errors_are_one_line(vit):
         explain(vit, RAW[..., 0, 0])
     with pytest.raises(InputError, match="no attached preprocessor"):
         Session(kerashub.build("vit", preprocessor=False), preprocessor=True)
+
+
+def test_the_cli_explains_a_saved_kerashub_model_from_pixels(vit, tmp_path, capsys):
+    """The CLI reads 0-255 pixels for a model that preprocesses itself (scaling them first
+    gave a black picture and another class) and loads a saved KerasHub model."""
+    import matplotlib.pyplot as plt
+
+    from xai_keras.cli import main
+    from xai_keras.cli._images import read_images
+
+    path, image = tmp_path / "vit.keras", tmp_path / "photo.png"
+    vit.save(path)
+    plt.imsave(image, RAW[0])
+    assert main(["explain", "--model", str(path), str(image), "--out", str(tmp_path / "o")]) == 0
+    pixels = read_images([image], tuple(vit.input.shape[1:]), None)
+    probs = scipy.special.softmax(vit.predict(pixels, verbose=0), axis=1)[0]
+    assert f"class {probs.argmax()} ({probs.max():.2f})" in capsys.readouterr().out
