@@ -42,7 +42,9 @@ def rss_mb() -> float:
 
 def traces(model) -> tuple[int, int]:
     """(total traces of every compiled kernel of the model's runners, number of runners)."""
-    runners = model.__dict__.get("_xai_keras_runners", {})
+    from xai_keras.explain.graph import model_store
+
+    runners = model_store(model).get("runners", {})
     total = 0
     for runner in runners.values():
         fns = [runner.forward_fn, runner.layer_grads_fn, runner.input_grads_fn]

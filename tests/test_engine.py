@@ -371,3 +371,29 @@ def test_a_method_made_by_create_runs_with_its_sessions_batch_size(gap_model, im
         want = explain(gap_model, images32, "scorecam").raw
         np.testing.assert_allclose(raw.numpy(), want, atol=1e-5)
     assert method.session.batch_size == 3
+
+
+def test_no_front_end_sets_anything_on_the_users_model(gap_model, images32):
+    """Runners, kernels and held inputs live beside the model (a weak store), never on it,
+    and the store does not keep a model alive."""
+    import gc
+    import weakref
+
+    from xai_keras import Session, explain, sag
+    from xai_keras.evaluate import deletion
+
+    before = dict(gap_model.__dict__)
+    exp = explain(gap_model, images32[:2], method=["gradcam", "saliency", "lrp", "deeplift"])
+    deletion(Session(gap_model), images32[:2], exp[0].maps, steps=4)
+    sag(gap_model, images32[0], grid=(2, 2))
+    assert gap_model.__dict__.keys() == before.keys()
+    assert all(gap_model.__dict__[k] is v for k, v in before.items())
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp)))
+    explain(model, np.ones((1, 8, 8, 3), "float32"), method="saliency")
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

@@ -15,7 +15,8 @@ import tensorflow as tf
 from xai_keras import explain, sag
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.session import _RUNNERS_ATTR, MAX_FUNCTION_HEADS
+from xai_keras.explain.graph import model_store
+from xai_keras.explain.session import MAX_FUNCTION_HEADS
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_fresh_score_lambdas_keep_the_runner_cache_bounded(tiny, x16):
     sizes = []
     for i in range(30):
         explain(tiny, x16, method=["gradcam", "saliency"], score=lambda p, i=i: p[:, i % 3])
-        runners = getattr(tiny, _RUNNERS_ATTR)
+        runners = model_store(tiny)["runners"]
         first = first or weakref.ref(next(r for r in runners.values() if r.head.score))
         sizes.append(sum(r.head.score is not None for r in runners.values()))
     gc.collect()
@@ -141,7 +142,7 @@ def test_fresh_score_lambdas_keep_the_runner_cache_bounded(tiny, x16):
     # one function reused: its runners stay cached and are not traced again
     score = lambda p: p[:, 0]  # noqa: E731
     explain(tiny, x16, method="saliency", score=score)
-    runner = next(r for r in getattr(tiny, _RUNNERS_ATTR).values() if r.head.score is score)
+    runner = next(r for r in model_store(tiny)["runners"].values() if r.head.score is score)
     traces = runner.input_grads_fn.experimental_get_tracing_count()
     for _ in range(5):
         explain(tiny, x16, method="saliency", score=score)

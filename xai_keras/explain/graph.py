@@ -21,6 +21,7 @@ Its compiled kernels (`tf.function`s) are built once per runner and traced once 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ from xai_keras.explain.sublayers import first_tensor, intercept
 # Python bookkeeping (cached layer layouts) called while kernels trace: never autograph it.
 _token_layout = tf.autograph.experimental.do_not_convert(token_layout)
 
-__all__ = ["LayerTaps", "ModelRunner", "hold_inputs"]
+__all__ = ["LayerTaps", "ModelRunner", "hold_inputs", "model_store"]
 
 
 class _QuietOwnKernelTraces(logging.Filter):
@@ -114,16 +115,26 @@ def _unpack(out: Any) -> Any:
     return out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
 
 
-_HELD_ATTR = "_xai_keras_held"
+_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_store(model: keras.Model) -> dict:
+    """The library's per-model caches (compiled runners, held inputs), kept beside the model
+    rather than on it: nothing is set on a user's model, and they go when the model goes
+    (runners hold their model weakly, so they do not keep it alive)."""
+    store = _STORES.get(model)
+    if store is None:
+        store = _STORES[model] = {}
+    return store
 
 
 def hold_inputs(model: keras.Model, rows: dict[int, np.ndarray]) -> None:
     """Set the values of a multi-input model's non-image inputs for the next passes.
 
-    They live in variables kept on the model (one per input, any number of rows), which the
+    They live in variables kept per model (one per input, any number of rows), which the
     compiled kernels read, so changing them between calls does not retrace.
     """
-    held = model.__dict__.setdefault(_HELD_ATTR, {})
+    held = model_store(model).setdefault("held", {})
     for index, value in rows.items():
         var = held.get(index)
         if var is None or var.dtype != tf.as_dtype(value.dtype):
@@ -154,7 +165,8 @@ class ModelRunner:
         jit_compile: bool = False,
     ):
         head = head or Head()
-        self.model, self.layer, self.guided, self.head = model, layer, guided, head
+        self._model = weakref.ref(model)  # see `model_store`: the cache must not keep it alive
+        self.layer, self.guided, self.head = layer, guided, head
         self.jit_compile = jit_compile
         self.graph = is_graph_model(model)
         subs, dropped = {}, ""
@@ -172,6 +184,11 @@ class ModelRunner:
         self.forward_fn = self.kernel("forward_logits", self._logits_only)
         self.layer_grads_fn = self.kernel("layer_grads", self._layer_grads)
         self.input_grads_fn = self.kernel("input_grads", self._input_grads)
+
+    @property
+    def model(self) -> keras.Model:
+        """The model this runner re-runs."""
+        return self._model()
 
     def _output_width(self) -> int | None:
         if not self.graph:
@@ -257,7 +274,7 @@ class ModelRunner:
         count = len(self.model.inputs)
         if count == 1:
             return x
-        held = self.model.__dict__.get(_HELD_ATTR, {})
+        held = model_store(self.model).get("held", {})
         batch = tf.shape(x)[0]
         values = []
         for i in range(count):

@@ -38,7 +38,7 @@ from xai_keras.errors import InputError
 from xai_keras.explain.base import register
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.gradients import GradientMethod
-from xai_keras.explain.graph import ModelRunner
+from xai_keras.explain.graph import ModelRunner, model_store
 from xai_keras.explain.heads import Head
 from xai_keras.explain.layers import is_graph_model, walk_layers
 from xai_keras.explain.session import Session
@@ -667,10 +667,7 @@ class DeepLiftRunner(_RuleRunner):
 
 
 def _cached(model: keras.Model, key: tuple, build: Callable) -> Any:
-    store = model.__dict__.get("_xai_keras_relevance")
-    if store is None:
-        store = {}
-        object.__setattr__(model, "_xai_keras_relevance", store)
+    store = model_store(model).setdefault("relevance", {})
     if key not in store:
         store[key] = build()
     return store[key]

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs
+from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs, model_store
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
 from xai_keras.explain.layers import LayerChoice, default_layer
 from xai_keras.explain.preprocessing import attached_preprocessor
@@ -55,7 +55,6 @@ __all__ = [
 MODEL_FORM_ARGS = ("output", "head", "score", "inputs", "reshape", "value_range")
 _SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 
-_RUNNERS_ATTR = "_xai_keras_runners"
 # Runners whose head holds a user's function (`score=`, `reshape=`) are kept for at most this
 # many heads per model (least recently used dropped): a fresh lambda per call cannot be told
 # from a new function, and each would otherwise keep a runner and its traces forever. One
@@ -89,10 +88,7 @@ def runner_for(
     recently used such heads only, so memory stays bounded when a new function comes each call.
     """
     head = head or Head()
-    per_model = model.__dict__.get(_RUNNERS_ATTR)
-    if per_model is None:
-        per_model = {}
-        object.__setattr__(model, _RUNNERS_ATTR, per_model)  # bypass Keras' attribute tracking
+    per_model = model_store(model).setdefault("runners", {})
     key = (id(layer), guided, head, jit_compile)
     runner = per_model.pop(key, None)  # re-inserted last: the dict's order is the LRU order
     if runner is None:
