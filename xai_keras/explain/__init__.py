@@ -1,7 +1,9 @@
-"""Explanation methods: the CAM family, the gradient family and the perturbation methods
-(occlusion, RISE, LIME, KernelSHAP), behind `explain`, all running on one engine (`Session`)."""
+"""Explanation methods: the CAM family, the gradient family, the perturbation methods
+(occlusion, RISE, LIME, KernelSHAP) and the transformer methods (attention rollout, Chefer,
+AttnLRP), behind `explain`, all running on one engine (`Session`)."""
 
 from xai_keras.explain import (  # noqa: F401  (register the methods)
+    attention,
     cam,
     gradients,
     occlusion,
