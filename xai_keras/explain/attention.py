@@ -29,7 +29,7 @@ from xai_keras.errors import LayerError
 from xai_keras.explain.base import BatchResult, Method, register
 from xai_keras.explain.layers import token_layout
 from xai_keras.explain.session import Session
-from xai_keras.explain.sublayers import replace_calls
+from xai_keras.explain.sublayers import is_builtin, replace_calls
 
 __all__ = [
     "AttentionMethod",
@@ -52,15 +52,23 @@ def _all_layers(model: keras.Model) -> list[Any]:
 
 def attention_layers(model: keras.Model, method: str = "") -> list[Any]:
     """The model's `keras.layers.MultiHeadAttention` layers; refuses a model with none."""
-    found = [lay for lay in _all_layers(model) if isinstance(lay, keras.layers.MultiHeadAttention)]
+    found = _attention(model)
     if not found:
-        raise LayerError(
-            f"Method {method!r} needs keras.layers.MultiHeadAttention layers (their attention "
-            f"is read and ruled), and model {model.name!r} has none (attention computed inside "
-            "custom layers, e.g. with ops.softmax, cannot be reached); use 'saliency', "
-            "'integrated_gradients' or a CAM on this model."
-        )
+        raise LayerError(_missing(model, method))
     return found
+
+
+def _attention(model: keras.Model) -> list[Any]:
+    return [lay for lay in _all_layers(model) if isinstance(lay, keras.layers.MultiHeadAttention)]
+
+
+def _missing(model: keras.Model, method: str) -> str:
+    return (
+        f"Method {method!r} needs keras.layers.MultiHeadAttention layers (their attention is "
+        f"read and ruled), and model {model.name!r} has none (attention computed inside custom "
+        "layers, e.g. with ops.softmax, cannot be reached); use 'saliency', "
+        "'integrated_gradients' or a CAM on this model."
+    )
 
 
 def _safe_divide(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -144,6 +152,10 @@ class AttentionMethod(Method):
     def __init__(self, session: Session, layer: Any = None):
         super().__init__(session, layer)
         self.attention = attention_layers(self.model, self.name)
+
+    @classmethod
+    def unsupported(cls, model: keras.Model) -> str:
+        return "" if _attention(model) else _missing(model, cls.name)
 
     @property
     def kernel_key(self) -> str:
@@ -341,7 +353,7 @@ class _Rules:
             if isinstance(lay, keras.layers.LayerNormalization)
             or isinstance(lay, _ELEMENTWISE)
             or id(lay) in self.share
-            or hasattr(lay, "activation")
+            or (is_builtin(lay) and hasattr(lay, "kernel") and hasattr(lay, "activation"))
         ]
 
     def __call__(self, layer: Any, call: Callable) -> Callable:
@@ -402,7 +414,6 @@ class AttnLRP(AttentionMethod):
     """
 
     reference = "Achtibat et al., ICML 2024"
-    family = "relevance"
     signed = True
     zero_map_cause = "no relevance reached the input (a zero logit)"
 
