@@ -13,6 +13,10 @@ ports) with the weights from `in.npz`, and computes on the same images and targe
   `avg_heads`, `apply_self_attention_rules`, `generate_relevance`);
 - `attnlrp.cp`: LXT 2.1's own patch of torchvision's ViT (`lxt.efficient.monkey_patch`: GELU
   identity rule, LayerNorm identity rule, CP-LRP inside nn.MultiheadAttention), input x grad;
+- `transformer_attribution`: the authors' CVPR 2021 combination (hila-chefer/
+  Transformer-Explainability: `compute_rollout_attention` of mean_h((grad * cam)^+), no
+  renormalisation) with cam = the attention's LRP relevance from LXT's rules (A * its
+  gradient / 2, the uniform rule's share of A V) and grad = the plain gradient;
 - `attnlrp.attnlrp`: the same, with the attention written out and LXT's uniform rule
   (`divide_gradient`: query and key / 4, value / 2) as LXT's `wrap_attention_forward` does.
 """
@@ -185,6 +189,58 @@ def relevance(model, x, target, uniform):
     return (x * x.grad).detach()
 
 
+def compute_rollout_attention(all_layer_matrices, start_layer=0):  # the authors' helper
+    num_tokens = all_layer_matrices[0].shape[1]
+    batch_size = all_layer_matrices[0].shape[0]
+    eye = torch.eye(num_tokens).expand(batch_size, num_tokens, num_tokens)
+    all_layer_matrices = [all_layer_matrices[i] + eye for i in range(len(all_layer_matrices))]
+    joint_attention = all_layer_matrices[start_layer]
+    for i in range(start_layer + 1, len(all_layer_matrices)):
+        joint_attention = all_layer_matrices[i].bmm(joint_attention)
+    return joint_attention
+
+
+def transformer_attribution(model, x, target):
+    """Needs LXT's patches applied (`monkey_patch_vit`)."""
+    from lxt.efficient.rules import divide_gradient
+
+    plain: list = []
+    for blk in model.encoder.layers:
+        blk.self_attention.forward = explicit_attention(blk.self_attention, plain)
+    with _plain_layers():
+        model(x)[0, target].backward()
+    ruled: list = []
+    rule = lambda q, k, v: (divide_gradient(q, 4), divide_gradient(k, 4), divide_gradient(v, 2))  # noqa: E731
+    for blk in model.encoder.layers:
+        blk.self_attention.forward = explicit_attention(blk.self_attention, ruled, rule)
+    model(x)[0, target].backward()
+    cams = []
+    for a_plain, a_ruled in zip(plain, ruled):
+        cam = (a_ruled * a_ruled.grad / 2).detach()[0]  # the LRP relevance of A
+        grad = a_plain.grad[0]
+        cam = (grad * cam).clamp(min=0).mean(dim=0)
+        cams.append(cam.unsqueeze(0))
+    for blk in model.encoder.layers:
+        del blk.self_attention.forward
+    return compute_rollout_attention(cams)[:, 0, 1:]
+
+
+class _plain_layers:
+    """Within: torch's own LayerNorm and GELU forward (LXT's patches set aside)."""
+
+    def __enter__(self):
+        self.saved = {cls: cls.forward for cls in (torch.nn.LayerNorm, torch.nn.GELU)}
+        for cls in self.saved:
+            cls.forward = getattr(cls, "original_forward", None) or _ORIGINAL[cls]
+
+    def __exit__(self, *exc):
+        for cls, fn in self.saved.items():
+            cls.forward = fn
+
+
+_ORIGINAL = {torch.nn.LayerNorm: torch.nn.LayerNorm.forward, torch.nn.GELU: torch.nn.GELU.forward}
+
+
 def main(src: str, dst: str) -> None:
     data = dict(np.load(src, allow_pickle=False))
     w = {k[2:]: v for k, v in data.items() if k.startswith("w.")}
@@ -209,6 +265,10 @@ def main(src: str, dst: str) -> None:
     for name, uniform in (("cp", False), ("attnlrp", True)):
         rel = [relevance(model, x[i : i + 1], t, uniform) for i, t in enumerate(targets)]
         out[f"attnlrp.{name}"] = torch.cat(rel).numpy().transpose(0, 2, 3, 1)
+    out["transformer_attribution"] = np.stack([
+        transformer_attribution(model, x[i : i + 1], t).reshape(grid, grid).numpy()
+        for i, t in enumerate(targets)
+    ])  # fmt: skip
     np.savez(dst, **out)
 
 

@@ -5,7 +5,8 @@ TensorFlow and torch never share a process: this script builds the KerasHub ViT 
 gives it random weights large enough for peaked attention, explains random images with every
 transformer method, and runs `_transformers_torch_oracle.py` in the torch venv, which copies the
 weights into torchvision's `VisionTransformer` and computes the references: jacobgil/vit-explain's
-rollout, the authors' Chefer relevance, and LXT 2.1 (the AttnLRP authors' library) for AttnLRP.
+rollout, the authors' Chefer relevance (ICCV 2021) and combination (CVPR 2021, with LXT's
+relevance of the attention), and LXT 2.1 (the AttnLRP authors' library) for AttnLRP.
 Printed: the Pearson correlation per image (worst and mean) and the worst relative difference.
 
     bash scripts/torch_env.sh                    # once: .torchvenv with torch, lxt, ...
@@ -102,6 +103,8 @@ def ours(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
             exp = explain(session, x, "attention_rollout", head_fusion=fusion, discard_ratio=ratio)
             out[f"rollout.{fusion}.{ratio}"] = exp.raw
     out["chefer"] = explain(session, x, "chefer", targets=t).raw
+    exp = explain(session, x, "transformer_attribution", targets=t, epsilon=0.0)
+    out["transformer_attribution"] = exp.raw
     for rule in ("cp", "attnlrp"):
         exp = explain(session, x, "attnlrp", targets=t, attention_rule=rule, epsilon=0.0)
         out[f"attnlrp.{rule}"] = exp.attributions
@@ -116,6 +119,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 def compare(mine: dict, theirs: dict) -> list[tuple[str, float, float, float, bool]]:
     """(row, worst corr, mean corr, max |diff| / max |theirs|, held to 0.999)."""
     pairs = [("logits", "logits", "logits", True), ("chefer", "chefer", "chefer", True)]
+    pairs.append(("transformer_attribution", *["transformer_attribution"] * 2, True))
     for fusion in FUSIONS:
         for ratio in RATIOS:
             ours_key = f"rollout.{fusion}.{ratio}"

@@ -1,4 +1,5 @@
-"""Transformer methods: attention rollout, Chefer, AttnLRP (identities, sanity, the zoo)."""
+"""Transformer methods: attention rollout, Chefer (ICCV 2021 and CVPR 2021), AttnLRP
+(identities, sanity, the KerasHub zoo, and the PyTorch references under `-m torch`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from xai_keras.errors import InputError, LayerError
 from xai_keras.explain.attention import chefer_relevance, rollout
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSFORMER = ["attention_rollout", "chefer", "attnlrp"]
+TRANSFORMER = ["attention_rollout", "chefer", "attnlrp", "transformer_attribution"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_attnlrp_leaves_the_forward_pass_and_the_model_unchanged(images):
 
 
 # -- sanity ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["chefer", "attnlrp"])
+@pytest.mark.parametrize("method", ["chefer", "attnlrp", "transformer_attribution"])
 def test_class_sensitive_methods_change_with_the_class(images, method):
     model = tiny_vit(seed=2)
     a = explain(model, images, method, targets=0).raw
@@ -182,7 +183,7 @@ def test_runs_on_kerashub_vision_transformers(kerashub, name):
     for exp in exps:
         assert np.isfinite(exp.raw).all() and np.abs(exp.raw).max() > 0, exp.method
         assert exp.maps.shape == (2, 32, 32) and exp.maps.max() == pytest.approx(1)
-    assert exps[0].raw.shape == exps[1].raw.shape == (2, grid, grid)
+    assert exps[0].raw.shape == exps[1].raw.shape == exps[3].raw.shape == (2, grid, grid)
 
 
 def test_kerashub_models_with_custom_attention_are_refused(kerashub):
@@ -203,4 +204,4 @@ def test_equal_to_pytorch_references():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "attnlrp attnlrp vs LXT" in out.stdout
+    assert "attnlrp attnlrp vs LXT" in out.stdout and "transformer_attribution" in out.stdout

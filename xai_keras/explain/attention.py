@@ -39,6 +39,8 @@ __all__ = [
     "attention_layers",
     "rollout",
     "chefer_relevance",
+    "attribution_rollout",
+    "TransformerAttribution",
 ]
 
 _token_layout = tf.autograph.experimental.do_not_convert(token_layout)
@@ -138,6 +140,21 @@ def chefer_relevance(attentions: list[tf.Tensor], grads: list[tf.Tensor]) -> tf.
         if result is None:
             result = tf.eye(int(cam.shape[-1]), batch_shape=tf.shape(cam)[:1], dtype=cam.dtype)
         result = result + tf.matmul(cam, result)
+    return result
+
+
+def attribution_rollout(relevances: list[tf.Tensor], grads: list[tf.Tensor]) -> tf.Tensor:
+    """Chefer et al. (CVPR 2021): per block E = mean_h((dy/dA * R_A)^+), then the product over
+    blocks (last first) of I + E, not renormalised (the authors' `compute_rollout_attention`).
+
+    Returns:
+        (B, T, T) relevance between tokens.
+    """
+    result = None
+    for r, g in zip(relevances, grads):
+        cam = tf.reduce_mean(tf.nn.relu(tf.cast(g * r, tf.float32)), axis=1)
+        cam = cam + tf.eye(int(cam.shape[-1]), dtype=cam.dtype)
+        result = cam if result is None else tf.matmul(cam, result)
     return result
 
 
@@ -445,3 +462,54 @@ class AttnLRP(AttentionMethod):
         relevance = x * tape.gradient(y, x)
         return tf.reduce_sum(relevance, axis=-1), logits, targets, relevance
 
+
+
+@register("transformer_attribution")
+class TransformerAttribution(AttentionMethod):
+    """Transformer attribution (Chefer et al., CVPR 2021): per block, the LRP relevance of the
+    attention R_A weighted by its gradient, E = mean over heads of (dy/dA * R_A)^+, and the
+    product over blocks of I + E; the map is the class token's row over the patch tokens (no
+    prefix token: the mean of the patch tokens' rows).
+
+    R_A here is AttnLRP's relevance of A (A times its AttnLRP gradient, halved by the uniform
+    rule of A V), where the authors' code propagates their own LRP rules (alpha-beta on linear
+    layers); the gradient is the plain one, as theirs.
+
+    Args:
+        epsilon: the epsilon rule's stabiliser at linear layers in the LRP pass.
+
+    Reference: Chefer, Gur & Wolf, "Transformer Interpretability Beyond Attention
+    Visualization", CVPR 2021.
+    """
+
+    reference = "Chefer et al., CVPR 2021"
+
+    def __init__(self, session: Session, layer: Any = None, epsilon: float = 1e-6):
+        super().__init__(session, layer)
+        self.epsilon = check_number(epsilon, "epsilon", low=0.0, where=f"method {self.name!r}")
+        self.rules = _Rules(self.model, self.attention, self.epsilon, "attnlrp")
+
+    @property
+    def kernel_key(self) -> str:
+        return f"{self.name}:{self.epsilon}"
+
+    def _batch(self, x, targets):
+        plain: list = []
+        with self._recording(plain):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                _, logits = self.runner.forward(x)
+                targets, y = self.runner._pick(logits, targets)
+        grads = tape.gradient(y, plain)
+        ruled: list = []
+        with replace_calls(self.rules.layers, self.rules), self._recording(ruled):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                _, ruled_logits = self.runner.forward(x)
+                y = tf.gather(ruled_logits, targets, batch_dims=1)
+        relevance = [
+            tf.zeros_like(a) if g is None else 0.5 * a * g
+            for a, g in zip(ruled, tape.gradient(y, ruled))
+        ]
+        grads = [tf.zeros_like(a) if g is None else g for a, g in zip(plain, grads)]
+        return self.to_grid(attribution_rollout(relevance, grads)), logits, targets
