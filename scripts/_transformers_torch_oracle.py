@@ -34,8 +34,9 @@ torch.set_grad_enabled(True)
 torch.set_default_dtype(torch.float64)
 
 
-def build(w: dict, layers: int, heads: int, hidden: int, mlp: int, classes: int, size: int,
-          patch: int) -> tv.VisionTransformer:
+def build(
+    w: dict, layers: int, heads: int, hidden: int, mlp: int, classes: int, size: int, patch: int
+) -> tv.VisionTransformer:
     model = tv.VisionTransformer(size, patch, layers, heads, hidden, mlp, num_classes=classes)
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     state = {

@@ -75,8 +75,14 @@ def weights(model: keras.Model) -> tuple[dict[str, np.ndarray], list[int]]:
         "head.kernel": values["predictions/kernel"],
         "head.bias": values["predictions/bias"],
     }
-    names = {"query": "mha/query", "key": "mha/key", "value": "mha/value",
-             "out": "mha/attention_output", "mlp1": "mlp/dense_1", "mlp2": "mlp/dense_2"}  # fmt: skip
+    names = {
+        "query": "mha/query",
+        "key": "mha/key",
+        "value": "mha/value",
+        "out": "mha/attention_output",
+        "mlp1": "mlp/dense_1",
+        "mlp2": "mlp/dense_2",
+    }
     layers = 0
     while f"vit_encoder/transformer_block_{layers + 1}/ln_1/gamma" in values:
         p = f"vit_encoder/transformer_block_{layers + 1}/"

@@ -64,8 +64,8 @@ def tiny_vit(
     """A functional ViT on 32x32 images: 8x8 patches (4x4 grid), width 16, 2 heads, keras
     MultiHeadAttention, GELU MLP, class-token (or mean-token) head, logits out. With `bias`
     False: no biases, no LayerNorm offsets, no position embedding (with `class_token` False
-    too, a twin on which relevance is conserved). With `scores`, each block's attention probabilities are
-    extra outputs (same weights for the same seed)."""
+    too, a twin on which relevance is conserved). With `scores`, each block's attention
+    probabilities are extra outputs (same weights for the same seed)."""
     keras.utils.set_random_seed(seed)
     L = keras.layers
     x = inputs = keras.Input((32, 32, 3))

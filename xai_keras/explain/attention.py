@@ -1,15 +1,17 @@
-"""Transformer methods: attention rollout, Chefer's gradient-weighted attention, AttnLRP.
+"""Transformer methods: attention rollout, Chefer's gradient-weighted attention (ICCV 2021) and
+transformer attribution (CVPR 2021), AttnLRP.
 
 They read the attention of every `keras.layers.MultiHeadAttention` the model runs (also those
 inside composite layers, such as a KerasHub encoder's blocks), in the order they run:
 
-- `attention_rollout` and `chefer` call each attention layer with
+- `attention_rollout`, `chefer` and `transformer_attribution` call each attention layer with
   `return_attention_scores=True` while the kernel is traced (Keras 3 otherwise takes a fused
   `dot_product_attention` path whose probabilities are never formed) and keep the
   probabilities A (B, heads, T, T); the layer's output is computed from those same A, so
   gradients with respect to them are exact;
 - `attnlrp` changes the gradients of the layers while tracing (LayerNorm, activations, the
-  query/key/value projections) so that input x gradient is AttnLRP's relevance.
+  query/key/value projections) so that input x gradient is AttnLRP's relevance
+  (`transformer_attribution` reads the attention's relevance the same way).
 
 Token maps land on the patch grid (B, h, w): the class token's row over the patch tokens, the
 prefix tokens (class, distillation, registers) read from the model (`layers.token_layout`).
@@ -160,7 +162,8 @@ def attribution_rollout(relevances: list[tf.Tensor], grads: list[tf.Tensor]) -> 
 
 class AttentionMethod(Method):
     """Base: maps on the patch grid from the attention of the model's MultiHeadAttention
-    layers. A method says how the token relevance (B, T, T) is built (`tokens`)."""
+    layers (self-attention over the model's tokens). A method's `_batch` builds one compiled
+    batch: token relevance (B, T, T) turned into maps by `to_grid`, or input relevance."""
 
     family = "attention"
     compiled_step = True
@@ -225,8 +228,9 @@ class AttentionRollout(AttentionMethod):
     multiplied; the map is the class token's row over the patch tokens (for a model without a
     prefix token, the mean of the patch tokens' rows). Class-agnostic: every target gets the
     same map. Follows jacobgil/vit-explain, except that rows are renormalised with the row sums
-    (vit-explain's `a / a.sum(dim=-1)` divides column j by row j's sum, which only differs
-    from this when `discard_ratio` > 0).
+    (vit-explain's `a / a.sum(dim=-1)` divides column j by row j's sum, which differs from
+    this only where the fused rows do not sum to 1: "max"/"min" fusion or `discard_ratio` > 0;
+    `scripts/compare_transformers.py` measures both).
 
     Args:
         head_fusion: "mean" (default), "max" or "min" over heads.
@@ -316,7 +320,8 @@ def _identity_rule(act: Callable, z: tf.Tensor) -> tf.Tensor:
 
 def _layer_norm(layer: keras.layers.LayerNormalization, x: tf.Tensor) -> tf.Tensor:
     """LayerNorm with its normalising scale a constant (identity rule; CP-LRP's LN rule)."""
-    axes = [a % x.shape.rank for a in (layer.axis if isinstance(layer.axis, list) else [layer.axis])]
+    axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    axes = [a % x.shape.rank for a in axis]
     xf = tf.cast(x, tf.float32)
     if getattr(layer, "rms_scaling", False):
         y = xf * _sg(tf.math.rsqrt(tf.reduce_mean(xf**2, axes, keepdims=True) + layer.epsilon))
@@ -444,9 +449,7 @@ class AttnLRP(AttentionMethod):
         super().__init__(session, layer)
         where = f"method {self.name!r}"
         self.epsilon = check_number(epsilon, "epsilon", low=0.0, where=where)
-        self.rule = check_choice(
-            attention_rule, "attention_rule", ("attnlrp", "cp"), where=where
-        )
+        self.rule = check_choice(attention_rule, "attention_rule", ("attnlrp", "cp"), where=where)
         self.rules = _Rules(self.model, self.attention, self.epsilon, self.rule)
 
     @property
@@ -461,7 +464,6 @@ class AttnLRP(AttentionMethod):
                 targets, y = self.runner._pick(logits, targets)
         relevance = x * tape.gradient(y, x)
         return tf.reduce_sum(relevance, axis=-1), logits, targets, relevance
-
 
 
 @register("transformer_attribution")
