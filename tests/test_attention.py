@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -129,6 +130,30 @@ def test_attnlrp_leaves_the_forward_pass_and_the_model_unchanged(images):
     np.testing.assert_allclose(exp.logits, before, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model(images).numpy(), before, rtol=1e-6)
     assert all("call" not in layer.__dict__ for layer in model._flatten_layers())
+
+
+class Wrapper(keras.Model):
+    def __init__(self, inner):
+        super().__init__(name="wrapper")
+        self.inner = inner
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_nested_and_subclassed_forms_give_the_same_maps(images):
+    """A ViT nested in a model with a final softmax, and one inside a subclassed model: the
+    attention layers are found and ruled all the same (the softmax is skipped: logits)."""
+    vit = tiny_vit()
+    inputs = keras.Input((32, 32, 3))
+    nested = keras.Model(inputs, keras.layers.Softmax()(vit(inputs)))
+    subclassed = Wrapper(vit)
+    subclassed(images[:1])
+    for method in ("chefer", "attnlrp"):  # attention read, and layers ruled
+        want = explain(vit, images, method, targets=[0, 1, 2]).raw
+        for model in (nested, subclassed):
+            got = explain(model, images, method, targets=[0, 1, 2]).raw
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 # -- sanity ---------------------------------------------------------------------------------
