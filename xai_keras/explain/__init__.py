@@ -3,7 +3,6 @@
 AttnLRP), behind `explain`, all running on one engine (`Session`)."""
 
 from xai_keras.explain import (  # noqa: F401  (register the methods)
-    attention,
     cam,
     gradients,
     occlusion,
@@ -33,3 +32,6 @@ __all__ = [
     "methods",
     "sag",
 ]
+
+# Registered after the other families, so `methods()` lists the transformer methods last.
+from xai_keras.explain import attention  # noqa: E402, F401
