@@ -15,6 +15,7 @@ from conftest import tiny_vit
 
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
+from xai_keras.explain import Session
 from xai_keras.explain.attention import chefer_relevance, rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,18 @@ def test_nested_and_subclassed_forms_give_the_same_maps(images):
         for model in (nested, subclassed):
             got = explain(model, images, method, targets=[0, 1, 2]).raw
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_each_kernel_traces_once_per_shape(images):
+    model = tiny_vit(seed=3)
+    session = Session(model, batch_size=2)
+    for method in TRANSFORMER:
+        explain(session, images, method)
+        explain(session, images[::-1], method, targets=1)
+    kernels = session.runner._kernels
+    for method in TRANSFORMER:
+        (key,) = [k for k in kernels if k.startswith(f"attention:{method}")]
+        assert kernels[key].experimental_get_tracing_count() == 1, key
 
 
 # -- sanity ---------------------------------------------------------------------------------
