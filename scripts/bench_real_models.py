@@ -63,7 +63,8 @@ def main() -> None:
         else:
             arch, dataset = name.split("/")
             real = train_real_model(arch, dataset, args.cache, n=args.n)
-        results[real.name] = evaluate_real_model(real, names, layer=args.layer, options=FAST)
+        runnable = [m for m in names if args.methods != "all" or m in all_methods(model=real.model)]
+        results[real.name] = evaluate_real_model(real, runnable, layer=args.layer, options=FAST)
         sources[real.name] = f"{real.source}; {len(real.images)} images."
         timings[real.name] = time.perf_counter() - start
         verdicts = {m: r.get("beats_random", "n/a") for m, r in results[real.name].items()}

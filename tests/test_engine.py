@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FAST_OPTIONS
+from conftest import FAST_OPTIONS, model_for
 from keras import layers as L
 
 from xai_keras import explain, methods, sag
@@ -269,8 +269,11 @@ def test_every_method_takes_every_model_form_from_tf_data(form, method, forms, i
 
 
 @pytest.mark.parametrize("method", methods())
-def test_explain_dataset_equals_explain_for_every_method(method, gap_model, images32, tmp_path):
+def test_explain_dataset_equals_explain_for_every_method(
+    method, gap_model, vit_model, images32, tmp_path
+):
     options = FAST_OPTIONS.get(method, {})
+    gap_model = model_for(method, gap_model, vit_model)  # the tiny ViT for transformer methods
     run = explain_dataset(
         gap_model, images32, method, out=tmp_path / "run", batch_size=2, summary=False,
         progress=False, **options,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FAST_OPTIONS
+from conftest import FAST_OPTIONS, model_for
 
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
@@ -36,14 +36,15 @@ def _vgg_like(seed: int = 3) -> keras.Model:
 # -- the contract, over every registered method --------------------------------------------
 @pytest.mark.parametrize("method", methods())
 @pytest.mark.parametrize("kind", ["single", "batch1", "odd_batch_tensor", "uint8"])
-def test_contract(gap_model, images32, method, kind):
+def test_contract(gap_model, vit_model, images32, method, kind):
     x = {
         "single": images32[0],
         "batch1": images32[:1],
         "odd_batch_tensor": tf.constant(images32[:3]),
         "uint8": (images32[:3] * 255).astype(np.uint8),
     }[kind]
-    exp = explain(gap_model, x, method=method, batch_size=2, **FAST_OPTIONS.get(method, {}))
+    model = model_for(method, gap_model, vit_model)
+    exp = explain(model, x, method=method, batch_size=2, **FAST_OPTIONS.get(method, {}))
     n = 1 if kind in ("single", "batch1") else 3
     assert exp.maps.shape == (n, 32, 32) and exp.maps.dtype == np.float32
     assert np.isfinite(exp.maps).all() and exp.maps.min() >= 0 and exp.maps.max() <= 1
@@ -54,11 +55,12 @@ def test_contract(gap_model, images32, method, kind):
 
 
 @pytest.mark.parametrize("method", methods())
-def test_batch_composition_does_not_change_maps(gap_model, images32, method):
+def test_batch_composition_does_not_change_maps(gap_model, vit_model, images32, method):
     """An image's map is the same alone, in a batch, and in a padded last batch."""
     options = FAST_OPTIONS.get(method, {})
-    together = explain(gap_model, images32, method=method, batch_size=3, **options)
-    alone = explain(gap_model, images32[4], method=method, **options)
+    model = model_for(method, gap_model, vit_model)
+    together = explain(model, images32, method=method, batch_size=3, **options)
+    alone = explain(model, images32[4], method=method, **options)
     np.testing.assert_allclose(alone.maps[0], together.maps[4], atol=2e-4)
     assert alone.targets[0] == together.targets[4]
 

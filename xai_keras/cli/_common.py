@@ -7,6 +7,7 @@ import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 LOCALHOST_URL = "http://localhost:6006/"
 
@@ -22,11 +23,14 @@ def print_result(args: argparse.Namespace, *parts: object) -> None:
         print(*parts, flush=True)
 
 
-def method_list(text: str) -> list[str]:
+def method_list(text: str, model: Any = None) -> list[str]:
+    """`--method a,b` as registry names; "all": every method (that can explain `model`)."""
     from xai_keras import methods
     from xai_keras.explain import get_method
 
-    names = methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    names = (
+        methods(model=model) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    )
     return [get_method(n).name for n in names]
 
 

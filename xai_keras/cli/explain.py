@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     explanations = explain(  # gradient CAMs of one layer share one pass
         model,
         images,
-        method=method_list(args.method),
+        method=method_list(args.method, model),
         layer=args.layer,
         targets=args.target,
         batch_size=args.batch_size,

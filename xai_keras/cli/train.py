@@ -84,7 +84,7 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
     from xai_keras.tensorboard import log_explanations
 
     images = result.splits.test_arrays.images[:count]
-    names = method_list(method_names) if method_names else methods()
+    names = method_list(method_names) if method_names else methods(model=result.model)
     with warnings.catch_warnings(record=True) as caught:
         # "xgradcam equals gradcam at layer ...": by construction on a GAP head (README);
         # said once below rather than as one warning, with source lines, per method.

@@ -169,7 +169,8 @@ def run_benchmark(
         )
         forward_s = time_forward(bm.model, test.images, batch_size)
         rows, curves, explanations = {}, {}, []
-        for method in tqdm(names, desc=name, unit="method", leave=False):
+        runnable = names if method_names else methods(model=bm.model)
+        for method in tqdm(runnable, desc=name, unit="method", leave=False):
             row, exp, curve = _evaluate_method(bm, method, test, n_sanity, batch_size, quick)
             row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
             rows[method], curves[method] = row, curve

@@ -1,5 +1,6 @@
-"""Explanation methods: the CAM family, the gradient family and the perturbation methods
-(occlusion, RISE, LIME, KernelSHAP), behind `explain`, all running on one engine (`Session`)."""
+"""Explanation methods: the CAM family, the gradient family, the perturbation methods
+(occlusion, RISE, LIME, KernelSHAP) and the transformer methods (attention rollout, Chefer,
+AttnLRP), behind `explain`, all running on one engine (`Session`)."""
 
 from xai_keras.explain import (  # noqa: F401  (register the methods)
     cam,
@@ -31,3 +32,6 @@ __all__ = [
     "methods",
     "sag",
 ]
+
+# Registered after the other families, so `methods()` lists the transformer methods last.
+from xai_keras.explain import attention  # noqa: E402, F401

@@ -37,10 +37,17 @@ def register(name: str):
     return wrap
 
 
-def methods(family: str | None = None) -> list[str]:
+def methods(family: str | None = None, model: keras.Model | None = None) -> list[str]:
     """Names of the registered methods, optionally only one family ("cam", "gradient",
-    "perturbation", or "baseline" for the reference maps `random` and `centre`)."""
-    return [n for n, cls in METHODS.items() if family is None or cls.family == family]
+    "perturbation", "attention", or "baseline" for the reference maps `random` and
+    `centre`), and optionally only those that can explain `model` (the transformer methods
+    need keras MultiHeadAttention layers)."""
+    return [
+        n
+        for n, cls in METHODS.items()
+        if (family is None or cls.family == family)
+        and (model is None or not cls.unsupported(model))
+    ]
 
 
 _ALIASES = {
@@ -158,6 +165,12 @@ class Method:
                 f"explain an earlier layer, e.g. the default {self.session.default_layer().path!r}"
             )
         return self.zero_map_cause
+
+    @classmethod
+    def unsupported(cls, model: keras.Model) -> str:
+        """Why this method cannot explain `model` at all, or "" (front ends that run every
+        method, such as the benchmark's default list, leave such methods out)."""
+        return ""
 
     @classmethod
     def options(cls) -> list[str]:

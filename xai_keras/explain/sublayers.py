@@ -9,7 +9,9 @@ symbolic output to read and no node to re-run. This module makes them first-clas
   layer's output shape and the order in which the layers ran (cached per model, weakly: nothing
   is stored on the model);
 - `intercept(layers, fn)`: while tracing, route each layer's output through `fn(layer, output)`
-  (to keep it, or to change its gradient); the layers' own `call` is restored afterwards.
+  (to keep it, or to change its gradient); the layers' own `call` is restored afterwards;
+- `replace_calls(layers, make)`: the general form, for rules that need a layer's inputs too
+  (`make(layer, call)` returns the `call` to use while tracing).
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["Probe", "children", "first_tensor", "intercept", "is_builtin", "probe"]
+__all__ = [
+    "Probe",
+    "children",
+    "first_tensor",
+    "intercept",
+    "is_builtin",
+    "probe",
+    "replace_calls",
+]
 
 
 def children(layer: Any) -> list[Any]:
@@ -53,11 +63,20 @@ def intercept(layers: list[Any], fn: Callable[[Any, Any], Any]) -> Iterator[None
     """Within the block, each layer's output passes through `fn(layer, output)`; the layers'
     `call` is wrapped on the instance and restored on exit (only tracing should happen
     inside: the compiled graph keeps what the wrappers did)."""
+    with replace_calls(layers, lambda layer, call: _wrapped(layer, call, fn)):
+        yield
+
+
+@contextlib.contextmanager
+def replace_calls(layers: list[Any], make: Callable[[Any, Callable], Callable]) -> Iterator[None]:
+    """Within the block, each layer's `call` is `make(layer, its current call)` (set on the
+    instance, restored on exit; nested blocks stack). For rules that need a layer's inputs,
+    e.g. calling an attention layer with `return_attention_scores=True`."""
     unique = list({id(lay): lay for lay in layers}.values())
     own = [lay.__dict__.get("call") for lay in unique]
     try:
         for lay in unique:
-            object.__setattr__(lay, "call", _wrapped(lay, lay.call, fn))
+            object.__setattr__(lay, "call", make(lay, lay.call))
         yield
     finally:
         for lay, call in zip(unique, own):
