@@ -361,7 +361,7 @@ def test_full_disk_says_what_was_written_and_resume_finishes(
 ):
     import errno
 
-    from xai_keras.scale import run
+    from xai_keras.scale import loop as run
 
     images = data[0][:20]
     real = run.write_shard
