@@ -8,6 +8,7 @@ use (`train_small_shapes`), and where the PyTorch reference environment lives
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -28,6 +29,8 @@ __all__ = [
     "log",
     "measure",
     "median",
+    "oracle_arguments",
+    "oracle_missing",
     "others_share",
     "paired_ratio",
     "spread",
@@ -154,6 +157,21 @@ def train_small_shapes(out: str | os.PathLike, *overrides: str):
     from xai_keras.training import train
 
     return train(load_config("shapes_small", [f"out_dir={out}", *overrides]), verbose=0)
+
+
+def oracle_missing(python: str) -> bool:
+    """Whether the PyTorch reference interpreter is missing (then say how to build it)."""
+    if Path(python).exists():
+        return False
+    print(f"no oracle interpreter at {python}: run bash scripts/torch_env.sh", file=sys.stderr)
+    return True
+
+
+def oracle_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every PyTorch comparison takes: its interpreter and a folder to keep the
+    exchanged files in."""
+    parser.add_argument("--torch-python", default=torch_python())
+    parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
 
 
 def torch_python() -> str:

@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.common import corr, torch_python  # noqa: E402
+from scripts.common import corr, oracle_arguments, oracle_missing  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -162,16 +162,11 @@ def weights_of(model: keras.Model, arch: list) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--torch-python", default=torch_python())
+    oracle_arguments(parser)
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--threshold", type=float, default=0.99)
-    parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
     args = parser.parse_args(argv)
-    if not Path(args.torch_python).exists():
-        print(
-            f"no oracle interpreter at {args.torch_python}: run bash scripts/torch_env.sh",
-            file=sys.stderr,
-        )
+    if oracle_missing(args.torch_python):
         return 2
 
     images = np.random.default_rng(7).uniform(0, 1, (args.images, SIZE, SIZE, 3))

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.common import corr, torch_python  # noqa: E402
+from scripts.common import corr, oracle_missing, torch_python  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 L = keras.layers
@@ -97,9 +97,7 @@ def main() -> int:
     parser.add_argument("--torch-python", default=torch_python())
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
-    if not Path(args.torch_python).exists():
-        print(f"no oracle interpreter at {args.torch_python}: run bash scripts/torch_env.sh",
-              file=sys.stderr)  # fmt: skip
+    if oracle_missing(args.torch_python):
         return 2
     x = np.random.default_rng(1).uniform(0, 1, (args.images, 16, 16, 3)).astype(np.float32)
     rows = []

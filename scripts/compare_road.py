@@ -48,7 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
-from scripts.common import corr, torch_python  # noqa: E402
+from scripts.common import corr, oracle_arguments, oracle_missing  # noqa: E402
 from scripts.compare_cams import ARCHS, SIZE, build, weights_of  # noqa: E402
 from xai_keras import explain  # noqa: E402
 from xai_keras.data.shapes import generate_shapes  # noqa: E402
@@ -80,16 +80,11 @@ def our_masks(maps: np.ndarray, order: str) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--torch-python", default=torch_python())
+    oracle_arguments(parser)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
     args = parser.parse_args(argv)
-    if not Path(args.torch_python).exists():
-        print(
-            f"no oracle interpreter at {args.torch_python}: run bash scripts/torch_env.sh",
-            file=sys.stderr,
-        )
+    if oracle_missing(args.torch_python):
         return 2
 
     model = trained_twin(args.epochs)

@@ -10,11 +10,7 @@
 # $TORCH_INDEX_URL picks a torch build (e.g. https://download.pytorch.org/whl/cpu).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .torchvenv/bin/python ]; then
-  "$PYTHON" -m venv .torchvenv
-  .torchvenv/bin/python -m pip install --quiet --upgrade pip
-fi
+[ -x .torchvenv/bin/python ] || "${PYTHON:-python3}" -m venv --upgrade-deps .torchvenv
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check \
   ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check \
