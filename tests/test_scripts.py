@@ -68,6 +68,7 @@ def test_script_quick_mode(name, tmp_path):
 
 
 def test_compare_perturbation_quick(trained_shapes):
+    pytest.importorskip("lime", reason="compare_perturbation compares with the lime package")
     _script(
         "compare_perturbation", "--model", str(trained_shapes.model_path), "--images", "2",
         "--masks", "200", "--samples", "100",

@@ -10,9 +10,10 @@ Everything is streamed shard by shard, so summarising costs constant memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -21,8 +22,27 @@ from xai_keras.evaluate.registry import get_metric, metrics
 from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 from xai_keras.scale.metrics import border_masks, uniform_shares
 
-if TYPE_CHECKING:  # only the annotation: `store` imports this module, not the other way
-    from xai_keras.scale.store import DatasetExplanation
+
+class ExplainedDataset(Protocol):
+    """What a summary reads of `xai_keras.scale.store.DatasetExplanation` (which imports this
+    module, so this one names only the attributes it reads, not the class)."""
+
+    method: str
+    layer: str | None
+    complete: bool
+    border: float
+    skipped: list[dict]
+    metrics: list[str]
+    maps: Any  # ShardedMaps: .shard(k)["maps"]
+
+    @property
+    def target_setting(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def iter_records(self) -> Iterator[list[dict]]: ...
+
+    def class_name(self, c: int) -> str: ...
 
 __all__ = ["summarize"]
 
@@ -33,7 +53,7 @@ def _threshold(uniform_border_share: float) -> float:
     return max(0.5, (1.0 + uniform_border_share) / 2)
 
 
-def _criterion(result: DatasetExplanation) -> tuple[str, str, str]:
+def _criterion(result: ExplainedDataset) -> tuple[str, str, str]:
     """(record key, description, sign): the worst images have the largest sign * value. The
     first metric of the run in registry order decides (deletion before insertion)."""
     for name in metrics():
@@ -124,7 +144,7 @@ def _markdown(s: dict[str, Any]) -> str:
 
 
 def summarize(
-    result: DatasetExplanation,
+    result: ExplainedDataset,
     out: str | os.PathLike | None = None,
     log_dir: str | os.PathLike | None = None,
     worst: int = 16,
@@ -220,7 +240,7 @@ class _Tally:
         self.chosen = sorted(self.chosen, key=lambda item: (-item[0], item[1]))[: self.worst]
 
 
-def _per_class(result: DatasetExplanation, tally: _Tally) -> list[dict[str, Any]]:
+def _per_class(result: ExplainedDataset, tally: _Tally) -> list[dict[str, Any]]:
     rows = []
     for c in sorted(tally.classes):
         stats = tally.classes[c]
@@ -238,7 +258,7 @@ def _per_class(result: DatasetExplanation, tally: _Tally) -> list[dict[str, Any]
     return rows
 
 
-def _summary(result: DatasetExplanation, tally: _Tally) -> dict[str, Any]:
+def _summary(result: ExplainedDataset, tally: _Tally) -> dict[str, Any]:
     """The summary's numbers (all but the worst images)."""
     n, totals = len(result), tally.totals
     h, w = tally.shape if tally.shape is not None else (1, 1)
