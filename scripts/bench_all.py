@@ -2,10 +2,10 @@
 
 Run (from the repository root; `bash scripts/bench.sh` is the same with the venv's Python):
 
-    python scripts/bench_all.py --quick          # under 5 minutes on 2 CPU cores
-    python scripts/bench_all.py                  # full: for a GPU, about 8 minutes there
-    python scripts/bench_all.py --jit            # also XLA rows (jit_compile=True)
-    python scripts/bench_all.py --only explain,sag --dry-run   # print the plan, run nothing
+    python -m scripts.bench_all --quick          # under 5 minutes on 2 CPU cores
+    python -m scripts.bench_all                  # full: for a GPU, about 8 minutes there
+    python -m scripts.bench_all --jit            # also XLA rows (jit_compile=True)
+    python -m scripts.bench_all --only explain,sag --dry-run   # print the plan, run nothing
 
 Each benchmark is one of the existing scripts (bench_explain.py, bench_perturbation.py,
 bench_sag.py, bench_relevance.py, bench_multi_method.py, bench_callback.py, check_memory.py,

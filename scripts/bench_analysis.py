@@ -1,7 +1,7 @@
 """What layer analysis costs: 5 layers x N shapes images x every factor, side by side with a
 plain forward pass over the same images.
 
-    python scripts/bench_analysis.py [--model runs/shapes/model.keras] [--n 2000]
+    python -m scripts.bench_analysis [--model runs/shapes/model.keras] [--n 2000]
 
 Without --model an untrained default CNN is used (the cost does not depend on the weights).
 """

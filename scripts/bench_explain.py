@@ -3,10 +3,10 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_explain.py                  # full run, ~3-5 min on 2 cores
-    .venv/bin/python scripts/bench_explain.py --quick          # fewer rounds, smaller runs
-    .venv/bin/python scripts/bench_explain.py --json bench.json
-    .venv/bin/python scripts/bench_explain.py --help           # models, sizes, repeats
+    .venv/bin/python -m scripts.bench_explain                  # full run, ~3-5 min on 2 cores
+    .venv/bin/python -m scripts.bench_explain --quick          # fewer rounds, smaller runs
+    .venv/bin/python -m scripts.bench_explain --json bench.json
+    .venv/bin/python -m scripts.bench_explain --help           # models, sizes, repeats
 
 Targets (from the issue), measured side by side in one run and reported as ratios:
 
@@ -51,7 +51,6 @@ import inspect
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -64,6 +63,17 @@ import numpy as np
 import tensorflow as tf
 
 import xai_keras
+from scripts.common import (
+    cpu_snapshot,
+    format_table,
+    log,
+    measure,
+    median,
+    others_share,
+    paired_ratio,
+    spread,
+    verdict,
+)
 from xai_keras import explain
 from xai_keras.config import ModelConfig
 from xai_keras.errors import XaiKerasError
@@ -97,97 +107,6 @@ SCORECAM = "xai_keras explain(scorecam)"
 REUSED = "ScoreCam.attribute, one instance reused"
 
 
-# -- measuring ---------------------------------------------------------------------------------
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _numpy(value: Any) -> Any:
-    """Pull a result back to host memory so the timed call includes all the work."""
-    if isinstance(value, (tuple, list)):
-        return [_numpy(v) for v in value]
-    return value.numpy() if tf.is_tensor(value) else value
-
-
-def measure(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, label: str
-) -> dict[str, list[float]]:
-    """Time each function `repeats` times in interleaved, rotating rounds after `warmup` calls.
-
-    Returns:
-        {name: [seconds of each timed call]}.
-    """
-    names = list(fns)
-    for name in names:
-        for i in range(warmup):
-            start = time.perf_counter()
-            _numpy(fns[name]())
-            _log(f"  [{label}] warm-up {i + 1}/{warmup} {name}: {time.perf_counter() - start:.2f}s")
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            _numpy(fns[name]())
-            times[name].append(time.perf_counter() - start)
-        _log(f"  [{label}] round {r + 1}/{repeats} done")
-    return times
-
-
-def _median(samples: Sequence[float]) -> float:
-    return statistics.median(samples)
-
-
-def _ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    """Median over rounds of the per-round time ratio: robust to load that changes between
-    rounds, since both calls of a round saw the same machine."""
-    return statistics.median(a / b for a, b in zip(numerator, denominator))
-
-
-def _spread(samples: Sequence[float]) -> str:
-    """Range of the samples around the median, in percent."""
-    mid = _median(samples)
-    return f"{100 * (min(samples) / mid - 1):+.0f}/{100 * (max(samples) / mid - 1):+.0f}%"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Plain-text table: first column left-aligned, the others right-aligned."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        return "  ".join([first, *rest]).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
-
-
-def _cpu_snapshot() -> tuple[float, float, float] | None:
-    """(wall s, busy CPU s of the whole machine, CPU s of this process); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:8]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _, _, irq, softirq = fields
-    busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-    return time.perf_counter(), busy, time.process_time()
-
-
-def _others_share(start: tuple | None, end: tuple | None) -> float | None:
-    """Share of all CPUs that other processes used between two snapshots."""
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    others = (end[1] - start[1]) - (end[2] - start[2])
-    return max(0.0, others / ((end[0] - start[0]) * (os.cpu_count() or 1)))
-
-
-def _verdict(ok: bool | None) -> str:
-    return {True: "PASS", False: "FAIL", None: "SKIP"}[ok]
-
-
 # -- models and inputs -------------------------------------------------------------------------
 def _images(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.uniform(0.0, 1.0, (n, size, size, 3)).astype(np.float32)
@@ -209,7 +128,7 @@ def jit_options(jit: bool) -> dict[str, Any]:
     if jit and "jit_compile" in inspect.signature(explain).parameters:
         return {"jit_compile": True}
     if jit:
-        _log("  explain() has no jit_compile option yet: its rows run without XLA.")
+        log("  explain() has no jit_compile option yet: its rows run without XLA.")
     return {}
 
 
@@ -227,7 +146,7 @@ def _tkv_gradcam(model: keras.Model, x: np.ndarray, targets: np.ndarray) -> Call
             from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
             from tf_keras_vis.utils.scores import CategoricalScore
     except ImportError as err:
-        _log(f"  tf-keras-vis is not importable ({err}); its comparison is skipped.")
+        log(f"  tf-keras-vis is not importable ({err}); its comparison is skipped.")
         return None
     gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
     score = CategoricalScore(targets.tolist())
@@ -244,7 +163,7 @@ def _xplique_gradcam(
             warnings.simplefilter("ignore")
             from xplique.attributions import GradCAM
     except ImportError as err:
-        _log(f"  xplique is not importable ({err}); its comparison is skipped.")
+        log(f"  xplique is not importable ({err}); its comparison is skipped.")
         return None
     explainer = GradCAM(model, conv_layer=RESNET_LAYER, batch_size=batch)
     head, one_hot = model.layers[-1], np.eye(int(model.output.shape[-1]), dtype=np.float32)
@@ -261,7 +180,7 @@ def _xplique_gradcam(
 
 
 def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
-    _log(f"ResNet50 Grad-CAM: batch {args.batch}, {args.size}x{args.size}")
+    log(f"ResNet50 Grad-CAM: batch {args.batch}, {args.size}x{args.size}")
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
     x_np = _images(rng, args.batch, args.size)
     x = tf.constant(x_np)
@@ -300,22 +219,22 @@ def bench_gradcam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         xplique = _xplique_gradcam(model, x_np, targets, args.batch)
         if xplique is not None:
             fns[XPLIQUE] = xplique
-    times = measure(fns, args.repeats, args.warmup, "gradcam")
-    medians = {name: _median(s) for name, s in times.items()}
-    ratios = {name: _ratio(s, times[PLAIN]) for name, s in times.items()}
+    times = measure(fns, args.repeats, args.warmup, "gradcam").wall
+    medians = {name: median(s) for name, s in times.items()}
+    ratios = {name: paired_ratio(s, times[PLAIN]) for name, s in times.items()}
     rows = [
         [
             name,
             f"{1e3 * m:.1f}",
             f"{1e3 * m / args.batch:.2f}",
             f"{ratios[name]:.2f}x",
-            _spread(times[name]),
+            spread(times[name]),
         ]
         for name, m in medians.items()
     ]
     ratio = ratios[GRADCAM]
-    speedup = _ratio(times[TKV], times[GRADCAM]) if TKV in times else None
-    vs_xplique = _ratio(times[XPLIQUE], times[GRADCAM]) if XPLIQUE in times else None
+    speedup = paired_ratio(times[TKV], times[GRADCAM]) if TKV in times else None
+    vs_xplique = paired_ratio(times[XPLIQUE], times[GRADCAM]) if XPLIQUE in times else None
     table = format_table(["function", "median ms", "ms/image", "x plain fwd", "min/max"], rows)
     return {
         "model": "ResNet50",
@@ -353,7 +272,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     # The reference runs about as many images as Score-CAM masks, in batches of the same size,
     # so both calls of a round last about as long and see the same machine load.
     batches = -(-masked // batch)
-    _log(f"Score-CAM on {name}: {masked} masked passes; reference: {batches} batches of {batch}")
+    log(f"Score-CAM on {name}: {masked} masked passes; reference: {batches} batches of {batch}")
     x_np = _images(rng, n, size)
     x_fwd = tf.constant(_images(rng, batch, size))
     plain = _plain_forward(model)
@@ -372,12 +291,12 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
         ),
         REUSED: lambda: method.attribute(tf.constant(x_np), t).raw,
     }
-    times = measure(fns, args.repeats, args.warmup, "scorecam")
-    medians = {key: _median(s) for key, s in times.items()}
+    times = measure(fns, args.repeats, args.warmup, "scorecam").wall
+    medians = {key: median(s) for key, s in times.items()}
     images = {PLAIN: batches * batch, SCORECAM: masked, REUSED: masked}
     # (images / t) / (forward images / t_forward), paired per round like every other ratio
     throughput = {
-        key: images[key] / images[PLAIN] / _ratio(times[key], times[PLAIN]) for key in fns
+        key: images[key] / images[PLAIN] / paired_ratio(times[key], times[PLAIN]) for key in fns
     }
     rows = [
         [
@@ -386,7 +305,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
             f"{1e3 * medians[key]:.1f}",
             f"{images[key] / medians[key]:.1f}",
             f"{throughput[key]:.2f}x",
-            _spread(times[key]),
+            spread(times[key]),
         ]
         for key in fns
     ]
@@ -413,7 +332,7 @@ def bench_scorecam(args: argparse.Namespace, rng: np.random.Generator) -> dict:
 def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
     size, batch = args.small_size, args.small_batch
     model = _small_model(args.small_model, size)
-    _log(f"All methods on {args.small_model} ({size}x{size}), batch {batch}")
+    log(f"All methods on {args.small_model} ({size}x{size}), batch {batch}")
     x_np = _images(rng, batch, size)
     x = tf.constant(x_np)
     plain = _plain_forward(model)
@@ -444,9 +363,9 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
             errors[name] = f"{type(err).__name__}: {err}"
             continue
         fns[name] = call
-    times = measure(fns, args.repeats, args.warmup, "methods")
-    medians = {key: _median(s) for key, s in times.items()}
-    ratios = {key: _ratio(s, times[PLAIN]) for key, s in times.items()}
+    times = measure(fns, args.repeats, args.warmup, "methods").wall
+    medians = {key: median(s) for key, s in times.items()}
+    ratios = {key: paired_ratio(s, times[PLAIN]) for key, s in times.items()}
     rows = []
     for key in [PLAIN, RUNNER, *([XLA] if args.jit else []), *xai_keras.methods()]:
         if key in errors:
@@ -461,7 +380,7 @@ def bench_methods(args: argparse.Namespace, rng: np.random.Generator) -> dict:
                 family,
                 f"{1e3 * m / batch:.2f}",
                 f"{ratios[key]:.1f}x",
-                _spread(times[key]),
+                spread(times[key]),
                 options,
             ]
         )
@@ -665,7 +584,7 @@ def report(results: dict, args: argparse.Namespace) -> list[tuple[str, bool | No
         print(r["table"])
     print()
     for text, ok in checks:
-        print(f"{_verdict(ok)}  {text}")
+        print(f"{verdict(ok)}  {text}")
     return checks
 
 
@@ -677,16 +596,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"environment": _environment(), "arguments": vars(args)}
     sections = {"gradcam": bench_gradcam, "scorecam": bench_scorecam, "methods": bench_methods}
     for section in args.sections:
-        before = _cpu_snapshot()
+        before = cpu_snapshot()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-zero maps of random nets
             results[section] = sections[section](args, rng)
-        results[section]["other_processes_cpu_share"] = _others_share(before, _cpu_snapshot())
+        results[section]["other_processes_cpu_share"] = others_share(before, cpu_snapshot())
     results["total_seconds"] = time.perf_counter() - started
 
     checks = report(results, args)
     print(f"\ntotal {results['total_seconds']:.0f}s")
-    results["checks"] = [{"target": text, "result": _verdict(ok)} for text, ok in checks]
+    results["checks"] = [{"target": text, "result": verdict(ok)} for text, ok in checks]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)

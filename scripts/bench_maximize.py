@@ -3,9 +3,9 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_maximize.py            # ~1-2 min on 2 cores
-    .venv/bin/python scripts/bench_maximize.py --rounds 1 # quicker
-    .venv/bin/python scripts/bench_maximize.py --model logs/shapes/model.keras
+    .venv/bin/python -m scripts.bench_maximize            # ~1-2 min on 2 cores
+    .venv/bin/python -m scripts.bench_maximize --rounds 1 # quicker
+    .venv/bin/python -m scripts.bench_maximize --model logs/shapes/model.keras
 
 What is measured, side by side in interleaved rounds (so load from other processes hits both):
 
@@ -26,15 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_explain import _cpu_snapshot, _others_share, _ratio, format_table, measure  # noqa: E402
-
+from scripts.common import cpu_snapshot, format_table, measure, others_share, paired_ratio
 from xai_keras.config import Config  # noqa: E402
 from xai_keras.features import maximize  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
@@ -97,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         "maximize": run("maximize"),
         "bare": run("bare", **BARE),
     }
-    before = _cpu_snapshot()
-    times = measure(fns, args.rounds, 1, "bench_maximize")
-    others = _others_share(before, _cpu_snapshot())
+    before = cpu_snapshot()
+    times = measure(fns, args.rounds, 1, "bench_maximize").wall
+    others = others_share(before, cpu_snapshot())
 
     def row(label: str, name: str, traces: object) -> list:
         wall = float(np.median(times[name]))
-        ratio = "1.00x" if name == "plain" else f"{_ratio(times[name], times['plain']):.2f}x"
+        ratio = "1.00x" if name == "plain" else f"{paired_ratio(times[name], times['plain']):.2f}x"
         return [label, f"{wall:.2f}", f"{steps / wall:.1f}", traces, ratio]
 
     rows = [

@@ -1,7 +1,7 @@
 """Several CAMs in one `explain` call (one shared forward and backward pass) against one call
 per method, side by side on the same model and images.
 
-    python scripts/bench_multi_method.py [--repeats 3] [--models cnn] [--json out.json]
+    python -m scripts.bench_multi_method [--repeats 3] [--models cnn] [--json out.json]
 """
 
 from __future__ import annotations

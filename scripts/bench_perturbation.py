@@ -3,9 +3,9 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_perturbation.py                 # project CNN, 64x64
-    .venv/bin/python scripts/bench_perturbation.py --model mobilenetv2 --size 96 --quick
-    .venv/bin/python scripts/bench_perturbation.py --help
+    .venv/bin/python -m scripts.bench_perturbation                 # project CNN, 64x64
+    .venv/bin/python -m scripts.bench_perturbation --model mobilenetv2 --size 96 --quick
+    .venv/bin/python -m scripts.bench_perturbation --help
 
 Target (issue 20): the masked passes run at >= 0.9x plain-inference throughput. Each
 method's full user-facing call `explain(model, image, method, batch_size=B, <K samples>)` on
@@ -24,26 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])  # the other scripts, when run from elsewhere
-
-from bench_explain import (  # noqa: E402
-    _cpu_snapshot,
-    _log,
-    _median,
-    _numpy,
-    _others_share,
-    _ratio,
-    format_table,
-)
-
+from scripts.common import cpu_snapshot, format_table, measure, median, others_share, paired_ratio
 from xai_keras import explain  # noqa: E402
 from xai_keras.config import ModelConfig  # noqa: E402
 from xai_keras.explain.base import runner_for  # noqa: E402
@@ -51,26 +38,6 @@ from xai_keras.models import build_cnn  # noqa: E402
 
 TARGET = 0.9
 METHODS = {"rise": "masks", "lime": "samples", "kernelshap": "samples"}
-
-
-def measure(fns: dict, repeats: int, warmup: int) -> tuple[dict, dict]:
-    """Wall and process CPU seconds of each call, in interleaved rounds whose starting
-    function rotates (as scripts/bench_explain.py does). CPU time counts the work this process
-    did, so it moves less than wall time when other processes load the machine."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            _numpy(fns[name]())
-    wall: dict = {n: [] for n in names}
-    cpu: dict = {n: [] for n in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            w, c = time.perf_counter(), time.process_time()
-            _numpy(fns[name]())
-            wall[name].append(time.perf_counter() - w)
-            cpu[name].append(time.process_time() - c)
-        _log(f"  round {r + 1}/{repeats} done")
-    return wall, cpu
 
 
 def _model(kind: str, size: int) -> keras.Model:
@@ -113,26 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         names.insert(1, "xla")
     for name, option in METHODS.items():
         fns[name] = lambda n=name, o=option: explain(model, image, n, batch_size=b, **{o: k}).raw
-    start = _cpu_snapshot()
-    times, cpu = measure(fns, args.repeats, args.warmup)
-    others = _others_share(start, _cpu_snapshot())
+    start = cpu_snapshot()
+    timings = measure(fns, args.repeats, args.warmup)
+    times, cpu = timings.wall, timings.cpu
+    others = others_share(start, cpu_snapshot())
 
     rows, figures = [], {}
     for name in names:
-        ratio = _ratio(times["plain"], times[name])
-        cpu_ratio = _ratio(cpu["plain"], cpu[name])
+        ratio = paired_ratio(times["plain"], times[name])
+        cpu_ratio = paired_ratio(cpu["plain"], cpu[name])
         figures[name] = {
             "ratio_to_plain": ratio,
             "cpu_ratio_to_plain": cpu_ratio,
-            "images_per_s": k / _median(times[name]),
+            "images_per_s": k / median(times[name]),
         }
         verdict = "PASS" if ratio >= TARGET else "FAIL"
         verdict = verdict if name in METHODS else ""
-        rate = f"{k / _median(times[name]):.0f}"
+        rate = f"{k / median(times[name]):.0f}"
         rows.append([name, rate, f"{ratio:.2f}x", f"{cpu_ratio:.2f}x", verdict])
-    rate = f"{k / _median(times['plain']):.0f}"
+    rate = f"{k / median(times['plain']):.0f}"
     rows.insert(0, ["plain tf.function(model)", rate, "1.00x", "1.00x", ""])
-    figures["plain"] = {"images_per_s": k / _median(times["plain"])}
+    figures["plain"] = {"images_per_s": k / median(times["plain"])}
     print(
         f"model {args.model} {args.size}x{args.size}, K={k} masked images per call, chunks "
         f"of B={b}, {args.repeats} rounds; other processes used "

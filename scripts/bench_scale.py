@@ -3,9 +3,9 @@
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/bench_scale.py                      # 2,000 then 20,000 images
-    .venv/bin/python scripts/bench_scale.py --sizes 500 5000     # a quicker look
-    .venv/bin/python scripts/bench_scale.py --json bench_scale.json
+    .venv/bin/python -m scripts.bench_scale                      # 2,000 then 20,000 images
+    .venv/bin/python -m scripts.bench_scale --sizes 500 5000     # a quicker look
+    .venv/bin/python -m scripts.bench_scale --json bench_scale.json
 
 Each size runs in its own subprocess, so each peak RSS (`resource.getrusage(...).ru_maxrss`
 in the child) is that run's own. The child builds the project's default CNN, untrained

@@ -1,6 +1,6 @@
 """Do many `explain` calls on one model and input shape retrace or grow memory?
 
-    python scripts/check_memory.py [--calls 1000] [--n 8] [--methods gradcam,saliency,...]
+    python -m scripts.check_memory [--calls 1000] [--n 8] [--methods gradcam,saliency,...]
         [--json PATH]
 
 A training loop, a callback or a server calls `explain` on the same model and image shape

@@ -11,12 +11,12 @@ resizing and min-max scaling are switched off, so both sides are the raw ReLU'd 
 layer's resolution, and the correlation of each image's map is reported (the minimum over
 images, per method, model and layer).
 
-Run (from the repository root; the oracle venv: `python3 -m venv /work/torchvenv &&
-/work/torchvenv/bin/pip install torch grad-cam==1.5.7 numpy`):
+Run (from the repository root; the oracle venv, once: `bash scripts/torch_env.sh`, which
+builds .torchvenv/ with torch and grad-cam==1.5.7):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compare_cams.py                      # uses /work/torchvenv
-    .venv/bin/python scripts/compare_cams.py --torch-python PATH --keep out/
+    .venv/bin/python -m scripts.compare_cams                      # uses .torchvenv/
+    .venv/bin/python -m scripts.compare_cams --torch-python PATH --keep out/
 
 Exits with 1 when a correlation is below `--threshold` (0.99) or the twins' logits differ.
 """
@@ -36,10 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scripts.common import corr, oracle_arguments, oracle_missing  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
 CLASSES = 6
 SIZE = 32
 
@@ -160,22 +160,13 @@ def weights_of(model: keras.Model, arch: list) -> dict[str, np.ndarray]:
     return out
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    if a.std() == 0 or b.std() == 0:  # e.g. an all-zero map on both sides
-        return 1.0 if np.allclose(a, b, atol=1e-6 * max(1e-12, np.abs(b).max())) else 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
+    oracle_arguments(parser)
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--threshold", type=float, default=0.99)
-    parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
     args = parser.parse_args(argv)
-    if not Path(args.torch_python).exists():
-        print(f"no oracle interpreter at {args.torch_python} (see --help)", file=sys.stderr)
+    if oracle_missing(args.torch_python):
         return 2
 
     images = np.random.default_rng(7).uniform(0, 1, (args.images, SIZE, SIZE, 3))
@@ -236,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         key = run["key"]
         a, b = payload[f"{key}/ours"], result[f"{key}/theirs"]
-        corr = min(_corr(a[i], b[i]) for i in range(len(a)))
+        corr = min(corr(a[i], b[i]) for i in range(len(a)))
         scale = np.abs(b).max(axis=(1, 2))
         err = (np.abs(a - b).max(axis=(1, 2)) / np.where(scale > 0, scale, 1)).max()
         zeros = int((scale == 0).sum())

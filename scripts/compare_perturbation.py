@@ -3,8 +3,8 @@
 Run (from the repository root; needs xplique and the `lime` package, not in the default deps):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compare_perturbation.py              # trains the shapes CNN first
-    .venv/bin/python scripts/compare_perturbation.py --model run/model.keras --images 16
+    .venv/bin/python -m scripts.compare_perturbation              # trains the shapes CNN first
+    .venv/bin/python -m scripts.compare_perturbation --model run/model.keras --images 16
 
 1. Agreement. On the trained shapes CNN (the test suite's `trained_shapes` recipe), for each
    image: RISE (ours, seeds 0 and 1) and xplique's `Rise` (two successive draws) with the same
@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from scripts.common import corr, train_small_shapes
 from xai_keras import explain
 from xai_keras.evaluate import deletion, insertion
 from xai_keras.evaluate.significance import beats_random
@@ -48,33 +49,12 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _train(out: Path) -> keras.Model:
-    """The test suite's `trained_shapes` model (tests/conftest.py)."""
-    from xai_keras.config import load_config
-    from xai_keras.training import train
-
-    overrides = [
-        "data.n_train=2400",
-        "data.n_val=300",
-        "data.n_test=300",
-        "training.batch_size=32",
-        "training.epochs=8",
-        "training.early_stopping_patience=8",
-        f"out_dir={out}",
-    ]
-    return train(load_config(None, overrides), verbose=0)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-
-
 def _agreement(ours: list[np.ndarray], theirs: list[np.ndarray]) -> dict[str, float]:
     """Per-image correlations averaged: each library's seed floor and the cross agreement."""
     n = len(ours[0])
-    floor_ours = np.mean([_corr(ours[0][i], ours[1][i]) for i in range(n)])
-    floor_theirs = np.mean([_corr(theirs[0][i], theirs[1][i]) for i in range(n)])
-    cross = np.mean([_corr(o[i], t[i]) for o in ours for t in theirs for i in range(n)])
+    floor_ours = np.mean([corr(ours[0][i], ours[1][i]) for i in range(n)])
+    floor_theirs = np.mean([corr(theirs[0][i], theirs[1][i]) for i in range(n)])
+    cross = np.mean([corr(o[i], t[i]) for o in ours for t in theirs for i in range(n)])
     return {"floor_ours": floor_ours, "floor_peer": floor_theirs, "cross": cross}
 
 
@@ -139,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             x = None
         else:
             start = time.perf_counter()
-            run = _train(Path(tmp))
+            run = train_small_shapes(Path(tmp))
             _log(f"trained the shapes CNN in {time.perf_counter() - start:.0f}s")
             model = run.model
             x = run.splits.test_arrays.images

@@ -7,7 +7,7 @@ runs `_relevance_torch_oracle.py` in the torch venv, which rebuilds the twin, co
 (LRP) and Captum's (DeepLift) attributions and writes them back. Printed: the Pearson
 correlation per image (worst and mean) and the worst relative difference, per rule.
 
-    python scripts/compare_relevance.py [--torch-python /work/torchvenv/bin/python]
+    python -m scripts.compare_relevance [--torch-python PATH]  # default: .torchvenv/
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scripts.common import corr, oracle_missing, torch_python  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 L = keras.layers
@@ -81,15 +82,11 @@ def ours(pool: str, x: np.ndarray) -> dict[str, np.ndarray]:
     return data
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-
 def report(data: dict, theirs: dict, pool: str) -> list[tuple[str, float, float, float]]:
     rows = []
     for key in sorted(k for k in theirs if k.startswith(("lrp.", "deeplift."))):
         a, b = data[key], theirs[key]
-        corrs = [_corr(a[i], b[i]) for i in range(len(a))]
+        corrs = [corr(a[i], b[i]) for i in range(len(a))]
         rel = float(np.abs(a - b).max() / np.abs(b).max())
         rows.append((f"{key} ({pool} pool)", min(corrs), float(np.mean(corrs)), rel))
     return rows
@@ -97,9 +94,11 @@ def report(data: dict, theirs: dict, pool: str) -> list[tuple[str, float, float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default="/work/torchvenv/bin/python")
+    parser.add_argument("--torch-python", default=torch_python())
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
+    if oracle_missing(args.torch_python):
+        return 2
     x = np.random.default_rng(1).uniform(0, 1, (args.images, 16, 16, 3)).astype(np.float32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

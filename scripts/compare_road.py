@@ -17,8 +17,8 @@ class). A PyTorch twin with the same weights is built in a separate process
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compare_road.py                      # uses /work/torchvenv
-    .venv/bin/python scripts/compare_road.py --torch-python PATH --keep out/
+    .venv/bin/python -m scripts.compare_road                      # uses .torchvenv/
+    .venv/bin/python -m scripts.compare_road --torch-python PATH --keep out/
 
 Measured (16 images, 9 percentiles, both orders, both map kinds): noise-free imputations on
 identical masks differ by at most 6e-8 (float32 rounding), and so do the curves (1.3e-6).
@@ -47,15 +47,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
-from compare_cams import ARCHS, SIZE, build, weights_of  # noqa: E402
 
+from scripts.common import corr, oracle_arguments, oracle_missing  # noqa: E402
+from scripts.compare_cams import ARCHS, SIZE, build, weights_of  # noqa: E402
 from xai_keras import explain  # noqa: E402
 from xai_keras.data.shapes import generate_shapes  # noqa: E402
 from xai_keras.evaluate.road import noisy_linear_impute, road  # noqa: E402
 from xai_keras.explain.masking import pixel_ranks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
 PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]
 ARCH = "gap"
 
@@ -78,20 +78,13 @@ def our_masks(maps: np.ndarray, order: str) -> np.ndarray:
     return ranks < ks if order == "morf" else ranks >= pixels - ks
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON)
+    oracle_arguments(parser)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
     args = parser.parse_args(argv)
-    if not Path(args.torch_python).exists():
-        print(f"no oracle interpreter at {args.torch_python} (see --help)", file=sys.stderr)
+    if oracle_missing(args.torch_python):
         return 2
 
     model = trained_twin(args.epochs)
@@ -157,15 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{kind:8s} {order:5s} {imp:13.2e} {same:16.2e} "
                 f"{f'{differ.mean():.1f} (max {differ.max()})':>14s} {everything:11d} "
-                f"{np.nanmax(np.abs(exact - e2e)):10.2e} {_corr(exact, e2e):8.4f} "
-                f"{np.abs(noisy - their_noisy).max():12.2e} {_corr(noisy, their_noisy):10.4f}"
+                f"{np.nanmax(np.abs(exact - e2e)):10.2e} {corr(exact, e2e):8.4f} "
+                f"{np.abs(noisy - their_noisy).max():12.2e} {corr(noisy, their_noisy):10.4f}"
             )
         mine = (ours[f"{kind}/noisy/lerf"].mean(1) - ours[f"{kind}/noisy/morf"].mean(1)) / 2
         other = theirs[f"{kind}/theirs_noisy/lerf"].mean(1)
         other = (other - theirs[f"{kind}/theirs_noisy/morf"].mean(1)) / 2
         print(
             f"{kind:8s} score/2 (ROADCombined, noise 0.01): ours {mine.mean():.4f}, "
-            f"theirs {other.mean():.4f}, per-image corr {_corr(mine, other):.4f}"
+            f"theirs {other.mean():.4f}, per-image corr {corr(mine, other):.4f}"
         )
     return 1 if failed else 0
 

@@ -10,7 +10,7 @@ relevance of the attention), and LXT 2.1 (the AttnLRP authors' library) for Attn
 Printed: the Pearson correlation per image (worst and mean) and the worst relative difference.
 
     bash scripts/torch_env.sh                    # once: .torchvenv with torch, lxt, ...
-    python scripts/compare_transformers.py [--torch-python .torchvenv/bin/python]
+    python -m scripts.compare_transformers [--torch-python .torchvenv/bin/python]
 
 The exit status is 0 when every compared row reaches a worst correlation of 0.999. Rows marked
 "convention" differ on purpose and are not held to it: vit-explain's `a / a.sum(dim=-1)`
@@ -29,11 +29,11 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scripts.common import oracle_missing, torch_python  # noqa: E402
 from xai_keras import explain  # noqa: E402
 from xai_keras.explain import Session  # noqa: E402
 
@@ -164,11 +164,10 @@ def run(torch_python: str, images: int = 8, seed: int = 0) -> list[tuple]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=str(ROOT / ".torchvenv/bin/python"))
+    parser.add_argument("--torch-python", default=torch_python())
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
-    if not Path(args.torch_python).exists():
-        print(f"No {args.torch_python}: build it with `bash scripts/torch_env.sh`.")
+    if oracle_missing(args.torch_python):
         return 2
     rows = run(args.torch_python, args.images)
     print(f"{'row':52s} {'min corr':>9s} {'mean corr':>9s} {'max|diff|/max':>13s}")

@@ -22,12 +22,12 @@ to the map's peak, and the lowest per-image correlation).
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compat_matrix.py --out docs/compat.md --json /tmp/compat.json
-    .venv/bin/python scripts/compat_matrix.py --quick             # one model per family
-    .venv/bin/python scripts/compat_matrix.py --models resnet50,vgg16,nested --no-peers
-    .venv/bin/python scripts/compat_matrix.py --out docs/compat.md --json /tmp/compat.json \
+    .venv/bin/python -m scripts.compat_matrix --out docs/compat.md --json /tmp/compat.json
+    .venv/bin/python -m scripts.compat_matrix --quick             # one model per family
+    .venv/bin/python -m scripts.compat_matrix --models resnet50,vgg16,nested --no-peers
+    .venv/bin/python -m scripts.compat_matrix --out docs/compat.md --json /tmp/compat.json \
         --resume                                                   # after an interruption
-    .venv/bin/python scripts/compat_matrix.py --help
+    .venv/bin/python -m scripts.compat_matrix --help
 
 With Keras 3.15 there are 53 rows (40 applications, 13 forms). On 2 CPU cores the full run
 takes about 1.5 hours, the ConvNeXt family a third of it, and needs about 16 GB of memory
@@ -56,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 import xai_keras
+from scripts.common import corr
 from xai_keras.errors import LayerError, XaiKerasError
 from xai_keras.explain import get_method
 from xai_keras.io import write_json, write_text
@@ -519,11 +520,6 @@ def run_ours(case: Case, methods: Sequence[str]) -> tuple[dict[str, Cell], dict]
     return cells, facts
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / denom) if denom > 0 else float("nan")
-
 
 def identity_cam(case: Case, layer: str, targets: np.ndarray) -> np.ndarray | None:
     """relu(sum_k w[k, t] A[..., k]) at the layer's resolution for a GAP + Dense head, or None
@@ -556,7 +552,7 @@ def compare(maps: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     peak = max(float(np.abs(reference).max()), 1e-12)
     return {
         "max_rel_diff": float(np.abs(maps - reference).max() / peak),
-        "min_corr": min(_corr(m, r) for m, r in zip(maps, reference)),
+        "min_corr": min(corr(m, r) for m, r in zip(maps, reference)),
     }
 
 
@@ -1177,7 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for peer in set(wanted) - set(peers):
         print(f"note: {peer} is not importable; its columns are skipped.", file=sys.stderr)
     meta["peers"], meta["ran_peers"] = wanted, peers
-    meta["command"] = "python scripts/compat_matrix.py " + " ".join(
+    meta["command"] = "python -m scripts.compat_matrix " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     done = load_done(args.json, methods, peers) if args.resume else {}

@@ -2,19 +2,17 @@
 # Build the PyTorch reference environment in .torchvenv/ (ignored by git), once:
 #   bash scripts/torch_env.sh
 # It holds what the comparisons' oracles import (scripts/_*_torch_oracle.py): torch,
-# pytorch-grad-cam (compare_cams, compare_road), zennit and Captum (compare_relevance), and
+# pytorch-grad-cam (compare_cams, compare_road), zennit and Captum (compare_relevance),
 # LXT 2.1, the AttnLRP authors' library (compare_transformers).
-# TensorFlow and torch never share a process, so this is a venv of its own. Then:
-#   .venv/bin/python scripts/compare_transformers.py
+# TensorFlow and torch never share a process, so this is a venv of its own; the comparisons
+# find it through scripts.common.torch_python() ($XAI_KERAS_TORCH_PYTHON overrides it). Then:
+#   .venv/bin/python -m scripts.compare_cams      # and compare_road, compare_relevance,
+#                                                 # compare_transformers
 #   .venv/bin/python -m pytest -m torch           # the oracle tests
 # $TORCH_INDEX_URL picks a torch build (e.g. https://download.pytorch.org/whl/cpu).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .torchvenv/bin/python ]; then
-  "$PYTHON" -m venv .torchvenv
-  .torchvenv/bin/python -m pip install --quiet --upgrade pip
-fi
+[ -x .torchvenv/bin/python ] || "${PYTHON:-python3}" -m venv --upgrade-deps .torchvenv
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check \
   ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check \

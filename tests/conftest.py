@@ -113,22 +113,10 @@ def images32() -> np.ndarray:
 
 
 def _train_small(out, *extra: str):
+    """The built-in "shapes_small" run (also what the benchmarks train) into `out`."""
     from xai_keras.training import train
 
-    cfg = load_config(
-        None,
-        [
-            "data.n_train=2400",
-            "data.n_val=300",
-            "data.n_test=300",
-            "training.batch_size=32",
-            "training.epochs=8",
-            "training.early_stopping_patience=8",
-            f"out_dir={out}",
-            *extra,
-        ],
-    )
-    return train(cfg, verbose=0)
+    return train(load_config("shapes_small", [f"out_dir={out}", *extra]), verbose=0)
 
 
 @pytest.fixture(scope="session")

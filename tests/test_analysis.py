@@ -274,9 +274,9 @@ def test_cli_analyze_uses_the_runs_config_and_prints_findings(trained_shapes, tm
 
 
 def test_findings_tell_a_noisy_plateau_from_a_real_fall():
-    from xai_keras.analysis.report import _trend
+    from xai_keras.analysis.report import trend
 
     layers = ["b1", "b2", "b3", "logits"]
-    assert "rises with depth" in _trend("shape", np.array([0.2, 1.1, 2.22, 2.14]), layers)
-    assert "peaks at b2" in _trend("hue", np.array([2.0, 2.1, 1.0, 0.01]), layers)
-    assert "no layer carries it" in _trend("position", np.array([0.0, 0.01, 0.0, 0.0]), layers)
+    assert "rises with depth" in trend("shape", np.array([0.2, 1.1, 2.22, 2.14]), layers)
+    assert "peaks at b2" in trend("hue", np.array([2.0, 2.1, 1.0, 0.01]), layers)
+    assert "no layer carries it" in trend("position", np.array([0.0, 0.01, 0.0, 0.0]), layers)

@@ -206,7 +206,6 @@ def test_models_without_keras_attention_are_refused_in_one_line(gap_model, metho
 @pytest.fixture(scope="module")
 def kerashub():
     pytest.importorskip("keras_hub")
-    sys.path.insert(0, str(ROOT))
     from scripts.zoo import kerashub
 
     return kerashub
@@ -234,11 +233,13 @@ def test_kerashub_models_with_custom_attention_are_refused(kerashub):
 @pytest.mark.torch
 def test_equal_to_pytorch_references():
     """vit-explain's rollout, the authors' Chefer code and LXT 2.1 on a torchvision twin."""
-    torch_python = ROOT / ".torchvenv/bin/python"
-    if not torch_python.exists():
+    from scripts.common import torch_python
+
+    if not Path(torch_python()).exists():
         pytest.skip("no .torchvenv: run scripts/torch_env.sh")
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/compare_transformers.py"), "--images", "4"],
+        [sys.executable, "-m", "scripts.compare_transformers", "--images", "4"],
+        cwd=ROOT,
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr

@@ -3,25 +3,15 @@ the report read from hand-written results (nothing here is timed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import scripts.bench_all as ba
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_all.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_all", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-ba = _load_script()
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from xai_keras.explain.base import get_method
 from xai_keras.explain.cam import shares_pass
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_PYTHON = Path("/work/torchvenv/bin/python")
+TORCH_PYTHON = ROOT / ".torchvenv" / "bin" / "python"  # bash scripts/torch_env.sh
 
 
 def _quiet_explain(*args, **kwargs):
@@ -267,7 +267,8 @@ def test_new_cams_equal_pytorch_grad_cam_on_twins():
     done = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "scripts" / "compare_cams.py"),
+            "-m",
+            "scripts.compare_cams",
             "--threshold",
             "0.99",
             "--torch-python",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import json
-import sys
 import weakref
 from pathlib import Path
 
@@ -13,21 +11,10 @@ import keras
 import numpy as np
 import pytest
 
+import scripts.compat_matrix as cm
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["gradcam", "cam", "saliency"]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "compat_matrix", ROOT / "scripts" / "compat_matrix.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-cm = _load_script()
 
 
 def _vgg_like(size: int) -> cm.Case:

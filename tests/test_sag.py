@@ -364,3 +364,13 @@ def test_bad_ranking_arguments(gap_model, images32):
 def test_notebooks_display_a_sag_as_its_picture(gap_model, images32):
     g = sag(gap_model, images32[0], grid=(3, 3), max_roots=1)
     assert g._repr_png_().startswith(b"\x89PNG")
+
+
+def test_one_auto_removal_rule_for_sag_and_the_curves():
+    from xai_keras.explain.baselines import auto_removal
+
+    kept = np.array([[0.9, 0.3, 0.8], [0.4, 0.2, 0.7], [0.1, 0.1, 0.9]])  # (baselines, images)
+    # first baseline under the limit, else the lowest: per column
+    assert auto_removal(kept, 0.5).tolist() == [1, 0, 1]
+    assert auto_removal(kept, np.array([0.05, 0.35, 0.75])).tolist() == [2, 0, 1]
+    assert int(auto_removal([0.97, 0.95, 0.99], 0.9)) == 1  # SAG: none removes, least kept

@@ -361,7 +361,7 @@ def test_full_disk_says_what_was_written_and_resume_finishes(
 ):
     import errno
 
-    from xai_keras.scale import run
+    from xai_keras.scale import loop as run
 
     images = data[0][:20]
     real = run.write_shard
@@ -463,11 +463,11 @@ def test_two_workers_on_loopback_match_one_process_bit_for_bit(gap_model, data, 
 def test_train_distributed_says_clearly_when_its_multi_worker_fix_cannot_apply(monkeypatch):
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    from xai_keras.scale.training import _multi_worker_fit_fixes
+    from xai_keras.scale.training import multi_worker_fit_fixes
 
     monkeypatch.delattr(tf_trainer, "_collective_all_reduce_multi_worker")
     with pytest.raises(InputError, match=r"MultiWorkerMirroredStrategy .*keras/issues/20585"):
-        with _multi_worker_fit_fixes():
+        with multi_worker_fit_fixes():
             pass
 
 

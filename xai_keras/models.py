@@ -13,12 +13,7 @@ from keras import layers
 
 from xai_keras.config import ModelConfig
 
-__all__ = ["build_cnn", "last_conv_layer_name"]
-
-
-def last_conv_layer_name(cfg: ModelConfig) -> str:
-    """Name of the last conv block's output: the natural Grad-CAM layer."""
-    return f"block{len(cfg.filters)}_relu{cfg.convs_per_block}"
+__all__ = ["build_cnn"]
 
 
 def build_cnn(

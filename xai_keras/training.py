@@ -356,6 +356,20 @@ def _run_id(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _start_model(
+    config: Config, splits: DatasetSplits, previous: _Resume | None
+) -> tuple[keras.Model, int, float, str]:
+    """(model, initial epoch, best validation loss, run id): the resumed run's last checkpoint,
+    or a new compiled CNN."""
+    if previous is not None:
+        return (keras.models.load_model(previous.last), previous.epoch, previous.best,
+                previous.run)  # fmt: skip
+    model = build_cnn(config.model, splits.image_shape, splits.num_classes)
+    optimizer = _OPTIMIZERS[config.training.optimizer](learning_rate=config.training.learning_rate)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, 0, np.inf, _run_id(config)
+
+
 def train(
     config: Config,
     resume: bool = False,
@@ -400,18 +414,7 @@ def train(
     # is loaded at the end, which creates variables collectively); a fresh run rewrites
     # best.keras at its first epoch, so an earlier run with the same config is never mistaken
     # for this one at the end.
-    initial_epoch, best, run = 0, np.inf, _run_id(config)
-    if previous is not None:
-        model = keras.models.load_model(previous.last)
-        initial_epoch, best, run = previous.epoch, previous.best, previous.run
-    else:
-        model = build_cnn(config.model, splits.image_shape, splits.num_classes)
-        optimizer = _OPTIMIZERS[config.training.optimizer](
-            learning_rate=config.training.learning_rate
-        )
-        model.compile(
-            optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
+    model, initial_epoch, best, run = _start_model(config, splits, previous)
     _check_free_space(out, model)
 
     planned = ["config.yaml", "model.keras", CLASS_NAMES_FILE, "report.json/.md", "tb/test"]

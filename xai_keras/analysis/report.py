@@ -25,7 +25,7 @@ from xai_keras.config import DataConfig
 from xai_keras.data.shapes import SHAPES, TEXTURES, ShapesSample, generate_shapes
 from xai_keras.errors import InputError
 
-__all__ = ["AnalysisReport", "analyze", "findings"]
+__all__ = ["AnalysisReport", "analyze", "findings", "trend"]
 
 
 @dataclass
@@ -81,7 +81,7 @@ class AnalysisReport:
 _NOISE_BITS, _NOISE_SHARE = 0.05, 0.1
 
 
-def _trend(name: str, values: np.ndarray, layers: list[str]) -> str:
+def trend(name: str, values: np.ndarray, layers: list[str]) -> str:
     """One sentence on how a factor's information changes with depth."""
     values = np.clip(values, 0, None)
     short = [p.rsplit("/", 1)[-1] for p in layers]
@@ -103,12 +103,12 @@ def findings(
 ) -> list[str]:
     """What the analysis shows, in sentences computed from the numbers (never canned)."""
     out = [
-        _trend(f, channels.layer_mi[:, j], channels.layers) for j, f in enumerate(channels.factors)
+        trend(f, channels.layer_mi[:, j], channels.layers) for j, f in enumerate(channels.factors)
     ]
     if cells is not None and "position" in cells.factors:
         j = cells.column("position")
         out.append(
-            _trend(
+            trend(
                 f"position ({cells.grid}x{cells.grid} cells kept)",
                 cells.layer_mi[:, j],
                 cells.layers,

@@ -6,18 +6,38 @@ Shared by Integrated Gradients, occlusion, SAG masking and the deletion/insertio
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
 from xai_keras.explain.ranges import ValueRange
 
-__all__ = ["BASELINES", "REMOVAL_ORDER", "gaussian_blur", "make_baseline"]
+__all__ = ["BASELINES", "REMOVAL_ORDER", "auto_removal", "gaussian_blur", "make_baseline"]
 
 BASELINES = ("black", "mean", "blur", "blur_strong")
 # What "auto" tries, in order, to remove a class's evidence: the gentlest first (a blurred copy
 # stays closest to natural images), black (the model's range minimum) last.
 REMOVAL_ORDER = ("blur", "blur_strong", "mean", "black")
+
+
+def auto_removal(kept: Any, limit: Any) -> np.ndarray:
+    """The "auto" rule, shared by deletion/insertion, `layer="auto"` and SAG: the index in
+    `REMOVAL_ORDER` of the first baseline under which the kept score falls below `limit`, else
+    of the one under which it falls most.
+
+    Args:
+        kept: (K, ...) scores under the first K baselines of `REMOVAL_ORDER` (a column per
+            image).
+        limit: what "removed" means, broadcast against one row of `kept`.
+
+    Returns:
+        The index per column, shaped like one row of `kept`.
+    """
+    kept = np.asarray(kept, np.float64)
+    removes = kept < limit
+    return np.where(removes.any(axis=0), removes.argmax(axis=0), kept.argmin(axis=0))
 
 
 def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:

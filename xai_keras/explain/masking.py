@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.explain.baselines import REMOVAL_ORDER, make_baseline
+from xai_keras.explain.baselines import REMOVAL_ORDER, auto_removal, make_baseline
 from xai_keras.explain.graph import ModelRunner
 from xai_keras.explain.session import Session
 
@@ -74,14 +74,12 @@ def curve_scores(
 def removal_baseline(
     session: Session, x: tf.Tensor, targets: np.ndarray, clean: np.ndarray
 ) -> tf.Tensor:
-    """The "auto" baseline of deletion and insertion: per image, the first of `REMOVAL_ORDER`
-    under which the target probability falls below half its clean value, else the one under
-    which it falls most.
+    """The "auto" baseline of deletion and insertion: per image, `auto_removal`'s choice with
+    "removed" meaning below half the clean target probability.
     The choice depends on the image alone, never on a map, so curves of different maps stay
     paired."""
     fills = [make_baseline(x, kind, session.value_range) for kind in REMOVAL_ORDER]
     rows = np.arange(len(targets))
     kept = np.stack([session.probabilities(f)[rows, targets] for f in fills])  # (K, N)
-    removes = kept < 0.5 * clean
-    choice = np.where(removes.any(axis=0), removes.argmax(axis=0), kept.argmin(axis=0))
+    choice = auto_removal(kept, 0.5 * clean)
     return tf.stack([fills[k][i] for i, k in enumerate(choice)])

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,134 +33,16 @@ from xai_keras.errors import InputError
 from xai_keras.io import atomic_path, write_json, write_text
 from xai_keras.scale.summary import summarize
 
-__all__ = ["DatasetExplanation", "ShardedMaps", "FORMAT", "OutLock"]
+__all__ = ["DatasetExplanation", "ShardedMaps", "FORMAT"]
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 INDEX = "index.jsonl"
 MAP_DTYPE = "float16"
-# Hidden temporary names `atomic_path` makes for our files: ".<stem>.<32 hex><suffix>".
-_TEMP = re.compile(
-    r"^\.(shard-\d+|manifest|index|summary|mean_maps|worst_maps)\.[0-9a-f]{32}\.\w+$"
-)
 
 
 def shard_name(k: int, suffix: str) -> str:
     return f"shard-{k:05d}.{suffix}"
-
-
-def remove_temporaries(out: Path) -> list[str]:
-    """Delete temporary files a killed run left in `out`; return their names."""
-    gone = []
-    if out.is_dir():
-        for p in out.iterdir():
-            if _TEMP.match(p.name) and p.is_file():
-                p.unlink(missing_ok=True)
-                gone.append(p.name)
-    return gone
-
-
-# The names of the files a run writes (`remove_outputs` deletes only these).
-_OURS = re.compile(
-    r"^(shard-\d+\.(npz|jsonl)|manifest\.json|index\.jsonl|summary\.(md|json)|"
-    r"mean_maps\.png|worst_maps\.png)$"
-)
-LOCK = ".explain_dataset.lock"
-
-
-def foreign_files(out: Path) -> list[str]:
-    """Visible entries of `out` (sorted names): a folder with none counts as empty. Hidden
-    files (.DS_Store, .gitkeep, our lock and temporaries) do not count and are never
-    touched, except our own temporaries."""
-    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-
-
-def remove_outputs(out: Path) -> None:
-    """Delete the files a previous run wrote in `out`: only names the library writes (shards,
-    manifest, index, summary, the two PNGs) and its temporaries; anything else stays."""
-    for p in out.iterdir():
-        if _OURS.match(p.name) and p.is_file():
-            p.unlink()
-    remove_temporaries(out)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-class OutLock:
-    """An exclusive claim on an output folder: `out/.explain_dataset.lock`, created with
-    O_EXCL and holding the owner's pid and host. A lock whose pid is dead on this host is
-    stale (a killed run) and is taken over; a live one (or one from another host, whose pid
-    cannot be checked) makes `acquire` raise. Released by `release` (or the `with` block)."""
-
-    def __init__(self, out: Path):
-        self.path = Path(out) / LOCK
-        self.held = False
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)  # fmt: skip
-        return True
-
-    def _owner(self) -> tuple[str, dict]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return "", {}
-        try:
-            owner = json.loads(text)
-        except json.JSONDecodeError:  # written by a process killed inside `_create`
-            owner = {}
-        return text, owner if isinstance(owner, dict) else {}
-
-    def acquire(self) -> OutLock:
-        for _ in range(3):
-            if self._create():
-                self.held = True
-                return self
-            text, owner = self._owner()
-            pid, host = owner.get("pid"), owner.get("host")
-            stale = host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
-            if not stale:
-                if not text and not self.path.exists():
-                    continue  # released meanwhile: try again
-                who = f"pid {pid} on {host}, started {owner.get('started')}" if owner else "?"
-                raise InputError(
-                    f"Another explain_dataset run ({who}) is writing to {self.path.parent}: "
-                    "wait for it to finish or pass another `out`; if no run is going on, "
-                    f"delete {self.path}."
-                )
-            if self._owner()[0] == text:  # still the dead owner's: take it over
-                self.path.unlink(missing_ok=True)
-        raise InputError(
-            f"Could not lock {self.path.parent}: other runs keep taking {self.path}. Run one "
-            "explain_dataset per `out` folder."
-        )
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            text, owner = self._owner()
-            if owner.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> OutLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
 
 
 def write_shard(out: Path, k: int, arrays: dict[str, np.ndarray], records: list[dict]) -> None:

@@ -10,8 +10,10 @@ Everything is streamed shard by shard, so summarising costs constant memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,8 +22,27 @@ from xai_keras.evaluate.registry import get_metric, metrics
 from xai_keras.io import figure_to_png, write_bytes, write_json, write_text
 from xai_keras.scale.metrics import border_masks, uniform_shares
 
-if TYPE_CHECKING:  # only the annotation: `store` imports this module, not the other way
-    from xai_keras.scale.store import DatasetExplanation
+
+class ExplainedDataset(Protocol):
+    """What a summary reads of `xai_keras.scale.store.DatasetExplanation` (which imports this
+    module, so this one names only the attributes it reads, not the class)."""
+
+    method: str
+    layer: str | None
+    complete: bool
+    border: float
+    skipped: list[dict]
+    metrics: list[str]
+    maps: Any  # ShardedMaps: .shard(k)["maps"]
+
+    @property
+    def target_setting(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def iter_records(self) -> Iterator[list[dict]]: ...
+
+    def class_name(self, c: int) -> str: ...
 
 __all__ = ["summarize"]
 
@@ -32,7 +53,7 @@ def _threshold(uniform_border_share: float) -> float:
     return max(0.5, (1.0 + uniform_border_share) / 2)
 
 
-def _criterion(result: DatasetExplanation) -> tuple[str, str, str]:
+def _criterion(result: ExplainedDataset) -> tuple[str, str, str]:
     """(record key, description, sign): the worst images have the largest sign * value. The
     first metric of the run in registry order decides (deletion before insertion)."""
     for name in metrics():
@@ -123,7 +144,7 @@ def _markdown(s: dict[str, Any]) -> str:
 
 
 def summarize(
-    result: DatasetExplanation,
+    result: ExplainedDataset,
     out: str | os.PathLike | None = None,
     log_dir: str | os.PathLike | None = None,
     worst: int = 16,
@@ -145,58 +166,105 @@ def summarize(
         computed it, else the lowest score).
     """
     key, description, sign = _criterion(result)
-    n = len(result)
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, dict[str, float]] = {}
-    chosen: list[tuple[float, int, dict, np.ndarray]] = []
-    totals = {"border": 0, "corner": 0, "mass": 0.0, "empty": 0, "correct": 0, "labelled": 0}
-    shape = None
+    tally = _Tally(worst=worst)
     for k, records in enumerate(result.iter_records()):
         maps = result.maps.shard(k)["maps"].astype(np.float32)
-        shape = maps.shape[1:]
         badness = np.array([r[key] for r in records], np.float64) * (1 if sign == "+" else -1)
-        for i, r in enumerate(records):
-            c = r["class"]
-            if c not in sums:
-                sums[c] = np.zeros(shape, np.float64)
-                counts[c] = {"n": 0, "border": 0, "corner": 0, "mass": 0.0, "score": 0.0}
-            sums[c] += maps[i]
-            stats = counts[c]
-            in_border = r["peak_region"] != "interior"
-            stats["n"] += 1
-            stats["border"] += in_border
-            stats["corner"] += r["peak_region"] == "corner"
-            stats["mass"] += r["border_share"]
-            stats["score"] += r["score"]
-            totals["border"] += in_border
-            totals["corner"] += r["peak_region"] == "corner"
-            totals["mass"] += r["border_share"]
-            totals["empty"] += r["empty"]
-            if "label" in r:
-                totals["labelled"] += 1
-                totals["correct"] += r["label"] == c
-        top = np.argsort(-badness, kind="stable")[:worst]
-        for i in top:  # copies: a view would keep its whole shard alive
-            chosen.append((float(badness[i]), records[i]["position"], records[i], maps[i].copy()))
-        chosen = sorted(chosen, key=lambda item: (-item[0], item[1]))[:worst]
+        tally.add_shard(records, maps, badness)
+    summary = _summary(result, tally)
+    summary["worst"] = {
+        "key": key,
+        "criterion": description,
+        "images": [record for _, _, record, _ in tally.chosen],
+    }
+    if out is None and log_dir is None:
+        return summary
+    _write_summary(summary, tally, result.border, key, out, log_dir)
+    return summary
 
-    h, w = shape if shape is not None else (1, 1)
-    band_area, corner_area = uniform_shares(h, w, result.border)
-    per_class = []
-    for c in sorted(counts):
-        stats = counts[c]
-        per_class.append(
+
+@dataclass
+class _ClassTally:
+    """One explained class: how many maps, where they peak, their sum (for the mean map)."""
+
+    sum: np.ndarray
+    n: int = 0
+    border: int = 0
+    corner: int = 0
+    mass: float = 0.0
+    score: float = 0.0
+
+
+@dataclass
+class _Tally:
+    """Streamed over the shards: per-class tallies, totals and the worst images so far."""
+
+    worst: int
+    classes: dict[int, _ClassTally] = field(default_factory=dict)
+    totals: dict[str, float] = field(
+        default_factory=lambda: {"border": 0, "corner": 0, "mass": 0.0, "empty": 0,
+                                 "correct": 0, "labelled": 0}  # fmt: skip
+    )
+    chosen: list[tuple[float, int, dict, np.ndarray]] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+
+    def add(self, r: dict, map_: np.ndarray) -> None:
+        c = r["class"]
+        if c not in self.classes:
+            self.classes[c] = _ClassTally(np.zeros(self.shape, np.float64))
+        stats, totals = self.classes[c], self.totals
+        stats.sum += map_
+        in_border = r["peak_region"] != "interior"
+        stats.n += 1
+        stats.border += in_border
+        stats.corner += r["peak_region"] == "corner"
+        stats.mass += r["border_share"]
+        stats.score += r["score"]
+        totals["border"] += in_border
+        totals["corner"] += r["peak_region"] == "corner"
+        totals["mass"] += r["border_share"]
+        totals["empty"] += r["empty"]
+        if "label" in r:
+            totals["labelled"] += 1
+            totals["correct"] += r["label"] == c
+
+    def add_shard(self, records: list[dict], maps: np.ndarray, badness: np.ndarray) -> None:
+        self.shape = maps.shape[1:]
+        for i, r in enumerate(records):
+            self.add(r, maps[i])
+        top = np.argsort(-badness, kind="stable")[: self.worst]
+        for i in top:  # copies: a view would keep its whole shard alive
+            self.chosen.append(
+                (float(badness[i]), records[i]["position"], records[i], maps[i].copy())
+            )
+        self.chosen = sorted(self.chosen, key=lambda item: (-item[0], item[1]))[: self.worst]
+
+
+def _per_class(result: ExplainedDataset, tally: _Tally) -> list[dict[str, Any]]:
+    rows = []
+    for c in sorted(tally.classes):
+        stats = tally.classes[c]
+        rows.append(
             {
                 "class": c,
                 "name": result.class_name(c),
-                "images": int(stats["n"]),
-                "peak_in_border": stats["border"] / stats["n"],
-                "peak_in_corner": stats["corner"] / stats["n"],
-                "mean_border_share": stats["mass"] / stats["n"],
-                "mean_score": stats["score"] / stats["n"],
+                "images": int(stats.n),
+                "peak_in_border": stats.border / stats.n,
+                "peak_in_corner": stats.corner / stats.n,
+                "mean_border_share": stats.mass / stats.n,
+                "mean_score": stats.score / stats.n,
             }
         )
-    summary: dict[str, Any] = {
+    return rows
+
+
+def _summary(result: ExplainedDataset, tally: _Tally) -> dict[str, Any]:
+    """The summary's numbers (all but the worst images)."""
+    n, totals = len(result), tally.totals
+    h, w = tally.shape if tally.shape is not None else (1, 1)
+    band_area, corner_area = uniform_shares(h, w, result.border)
+    per_class = _per_class(result, tally)
+    return {
         "method": result.method,
         "layer": result.layer,
         "images": n,
@@ -219,22 +287,27 @@ def summarize(
         "flagged_classes": [
             c["name"] for c in per_class if c["peak_in_border"] >= _threshold(band_area)
         ],
-        "worst": {
-            "key": key,
-            "criterion": description,
-            "images": [record for _, _, record, _ in chosen],
-        },
     }
-    if out is None and log_dir is None:
-        return summary
 
+
+def _write_summary(
+    summary: dict[str, Any],
+    tally: _Tally,
+    border: float,
+    key: str,
+    out: str | os.PathLike | None,
+    log_dir: str | os.PathLike | None,
+) -> None:
+    """The two figures and the Markdown, into `out` and/or TensorBoard."""
+    per_class, chosen = summary["per_class"], tally.chosen
+    sums = {c: t.sum for c, t in tally.classes.items()}
     mean_fig = _plot_maps(
         [sums[c["class"]] / c["images"] for c in per_class],
         [
             f"{c['name']} (n={c['images']})\nborder peak {c['peak_in_border']:.0%}"
             for c in per_class
         ],
-        result.border,
+        border,
     )
     worst_fig = _plot_maps(
         [m for *_, m in chosen],
@@ -263,4 +336,3 @@ def summarize(
         for name, png in pngs.items():
             log_figure(log_dir, f"explain_dataset/{name}", png)
         log_text(log_dir, "explain_dataset/summary", markdown)
-    return summary

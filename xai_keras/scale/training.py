@@ -9,7 +9,7 @@ Several workers (`MultiWorkerMirroredStrategy`): Keras 3's TensorFlow trainer fa
 `fit` there (keras-team/keras#20585, open): its first-batch build reduces the whole (x, y)
 batch structure with one `strategy.reduce` ("Attempt to convert a value (PerReplica...)"),
 and its per-step log reduction averages scalar losses and metrics over `axis=0`. While
-`train_distributed` runs under such a strategy, `_multi_worker_fit_fixes` replaces those two
+`train_distributed` runs under such a strategy, `multi_worker_fit_fixes` replaces those two
 steps with what they mean to do (build from this worker's first local batch; average each
 log value across replicas with `axis=None`), and restores Keras afterwards. Two workers then
 train exactly as one process does (tested on 127.0.0.1). The fixes are checked against the
@@ -28,7 +28,7 @@ from xai_keras.config import Config
 from xai_keras.errors import InputError
 from xai_keras.training import TrainResult, train
 
-__all__ = ["train_distributed"]
+__all__ = ["multi_worker_fit_fixes", "train_distributed"]
 
 _UPSTREAM = "https://github.com/keras-team/keras/issues/20585"
 
@@ -38,7 +38,7 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 
 @contextlib.contextmanager
-def _multi_worker_fit_fixes() -> Iterator[None]:
+def multi_worker_fit_fixes() -> Iterator[None]:
     """Patch the two steps of Keras 3's TensorFlow trainer that fail under
     MultiWorkerMirroredStrategy (keras-team/keras#20585) for the duration of the block."""
     try:
@@ -122,6 +122,6 @@ def train_distributed(
         raise InputError(
             f"`strategy` must be a tf.distribute.Strategy or None. Received: {strategy!r}."
         )
-    fixes = _multi_worker_fit_fixes() if _multi_worker(strategy) else contextlib.nullcontext()
+    fixes = multi_worker_fit_fixes() if _multi_worker(strategy) else contextlib.nullcontext()
     with fixes, strategy.scope():
         return train(config, resume=resume, verbose=verbose, callbacks=callbacks)

@@ -55,7 +55,7 @@ import numpy as np
 
 from xai_keras.errors import InputError
 from xai_keras.explain.base import get_method, methods
-from xai_keras.explain.baselines import REMOVAL_ORDER
+from xai_keras.explain.baselines import REMOVAL_ORDER, auto_removal
 from xai_keras.explain.sag.picture import plot_sag
 from xai_keras.explain.sag.result import SAG
 from xai_keras.explain.sag.scorer import Patches, PatchScorer, patch_index_map
@@ -153,11 +153,7 @@ def sag(
         >>> g.roots, g.confidence(g.roots[0])
         >>> g.save("sag.png")
     """
-    if not 0 < threshold <= (1.0 if not relative else 10.0):
-        raise InputError(f"`threshold` must be in (0, 1]. Received: threshold={threshold}.")
-    if max_roots < 1 or beam_width < 1 or branching < 1:
-        raise InputError("`max_roots`, `beam_width` and `branching` must be >= 1.")
-    _check_ranking(candidates, rank_by)
+    _check_search(threshold, relative, (max_roots, beam_width, branching), candidates, rank_by)
     default_batch = None if isinstance(model, Session) else 64
     session = Session.of(
         model, batch_size=batch_size or default_batch, value_range=value_range, **model_form
@@ -173,28 +169,16 @@ def sag(
     n = grid[0] * grid[1]
     full = tuple(range(n))
     target = int(session.explained(x, target)[0][0])
-    auto = isinstance(baseline, str) and baseline == "auto"
-    tried: dict[str, float] = {}
-    for kind in AUTO_BASELINES if auto else (baseline,):
-        scorer = make_scorer(target, kind)
-        probability = float(scorer.probabilities([full])[0])
-        if relative and probability <= 0:
-            raise InputError(
-                f"The model gives class {target} probability 0 on this image, so a confidence "
-                "relative to it is undefined. Pass relative=False or another target."
-            )
-        empty = float(scorer.probabilities([()])[0]) / (probability if relative else 1.0)
-        tried[kind if isinstance(kind, str) else "custom"] = empty
-        if empty < threshold:
-            break
+    scorer, probability, tried, choice = _choose_baseline(
+        make_scorer, target, baseline, full, relative, threshold
+    )
+    empty = list(tried.values())[choice]
     n_forward = len(tried)  # the empty set under each baseline tried
     scorer.n_forward = 0
 
     def score(sets: list[Patches]) -> np.ndarray:
         p = scorer.probabilities(sets)
         return p / probability if relative else p
-
-    max_size = max_size or max(1, math.ceil(0.3 * n))
 
     result = SAG(
         image=img,
@@ -206,39 +190,94 @@ def sag(
         floor=floor,
         class_name=class_names[target] if class_names else None,
         scorer=scorer,
-        baseline=list(tried)[-1],
+        baseline=list(tried)[choice],
         baselines_tried=tried,
     )
-    found = []
-    if empty < threshold:
+    if empty >= threshold:
+        result.message = _no_baseline_message(tried, target, _is_auto(baseline), threshold)
+    else:
+        max_size = max_size or max(1, math.ceil(0.3 * n))
         exhaustive = candidates is None or candidates >= n
         ranking = list(range(n)) if exhaustive else rank_patches(scorer, rank_by, session)
         found = beam_search(
             score, threshold, beam_width, max_size, ranking, candidates, extra_sizes, 4 * max_roots
         )
-    if not found and empty < threshold and float(score([full])[0]) >= threshold:
-        # Nothing small suffices, yet the whole image does: shrink the whole image instead,
-        # so an image whose evidence can be removed always gets a (verified, minimal) root.
-        found = [minimise(score, full, threshold)]
-    if found:
-        result.roots = diverse_minimal(score, found, threshold, max_roots, max_overlap)
-        expand(result, score, branching, max_depth)
-    elif empty >= threshold:
-        result.message = _no_baseline_message(tried, target, auto, threshold)
-    else:
-        result.message = (
-            f"No set of up to {max_size} of {n} patches keeps {threshold:.0%} of the "
-            f"{'full-image ' if relative else ''}confidence for class {target} (probability "
-            f"{probability:.3f} on the full image): the model is not confident from any small "
-            "region. Try a coarser grid, a larger max_size or a lower threshold."
-        )
+        graph = (max_roots, max_overlap, branching, max_depth)
+        _roots_and_graph(result, score, found, max_size, graph)
     if result.message:
         warnings.warn(result.message, RuntimeWarning, stacklevel=2)
     result.n_forward = scorer.n_forward + scorer.n_gradient + n_forward
     return result
 
 
-def _check_ranking(candidates: Any, rank_by: Any) -> None:
+def _is_auto(baseline: Any) -> bool:
+    return isinstance(baseline, str) and baseline == "auto"
+
+
+def _choose_baseline(
+    make_scorer: Callable[[int, Any], PatchScorer],
+    target: int,
+    baseline: Any,
+    full: Patches,
+    relative: bool,
+    threshold: float,
+) -> tuple[PatchScorer, float, dict[str, float], int]:
+    """(scorer, full-image probability, tried, choice): the baselines are tried in order until
+    the empty set is insufficient under one (`tried`: the empty set's confidence under each);
+    `choice` indexes the one used, by `auto_removal`'s rule (the first that removes the
+    evidence, else the one that removes most)."""
+    tried: dict[str, float] = {}
+    scorers = []
+    for kind in AUTO_BASELINES if _is_auto(baseline) else (baseline,):
+        scorer = make_scorer(target, kind)
+        probability = float(scorer.probabilities([full])[0])
+        if relative and probability <= 0:
+            raise InputError(
+                f"The model gives class {target} probability 0 on this image, so a confidence "
+                "relative to it is undefined. Pass relative=False or another target."
+            )
+        empty = float(scorer.probabilities([()])[0]) / (probability if relative else 1.0)
+        tried[kind if isinstance(kind, str) else "custom"] = empty
+        scorers.append(scorer)
+        if empty < threshold:
+            break
+    choice = int(auto_removal(list(tried.values()), threshold))
+    return scorers[choice], probability, tried, choice
+
+
+def _roots_and_graph(
+    result: SAG, score: Callable, found: list, max_size: int, graph: tuple[int, float, int, int]
+) -> None:
+    """Diverse minimal roots from the sets the search found (or the whole image, shrunk) and
+    the graph below them; else the message that nothing small suffices."""
+    max_roots, max_overlap, branching, max_depth = graph
+    full = tuple(range(result.grid[0] * result.grid[1]))
+    threshold = result.threshold
+    if not found and float(score([full])[0]) >= threshold:
+        # Nothing small suffices, yet the whole image does: shrink the whole image instead,
+        # so an image whose evidence can be removed always gets a (verified, minimal) root.
+        found = [minimise(score, full, threshold)]
+    if found:
+        result.roots = diverse_minimal(score, found, threshold, max_roots, max_overlap)
+        expand(result, score, branching, max_depth)
+        return
+    result.message = (
+        f"No set of up to {max_size} of {len(full)} patches keeps {threshold:.0%} of the "
+        f"{'full-image ' if result.relative else ''}confidence for class {result.target} "
+        f"(probability {result.probability:.3f} on the full image): the model is not "
+        "confident from any small region. Try a coarser grid, a larger max_size or a lower "
+        "threshold."
+    )
+
+
+def _check_search(
+    threshold: float, relative: bool, counts: tuple[int, int, int], candidates: Any, rank_by: Any
+) -> None:
+    """The search settings: threshold, (max_roots, beam_width, branching), the ranking."""
+    if not 0 < threshold <= (1.0 if not relative else 10.0):
+        raise InputError(f"`threshold` must be in (0, 1]. Received: threshold={threshold}.")
+    if min(counts) < 1:
+        raise InputError("`max_roots`, `beam_width` and `branching` must be >= 1.")
     if candidates is not None and (
         isinstance(candidates, bool)
         or not isinstance(candidates, numbers.Integral)

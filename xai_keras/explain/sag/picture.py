@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -59,6 +60,22 @@ def _layout(g: SAG) -> dict[int, tuple[float, float]]:
     return pos
 
 
+def _draw_input(ax: Axes, g: SAG, name: str) -> None:
+    """The input image with the patch grid, its probability and the baseline."""
+    ax.imshow(to_display(g.image[None])[0])
+    rows, cols = g.grid
+    h, w = g.image.shape[:2]
+    for r in range(1, rows):
+        ax.axhline(r * h / rows - 0.5, color="white", lw=0.4, alpha=0.6)
+    for c in range(1, cols):
+        ax.axvline(c * w / cols - 0.5, color="white", lw=0.4, alpha=0.6)
+    ax.set_title(
+        f"input: {name}\np = {g.probability:.3f}\nhidden patches: {g.baseline or 'baseline'}",
+        fontsize=11,
+    )
+    ax.set_axis_off()
+
+
 def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
     """A figure: the input on the left, the graph of masked images on the right."""
     name = g.class_name or f"class {g.target}"
@@ -80,18 +97,7 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
     cols = (max(xs) - min(xs)) / _GAP_X + 1
     fig = Figure(figsize=(thumb * (cols * _GAP_X + 1.6), thumb * (depth + 1) * _GAP_Y * 0.75 + 0.8))
     left, graph = fig.subplots(1, 2, width_ratios=[1.3, cols * _GAP_X])
-    left.imshow(to_display(g.image[None])[0])
-    rows, cols_ = g.grid
-    h, w = g.image.shape[:2]
-    for r in range(1, rows):
-        left.axhline(r * h / rows - 0.5, color="white", lw=0.4, alpha=0.6)
-    for c in range(1, cols_):
-        left.axvline(c * w / cols_ - 0.5, color="white", lw=0.4, alpha=0.6)
-    left.set_title(
-        f"input: {name}\np = {g.probability:.3f}\nhidden patches: {g.baseline or 'baseline'}",
-        fontsize=11,
-    )
-    left.set_axis_off()
+    _draw_input(left, g, name)
 
     roots = [k for k, v in g.nodes.items() if v["depth"] == 0]
     for k, (x, y) in pos.items():
