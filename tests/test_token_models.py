@@ -31,7 +31,7 @@ def _block(model, name: str):
 
 
 def test_blocks_inside_an_encoder_are_reachable_by_path_name_and_object(vit):
-    path = "vi_t_backbone/vit_encoder/transformer_block_1"
+    path = f"{vit.backbone.name}/vit_encoder/transformer_block_1"  # names count up per process
     block = _block(vit, "transformer_block_1")
     assert resolve_layer(vit, path) == (path, block)
     assert resolve_layer(vit, "transformer_block_1") == (path, block)
