@@ -4,6 +4,7 @@ each model's attached preprocessor.
 
     python -m scripts.compat_hub                       # writes docs/compat_kerashub.md
     python -m scripts.compat_hub --models vit,deit --methods gradcam,lrp --out /tmp/t.md
+    python -m scripts.compat_hub --methods lrp,deeplift --update   # refresh those columns
 """
 
 from __future__ import annotations
@@ -118,22 +119,47 @@ def markdown(rows: list[dict[str, str]], names: Sequence[str], seconds: float) -
     return "\n".join(lines) + "\n"
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The per-model rows of a table this script wrote (for `--update`)."""
+    lines = path.read_text().split("## Per model", 1)[1].strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/compat_kerashub.md")
     parser.add_argument("--models", default=None, help="comma-separated zoo names")
     parser.add_argument("--methods", default=None, help="comma-separated methods")
+    parser.add_argument(
+        "--update", action="store_true", help="rerun only --methods in the table at --out"
+    )
     args = parser.parse_args(argv)
     names = args.methods.split(",") if args.methods else [m for m in methods() if m not in SKIPPED]
     models = args.models.split(",") if args.models else list(kerashub.NAMES)
     raw = np.random.default_rng(0).integers(0, 256, (2, 45, 61, 3)).astype("uint8")
+    out = Path(args.out)
     start, rows = time.perf_counter(), []
-    for name in models:
+    if args.update:
+        old = read_rows(out)
+        every = [
+            c for c in old[0] if c not in ("model", "default layer", "default", "predict", "sag")
+        ]
+        for cells in old:
+            model = kerashub.build(cells["model"].split(" ")[0])
+            for method in names:
+                cells[method] = _cell(
+                    lambda m=method, k=model: explain(k, raw, m, **CHEAP.get(m, {}))
+                )[0]
+            print(cells["model"], {m: cells[m] for m in names}, flush=True)
+        rows, names = old, every
+    for name in [] if args.update else models:
         t = time.perf_counter()
         rows.append(row(name, names, raw))
         bad = [k for k, v in list(rows[-1].items())[2:] if "✓" not in v]
         print(f"{name} ({time.perf_counter() - t:.0f} s): not passing {bad}", flush=True)
-    out = Path(args.out)
     out.write_text(markdown(rows, names, time.perf_counter() - start))
     print(f"wrote {out}")
 
