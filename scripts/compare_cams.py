@@ -11,11 +11,11 @@ resizing and min-max scaling are switched off, so both sides are the raw ReLU'd 
 layer's resolution, and the correlation of each image's map is reported (the minimum over
 images, per method, model and layer).
 
-Run (from the repository root; the oracle venv: `python3 -m venv /work/torchvenv &&
-/work/torchvenv/bin/pip install torch grad-cam==1.5.7 numpy`):
+Run (from the repository root; the oracle venv: `python3 -m venv .torchvenv &&
+.torchvenv/bin/pip install torch grad-cam==1.5.7 numpy`; `.torchvenv/` is git-ignored):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compare_cams.py                      # uses /work/torchvenv
+    .venv/bin/python scripts/compare_cams.py                      # uses .torchvenv/
     .venv/bin/python scripts/compare_cams.py --torch-python PATH --keep out/
 
 Exits with 1 when a correlation is below `--threshold` (0.99) or the twins' logits differ.
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
+DEFAULT_TORCH_PYTHON = str(HERE.parent / ".torchvenv" / "bin" / "python")
 CLASSES = 6
 SIZE = 32
 

@@ -7,7 +7,7 @@ runs `_relevance_torch_oracle.py` in the torch venv, which rebuilds the twin, co
 (LRP) and Captum's (DeepLift) attributions and writes them back. Printed: the Pearson
 correlation per image (worst and mean) and the worst relative difference, per rule.
 
-    python scripts/compare_relevance.py [--torch-python /work/torchvenv/bin/python]
+    python scripts/compare_relevance.py [--torch-python .torchvenv/bin/python]
 """
 
 from __future__ import annotations
@@ -97,7 +97,10 @@ def report(data: dict, theirs: dict, pool: str) -> list[tuple[str, float, float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default="/work/torchvenv/bin/python")
+    parser.add_argument(
+        "--torch-python",
+        default=str(Path(__file__).resolve().parents[1] / ".torchvenv" / "bin" / "python"),
+    )
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
     x = np.random.default_rng(1).uniform(0, 1, (args.images, 16, 16, 3)).astype(np.float32)

@@ -17,7 +17,7 @@ class). A PyTorch twin with the same weights is built in a separate process
 Run (from the repository root):
 
     export TF_CPP_MIN_LOG_LEVEL=2
-    .venv/bin/python scripts/compare_road.py                      # uses /work/torchvenv
+    .venv/bin/python scripts/compare_road.py                      # uses .torchvenv/
     .venv/bin/python scripts/compare_road.py --torch-python PATH --keep out/
 
 Measured (16 images, 9 percentiles, both orders, both map kinds): noise-free imputations on
@@ -55,7 +55,7 @@ from xai_keras.evaluate.road import noisy_linear_impute, road  # noqa: E402
 from xai_keras.explain.masking import pixel_ranks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
+DEFAULT_TORCH_PYTHON = str(HERE.parent / ".torchvenv" / "bin" / "python")
 PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]
 ARCH = "gap"
 

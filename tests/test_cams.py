@@ -19,7 +19,7 @@ from xai_keras.explain.base import get_method
 from xai_keras.explain.cam import shares_pass
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_PYTHON = Path("/work/torchvenv/bin/python")
+TORCH_PYTHON = ROOT / ".torchvenv" / "bin" / "python"
 
 
 def _quiet_explain(*args, **kwargs):

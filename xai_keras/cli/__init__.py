@@ -18,6 +18,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from xai_keras import __version__
+
 # Re-exported: helpers that callers and tests import from `xai_keras.cli`.
 from xai_keras.cli._common import (  # noqa: F401
     APPLICATIONS,
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show tracebacks and TensorFlow's log lines",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"xai_keras.cli.{name}").add_parser(sub)

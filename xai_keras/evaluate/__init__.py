@@ -26,6 +26,7 @@ from xai_keras.evaluate.shortcut import shortcut_hits, shortcut_rate
 __all__ = [
     "Curves",
     "Metric",
+    "ModelEvaluation",
     "RoadCurves",
     "SanityResult",
     "average_drop_increase",
@@ -48,9 +49,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """`evaluate_model` (with the benchmark's scoring) is imported on first use."""
-    if name == "evaluate_model":
-        from xai_keras.evaluate.scoring import evaluate_model
+    """`evaluate_model` and `ModelEvaluation` (with the benchmark's scoring) are imported on
+    first use."""
+    if name in ("evaluate_model", "ModelEvaluation"):
+        from xai_keras.evaluate import scoring
 
-        return evaluate_model
+        return getattr(scoring, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

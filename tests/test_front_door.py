@@ -1,0 +1,71 @@
+"""What a newcomer meets first: the names importable from `xai_keras`, the version in one
+place, `evaluate_model`'s readable result."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import xai_keras
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_front_door_names_import_from_the_package():
+    from xai_keras import deletion, evaluate_model, insertion
+    from xai_keras.evaluate import deletion as metric_deletion
+    from xai_keras.evaluate.scoring import evaluate_model as significance
+
+    assert deletion is metric_deletion and insertion.__module__.endswith("faithfulness")
+    # The public evaluate_model is the significance one; the accuracy report has its own name.
+    assert evaluate_model is significance
+    from xai_keras.report import evaluate_accuracy
+
+    assert evaluate_accuracy is not evaluate_model
+    for name in xai_keras.__all__:
+        assert getattr(xai_keras, name) is not None, name
+
+
+def test_the_version_lives_in_one_place():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["metadata"]["version"] == "attr: xai_keras.__version__"
+    assert cfg["metadata"]["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT")
+    out = subprocess.run(
+        [sys.executable, "-m", "xai_keras.cli", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"xai-keras {xai_keras.__version__}"
+    assert f"## {xai_keras.__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_evaluate_model_returns_a_result_that_reads(gap_model, images32):
+    from xai_keras import ModelEvaluation, evaluate_model
+
+    labels = np.arange(len(images32)) % 4
+    result = evaluate_model(gap_model, (images32, labels), ["random"], n_sanity=0)
+    assert isinstance(result, ModelEvaluation) and isinstance(result, dict)
+    assert result.n == result["n"] == 5 and 0 <= result.informative <= 5
+    assert result.methods["random"] is result["methods"]["random"]
+    text = str(result)
+    assert text == result.summary()
+    assert f"{result.informative} of 5 informative" in text
+    assert "random" in text.splitlines()[-1] and "beats random" in text
+    assert repr(result).startswith("ModelEvaluation(n=5,") and len(repr(result)) < 200
+
+
+def test_an_uninformative_evaluation_says_why_every_p_is_one():
+    from xai_keras.evaluate.scoring import ModelEvaluation
+
+    row = {"deletion_auc": 0.5, "insertion_auc": 0.5, "p_deletion": 1.0, "p_insertion": 1.0}
+    result = ModelEvaluation(n=4, accuracy=0.25, informative=0, methods={"gradcam": row})
+    assert "0 of 4 informative" in result.summary()
+    assert "every p-value is 1.0" in result.summary()
