@@ -16,12 +16,17 @@ runs them all at once, as the benchmark does, on your own model and data (a `tf.
 or arrays) and returns their means.
 """
 
+from typing import TYPE_CHECKING
+
 from xai_keras.evaluate.faithfulness import Curves, average_drop_increase, deletion, insertion
 from xai_keras.evaluate.localisation import energy_pointing, pointing_game, pointing_offcentre
 from xai_keras.evaluate.registry import Metric, get_metric, metrics, register_metric
 from xai_keras.evaluate.road import RoadCurves, noisy_linear_impute, road
 from xai_keras.evaluate.sanity import SanityResult, cascading_randomization, summary
 from xai_keras.evaluate.shortcut import shortcut_hits, shortcut_rate
+
+if TYPE_CHECKING:
+    from xai_keras.evaluate.scoring import ModelEvaluation, evaluate_model
 
 __all__ = [
     "Curves",
