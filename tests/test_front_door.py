@@ -69,3 +69,58 @@ def test_an_uninformative_evaluation_says_why_every_p_is_one():
     result = ModelEvaluation(n=4, accuracy=0.25, informative=0, methods={"gradcam": row})
     assert "0 of 4 informative" in result.summary()
     assert "every p-value is 1.0" in result.summary()
+
+
+# -- value ranges: images that cannot be in the range they go in ----------------------------
+def test_images_outside_the_declared_range_warn_in_one_line(gap_model, images32):
+    import pytest
+
+    from xai_keras import explain
+    from xai_keras.explain.ranges import ValueRangeWarning
+
+    pixels = (images32[:2] * 255).astype(np.uint8)
+    with pytest.warns(ValueRangeWarning, match=r"uint8 images .* outside value_range=\(-1, 1\)"):
+        explain(gap_model, pixels, value_range=(-1, 1))
+    with pytest.warns(ValueRangeWarning, match=r"outside value_range=unit") as caught:
+        explain(gap_model, images32[:2] * 255, value_range="unit")
+    assert caught[0].filename == __file__  # points at the user's call, not our internals
+    assert "\n" not in str(caught[0].message)
+    with pytest.warns(ValueRangeWarning, match="not rescaled"):
+        explain(gap_model, pixels)  # a float model, no range declared
+
+
+def test_images_in_their_range_do_not_warn(gap_model, images32):
+    import warnings
+
+    from xai_keras import explain
+    from xai_keras.explain.ranges import ValueRangeWarning
+
+    pixels = (images32[:2] * 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ValueRangeWarning)
+        explain(gap_model, images32[:2], value_range="unit")
+        explain(gap_model, images32[:2] * 2 - 1, value_range=(-1, 1))
+        explain(gap_model, pixels, value_range="pixels")
+        explain(gap_model, images32[:2])  # float images, no range: nothing to check
+
+
+def test_sag_with_one_number_as_grid_says_what_grid_takes(gap_model, images32):
+    import pytest
+
+    from xai_keras import sag
+    from xai_keras.errors import InputError
+
+    for grid in (7, (7,), (7, 0), (2.5, 3), "7x7"):
+        with pytest.raises(InputError, match=r"`grid` argument must be \(rows, cols\)"):
+            sag(gap_model, images32[0], grid=grid)
+
+
+def test_the_repr_of_an_explanation_is_one_short_line(gap_model, images32):
+    from xai_keras import explain
+
+    exp = explain(gap_model, np.concatenate([images32, images32]))  # 10 images
+    text = repr(exp)
+    assert "\n" not in text and len(text) < 250, text
+    assert text.startswith("Explanation(method='gradcam', 10 images 32x32x3, layer=")
+    assert ", ...]" in text  # targets and scores cut after 8
+    assert repr(exp[0]).count("1 image ") == 1

@@ -35,7 +35,7 @@ from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.explain.graph import ModelRunner, hold_inputs
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
-from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.explain.ranges import ValueRange, check_values, resolve_value_range
 from xai_keras.sources import Source, as_source, check_image_shape
 
 __all__ = [
@@ -214,6 +214,9 @@ class Session:
         return a float32 (N, H, W, C) tensor and whether one image (H, W, C) was given. The
         first images seen decide how the outputs become probabilities."""
         x, single = check_images(images, self.model, name, self.head.image_input)
+        inputs = getattr(self.model, "inputs", None) or []
+        model_dtype = inputs[self.head.image_input].dtype if inputs else None
+        check_values(getattr(images, "dtype", None), x, self.value_range, model_dtype, name)
         if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
             self.runner.decide_squash(self.runner.forward_fn(x[:1]))
         return x, single
