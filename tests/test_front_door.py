@@ -124,3 +124,64 @@ def test_the_repr_of_an_explanation_is_one_short_line(gap_model, images32):
     assert text.startswith("Explanation(method='gradcam', 10 images 32x32x3, layer=")
     assert ", ...]" in text  # targets and scores cut after 8
     assert repr(exp[0]).count("1 image ") == 1
+
+
+# -- the command line: paths checked before TensorFlow loads, errors in flags ----------------
+def _cli_in_a_fresh_process(*args: str) -> tuple[int, str, bool]:
+    code = (
+        "import sys; from xai_keras.cli import main; rc = main(sys.argv[1:]); "
+        "print('TF' if 'tensorflow' in sys.modules else 'noTF'); sys.exit(rc)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    return out.returncode, out.stderr.strip(), out.stdout.strip().endswith("noTF")
+
+
+def test_cli_path_mistakes_are_answered_before_tensorflow_loads(tmp_path):
+    image = ROOT / "docs" / "sag.png"
+    code, err, no_tf = _cli_in_a_fresh_process("explain", str(image), "--model", "xception")
+    assert code == 2 and no_tf and err.count("\n") == 0
+    assert "Model file not found: xception (--model)" in err and "resnet50, vgg16" in err
+    code, err, no_tf = _cli_in_a_fresh_process("explain", "nope.png", "--model", "resnet50")
+    assert code == 2 and no_tf and "Not found: nope.png" in err
+    weights = ("--weights", "nope.h5")
+    code, err, no_tf = _cli_in_a_fresh_process("explain", str(image), "--model", "vgg16", *weights)
+    assert code == 2 and no_tf and "Weights file not found: nope.h5 (--weights)" in err
+    code, err, no_tf = _cli_in_a_fresh_process("sag", "--model", "m.keras", "--image", "x.png")
+    assert code == 2 and no_tf and "Model file not found: m.keras" in err
+
+
+def test_cli_errors_name_the_flag_not_the_python_argument():
+    from xai_keras.cli import build_parser
+    from xai_keras.cli._preflight import name_flags
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    explain = sub.choices["explain"]
+    assert (
+        name_flags("`targets` must be in [0, 3]. Received: [9].", explain)
+        == "`--target` must be in [0, 3]. Received: [9]."
+    )
+    assert (
+        name_flags("The `batch_size` argument must be >= 1. Received: batch_size=0.", explain)
+        == "The `--batch-size` argument must be >= 1. Received: --batch-size 0."
+    )
+    assert name_flags("`grid` is wrong", explain) == "`grid` is wrong"  # no such flag: as is
+
+
+def test_cli_target_error_names_the_flag(gap_model, images32, tmp_path, capsys):
+    import cv2
+
+    from xai_keras.cli import main
+
+    gap_model.save(tmp_path / "m.keras")
+    cv2.imwrite(str(tmp_path / "a.png"), (images32[0] * 255).astype(np.uint8))
+    args = ["explain", str(tmp_path / "a.png"), "--model", str(tmp_path / "m.keras")]
+    assert main([*args, "--target", "9", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "`--target`" in err and "`targets`" not in err
