@@ -185,3 +185,32 @@ def test_cli_target_error_names_the_flag(gap_model, images32, tmp_path, capsys):
     assert main([*args, "--target", "9", "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "`--target`" in err and "`targets`" not in err
+
+
+def test_saving_into_a_folder_that_cannot_be_written_is_one_line(
+    gap_model, images32, monkeypatch, tmp_path
+):
+    import errno
+    import os
+
+    import pytest
+
+    from xai_keras import explain
+    from xai_keras.errors import InputError
+
+    exp = explain(gap_model, images32[:1])
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # what a read-only folder does (chmod stops no root)
+        if str(path).endswith(".png"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(InputError) as caught:
+        exp.save(tmp_path / "gradcam.png")
+    message = str(caught.value)
+    assert message.startswith(
+        f"Cannot save {tmp_path / 'gradcam.png'}: read-only file system in {tmp_path}."
+    )
+    assert "\n" not in message and f"{tmp_path}/." not in message  # no hidden temporary name
