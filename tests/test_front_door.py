@@ -214,3 +214,15 @@ def test_saving_into_a_folder_that_cannot_be_written_is_one_line(
         f"Cannot save {tmp_path / 'gradcam.png'}: read-only file system in {tmp_path}."
     )
     assert "\n" not in message and f"{tmp_path}/." not in message  # no hidden temporary name
+
+
+def test_benchmark_quick_has_cheap_settings_for_every_sampling_method():
+    from xai_keras import methods
+    from xai_keras.evaluate.presets import QUICK_OPTIONS
+    from xai_keras.explain.base import get_method
+
+    costly = {"samples", "masks", "steps", "max_channels", "patch"}  # work grows with these
+    for name in methods():
+        cost = costly & set(get_method(name).options())
+        if cost:
+            assert cost & set(QUICK_OPTIONS.get(name, {})), f"{name}: no quick setting of {cost}"
