@@ -102,6 +102,9 @@ def crawl(site: Path, shots: Path | None) -> int:
         if page in seen:
             continue
         seen.add(page)
+        status, _ = fetch(page)
+        if status != 200:  # reported below, with the pages that link to it
+            continue
         refs = _Refs()
         refs.feed(dump_dom(page))
         ids[page] = refs.ids
@@ -126,6 +129,9 @@ def crawl(site: Path, shots: Path | None) -> int:
                 todo.append(target)
     for page, url in links:
         target, fragment = urldefrag(url)
+        if target in seen and target not in ids:
+            problems.append(f"dead link {url} on {page}")
+            continue
         if target not in ids:
             status, _ = fetch(target)
             if status != 200:
@@ -144,11 +150,12 @@ def crawl(site: Path, shots: Path | None) -> int:
             name = (path.strip("/").replace("/", "_") or "home") + ".png"
             _browser("--window-size=1280,1400", f"--screenshot={shots / name}", base + path)
     server.shutdown()
+    problems = sorted(set(problems))
     print(
         f"{len(seen)} pages, {len(links)} internal links, {len(images)} images, "
         f"{len(external)} external links (not fetched): {len(problems)} problems"
     )
-    for line in sorted(set(problems)):
+    for line in problems:
         print("  " + line)
     return 1 if problems else 0
 
