@@ -32,7 +32,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default="logs/bench_models", help="the benchmark's models")
     parser.add_argument("--out", default="docs/explanations.png")
-    parser.add_argument("--dpi", type=int, default=55)
+    parser.add_argument("--dpi", type=int, default=45)
     args = parser.parse_args()
     bm = load_or_train("shapes", True, Path(args.cache), 0)
     test = bm.splits.test_arrays
