@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install into .venv with the test extras, lint, and run the test suite.
+# Install into .venv with the test and docs extras, lint, build the docs strictly, and run the
+# test suite.
 # Extra arguments go to pytest (e.g. -k gradcam). The slow end-to-end tests (the notebooks)
 # are left out unless asked for: -m slow (only them) or -m "slow or not slow" (everything, as CI).
-EXTRAS="cpu,test" source "$(dirname "$0")/_venv.sh"
+EXTRAS="cpu,test,docs" source "$(dirname "$0")/_venv.sh"
 # xplique, a second reference implementation, pins tensorflow[and-cuda], which would install a
 # second TensorFlow over tensorflow-cpu; so it and its small pure-Python deps come without deps.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
@@ -16,4 +17,9 @@ EXTRAS="cpu,test" source "$(dirname "$0")/_venv.sh"
 # KerasHub (its image classifiers, for the token-model tests) without a second TensorFlow.
 bash scripts/install_hub.sh .venv/bin/python
 .venv/bin/ruff check xai_keras tests scripts
+# The documentation site, warnings as errors (about 15 s): into a temporary folder, so a
+# checkout's site/ is left alone. Its code blocks run in tests/test_docs.py below.
+SITE="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$SITE"
+rm -rf "$SITE"
 .venv/bin/python -m pytest -q "$@"

@@ -250,7 +250,9 @@ def test_imagenet_weights_offline_is_one_line_saying_what_to_do(tmp_path, monkey
         )
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    args = ["explain", "x.png", "--model", "mobilenetv2", "--weights", "imagenet"]
+    image = tmp_path / "x.png"  # an existing image: a missing one is refused before loading
+    image.write_bytes((ROOT / "docs" / "sag.png").read_bytes())
+    args = ["explain", str(image), "--model", "mobilenetv2", "--weights", "imagenet"]
     assert main([*args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err

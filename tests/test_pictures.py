@@ -38,7 +38,21 @@ def test_contact_sheet_marks_references_shows_true_labels_and_a_colour_bar(gap_m
     assert "random\n(reference)" in texts and "integrated_\ngradients" in texts
     titles = [ax.title for ax in fig.axes if ax.get_title()]
     assert min(t.get_fontsize() for t in titles) >= 11  # legible when the sheet is scaled down
-    assert any("map value" in t for t in texts)  # the colour bar's label
+    # Both kinds of map on one sheet: both colour bars.
+    assert "importance (1: most important)" in texts
+    assert "red: for the class, blue: against" in texts
+
+
+def test_signed_maps_get_a_signed_colour_bar_and_unsigned_ones_do_not(gap_model, images32):
+    signed = _texts(explain(gap_model, images32[:2], method="integrated_gradients").plot())
+    assert "red: for the class, blue: against" in signed
+    assert not any("most important" in t for t in signed)
+    fig = explain(gap_model, images32[:2], method="lrp").plot()
+    bar = next(ax for ax in fig.axes if ax.get_ylabel().startswith("red"))
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["against", "0", "for"]
+    unsigned = _texts(explain(gap_model, images32[:2], method="gradcam").plot())
+    assert "importance (1: most important)" in unsigned
+    assert not any(t.startswith("red") for t in unsigned)
 
 
 def test_sag_pictures_print_three_digits_and_name_their_roots(gap_model, images32):

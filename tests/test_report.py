@@ -18,7 +18,7 @@ from xai_keras.io import figure_to_png
 from xai_keras.report import (
     classification_report,
     confusion_matrix_figure,
-    evaluate_model,
+    evaluate_accuracy,
     log_report,
     to_markdown,
     write_report,
@@ -239,14 +239,14 @@ def _images_predicted_as(classes) -> np.ndarray:
     return images
 
 
-def test_evaluate_model_with_known_predictions():
+def test_evaluate_accuracy_with_known_predictions():
     model = _channel_model()
     images = _images_predicted_as(Y_PRED)
     labels = np.array(Y_TRUE, np.int32)
     expected = classification_report(Y_TRUE, Y_PRED, NAMES)
 
     batched = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
-    assert evaluate_model(model, batched, NAMES) == expected
+    assert evaluate_accuracy(model, batched, NAMES) == expected
 
     # Labels and predictions come from one pass, so a reshuffling pipeline still lines up.
     shuffled = (
@@ -254,19 +254,19 @@ def test_evaluate_model_with_known_predictions():
         .shuffle(9, seed=1, reshuffle_each_iteration=True)
         .batch(2)
     )
-    assert evaluate_model(model, shuffled, NAMES) == expected
+    assert evaluate_accuracy(model, shuffled, NAMES) == expected
 
     one_hot = tf.data.Dataset.from_tensor_slices((images, np.eye(3)[labels])).batch(5)
-    assert evaluate_model(model, one_hot, NAMES) == expected
+    assert evaluate_accuracy(model, one_hot, NAMES) == expected
 
 
-def test_evaluate_model_errors():
+def test_evaluate_accuracy_errors():
     model = _channel_model()
     images = _images_predicted_as([0, 1])
     ds = tf.data.Dataset.from_tensor_slices((images, np.array([0, 1]))).batch(2)
     with pytest.raises(InputError, match=r"must output \(batch, 4\) class scores"):
-        evaluate_model(model, ds, ["a", "b", "c", "d"])
+        evaluate_accuracy(model, ds, ["a", "b", "c", "d"])
     with pytest.raises(InputError, match="`dataset` argument is empty"):
-        evaluate_model(model, ds.take(0), NAMES)
+        evaluate_accuracy(model, ds.take(0), NAMES)
     with pytest.raises(InputError, match=r"must yield `\(images, labels\)` batches"):
-        evaluate_model(model, tf.data.Dataset.from_tensor_slices(images).batch(2), NAMES)
+        evaluate_accuracy(model, tf.data.Dataset.from_tensor_slices(images).batch(2), NAMES)

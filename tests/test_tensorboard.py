@@ -25,6 +25,17 @@ def _events(log_dir) -> dict[str, list]:
     return found
 
 
+def _descriptions(log_dir) -> dict[str, str]:
+    """tag -> the summary's description (TensorBoard's caption of the card)."""
+    found = {}
+    for f in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in event.summary.value:
+                if v.metadata.summary_description:
+                    found.setdefault(v.tag, v.metadata.summary_description)
+    return found
+
+
 def _image_shape(value) -> tuple:
     """(H, W, C) of an image summary's first image (TF2 stores [w, h, png...] as strings)."""
     data = tf.make_ndarray(value.tensor)
@@ -55,6 +66,10 @@ def test_callback_logs_each_method_every_n_epochs_without_retracing(tmp_path):
         assert _image_shape(value) == (32, 32, 3)
         text = tf.make_ndarray(events[f"explain/{method}/info"][0][1].tensor).item().decode()
         assert "| 0 |" in text and method in text
+        # The image card's caption names the method and each sample's class and score.
+        caption = _descriptions(tmp_path)[f"explain/{method}"]
+        assert caption.startswith(f"**{method}**") and "sample 4: " in caption
+        assert f"sample 0: {['a', 'b', 'c'][y[0]]} (" in caption
     runner = runner_for(model, model.get_layer("block2_relu1"))
     assert runner._kernels["cam:gradcam"].experimental_get_tracing_count() == 1
 

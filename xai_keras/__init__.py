@@ -4,6 +4,8 @@ Example:
     >>> from xai_keras import explain
     >>> exp = explain(model, image)          # Grad-CAM of the top class
     >>> exp.save("gradcam.png")
+    >>> deletion(model, image, exp.maps).auc      # lower: the map found what matters
+    >>> print(evaluate_model(model, (images, labels)).summary())   # does it beat random?
 
 The names below are imported on first use, so `import xai_keras.cli` (the `xai-keras`
 command's `--help`) does not load TensorFlow.
@@ -29,22 +31,31 @@ _LAZY = {
     "methods": "xai_keras.explain",
     "sag": "xai_keras.explain",
     "explain_dataset": "xai_keras.scale",
+    "deletion": "xai_keras.evaluate",
+    "insertion": "xai_keras.evaluate",
+    "evaluate_model": "xai_keras.evaluate",
+    "ModelEvaluation": "xai_keras.evaluate",
 }
 
 __all__ = [
     "METHODS",
     "SAG",
     "Explanation",
+    "ModelEvaluation",
     "Session",
+    "deletion",
+    "evaluate_model",
     "explain",
     "explain_dataset",
     "find_layer",
+    "insertion",
     "methods",
     "sag",
     "__version__",
 ]
 
 if TYPE_CHECKING:
+    from xai_keras.evaluate import ModelEvaluation, deletion, evaluate_model, insertion
     from xai_keras.explain import (
         METHODS,
         SAG,

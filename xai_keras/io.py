@@ -71,12 +71,27 @@ def figure_to_png(fig: Any, dpi: int = 100) -> bytes:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure atomically and close it."""
+    """Save a matplotlib figure atomically and close it.
+
+    Raises:
+        InputError: the folder cannot be written (read-only, no permission, a file in the
+            way), in one line naming `path`, not the hidden temporary file.
+    """
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    from xai_keras.errors import InputError
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    except OSError as err:  # read-only, no permission, no space, a file where a folder is
+        reason = (err.strerror or type(err).__name__).lower()
+        raise InputError(
+            f"Cannot save {path}: {reason} in {Path(path).parent}. Save it in a folder you "
+            "can write to."
+        ) from None
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

@@ -27,7 +27,7 @@ from xai_keras.io import ensure_writable_dir, figure_to_png, write_json, write_t
 
 __all__ = [
     "classification_report",
-    "evaluate_model",
+    "evaluate_accuracy",
     "to_markdown",
     "write_report",
     "confusion_matrix_figure",
@@ -173,7 +173,7 @@ def _check_report(report: Any) -> dict[str, Any]:
     return report
 
 
-def evaluate_model(
+def evaluate_accuracy(
     model: Any, dataset: Iterable[Any], class_names: Sequence[str]
 ) -> dict[str, Any]:
     """Predict every batch of `dataset` with `model` and report the results.

@@ -28,9 +28,14 @@ __all__ = [
 
 
 def _summarise(exp: Explanation, name: str | None, step: int) -> None:
-    """Write one explanation into the default writer: overlays and a class/score table."""
+    """Write one explanation into the default writer: overlays captioned with the method,
+    layer and each sample's class and score, and the same as a table."""
     tag = f"explain/{name or exp.method}"
-    tf.summary.image(tag, exp.overlay(), step=step, max_outputs=len(exp))
+    where = f" @ `{exp.layer}`" if exp.layer else ""
+    samples = "; ".join(f"sample {i}: {exp.label(i)}" for i in range(len(exp)))
+    sign = " Red: for the class, blue: against." if exp.signed else ""
+    caption = f"**{exp.method}**{where}, explaining class (score): {samples}.{sign}"
+    tf.summary.image(tag, exp.overlay(), step=step, max_outputs=len(exp), description=caption)
     rows = [
         f"| {i} | {exp.label(i)} | {exp.method} | {exp.layer or '-'} |" for i in range(len(exp))
     ]

@@ -56,7 +56,7 @@ from xai_keras.io import (
     write_text,
 )
 from xai_keras.models import build_cnn
-from xai_keras.report import evaluate_model, log_report, write_report
+from xai_keras.report import evaluate_accuracy, log_report, write_report
 from xai_keras.training_files import CLASS_NAMES_FILE
 
 __all__ = [
@@ -456,7 +456,7 @@ def train(
     with progress.writing(CLASS_NAMES_FILE):
         write_json(out / CLASS_NAMES_FILE, list(splits.class_names))
 
-    report = evaluate_model(model, splits.test, splits.class_names)
+    report = evaluate_accuracy(model, splits.test, splits.class_names)
     with progress.writing("report.json/.md"):
         write_report(report, out)
     with progress.writing("tb/test"):

@@ -91,14 +91,18 @@ def explanation_grid(
     colorbar: bool = True,
     references: Sequence[str] = (),
     max_columns: int = 8,
+    signed: Sequence[str] = (),
 ) -> Figure:
     """A grid: one row per image, the image first, then one column per (title, maps) pair.
 
     Maps (N, H, W) in [0, 1] are drawn as overlays; (N, H, W, 3) uint8 arrays as they are.
     More than `max_columns` columns wrap into further blocks of rows (the images repeated), so
     a sheet of many methods stays legible when shown scaled down, as in a README. Titles are
-    large, a colour bar gives the map's scale, and columns whose title is in `references`
-    (maps that metrics compare against, not explanations) are titled in grey italics as such.
+    large, and columns whose title is in `references` (maps that metrics compare against, not
+    explanations) are titled in grey italics as such. Colour bars give the scale: a JET bar
+    "importance" for the unsigned columns, and for the columns whose title is in `signed`
+    (drawn with `colorize_signed`) a red/blue bar "red: for the class, blue: against"; a sheet
+    with both kinds gets both bars.
     """
     shown = to_display(images)
     n = len(shown)
@@ -131,13 +135,23 @@ def explanation_grid(
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
-        bar = fig.colorbar(
-            ScalarMappable(Normalize(0, 1), colormaps["jet"]),
-            ax=axes[:, 1:].ravel().tolist() if cols > 1 else axes.ravel().tolist(),
-            fraction=0.04 / max(1, cols / 6),
-            pad=0.01,
-            aspect=12 * n * len(blocks),
-        )
-        bar.set_label("map value (1: most important)", fontsize=size - 1)
-        bar.ax.tick_params(labelsize=size - 2)
+        titles = [title for title, _ in columns]
+        bars = []
+        if not titles or any(title not in signed for title in titles):
+            bars.append((Normalize(0, 1), "jet", "importance (1: most important)", None))
+        if any(title in signed for title in titles):
+            ticks = ([-1, 0, 1], ["against", "0", "for"])
+            bars.append((Normalize(-1, 1), "RdBu_r", "red: for the class, blue: against", ticks))
+        for norm, cmap, label, ticks in bars:
+            bar = fig.colorbar(
+                ScalarMappable(norm, colormaps[cmap]),
+                ax=axes[:, 1:].ravel().tolist() if cols > 1 else axes.ravel().tolist(),
+                fraction=0.04 / max(1, cols / 6),
+                pad=0.01,
+                aspect=12 * n * len(blocks),
+            )
+            bar.set_label(label, fontsize=size - 1)
+            if ticks is not None:
+                bar.set_ticks(ticks[0], labels=ticks[1])
+            bar.ax.tick_params(labelsize=size - 2)
     return fig

@@ -18,6 +18,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from xai_keras import __version__
+
 # Re-exported: helpers that callers and tests import from `xai_keras.cli`.
 from xai_keras.cli._common import (  # noqa: F401
     APPLICATIONS,
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show tracebacks and TensorFlow's log lines",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"xai_keras.cli.{name}").add_parser(sub)
@@ -72,8 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     module = sys.modules[args.func.__module__]
+    from xai_keras.cli._preflight import check_paths, name_flags
+    from xai_keras.errors import XaiKerasError
+
+    command = parser._subparsers._group_actions[0].choices[args.command]
+    try:  # before TensorFlow loads: a mistyped path is answered at once
+        check_paths(args.command, args)
+    except XaiKerasError as err:
+        if args.debug:
+            raise
+        print(f"xai-keras {args.command}: error: {err}", file=sys.stderr)
+        return 2
     if getattr(module, "USES_TENSORFLOW", True):
         if args.debug:
             with contextlib.suppress(ImportError):  # the command that needs it says so
@@ -82,12 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from xai_keras.cli._quiet import import_tensorflow_quietly
 
             import_tensorflow_quietly()
-    from xai_keras.errors import XaiKerasError
-
     try:
         return args.func(args)
     except XaiKerasError as err:
         if args.debug:
             raise
-        print(f"xai-keras {args.command}: error: {err}", file=sys.stderr)
+        print(f"xai-keras {args.command}: error: {name_flags(str(err), command)}", file=sys.stderr)
         return 2

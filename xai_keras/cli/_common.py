@@ -256,10 +256,11 @@ def load_application(name: str, weights: str | None):
     """A `keras.applications` model by name, and its `preprocess_input` for 0-255 images.
 
     `weights` is a local weights file, "imagenet" (downloaded by Keras, online only), "none"
-    (random weights, on purpose) or None (random weights, which a warning says: the maps then
-    show nothing learnt). Callers mark pictures of a random model (`mark_random_weights`).
+    (random weights, on purpose) or None (random weights, which a one-line notice on stderr
+    says: the maps then show nothing learnt). Callers mark pictures of a random model
+    (`mark_random_weights`).
     """
-    import warnings
+    import sys
 
     import keras
 
@@ -290,13 +291,12 @@ def load_application(name: str, weights: str | None):
             ) from None
     if local:
         model.load_weights(weights)
-    elif weights is None:
-        warnings.warn(
-            f"{name}: no --weights given, so the model has random weights and its explanations "
-            "show nothing learnt (the pictures say so). Pass --weights imagenet (online) or a "
-            "local weights file; --weights none to mean random weights.",
-            UserWarning,
-            stacklevel=2,
+    elif weights is None:  # a notice on one line, not a Python warning with a source line
+        print(
+            f"xai-keras: note: {name}: no --weights given, so the model has random weights and "
+            "its explanations show nothing learnt (the pictures say so). Pass --weights "
+            "imagenet (online) or a local weights file; --weights none to mean random weights.",
+            file=sys.stderr,
         )
     return model, getattr(keras.applications, module).preprocess_input
 

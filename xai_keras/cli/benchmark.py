@@ -13,9 +13,10 @@ def add_parser(sub) -> None:
         "benchmark",
         help="faithfulness, localisation, sanity, shortcut, cost",
         description="Train (or load cached) models per dataset, explain test images with every "
-        "method and score the maps. On 2 CPU cores --quick takes 2.5-4 minutes, the full run "
-        "far longer (about an hour, estimated); models are cached in --cache, so a second run "
-        "skips the training.",
+        "method and score the maps. --quick trains two small shapes models and scores 32 "
+        "images with cheap settings for every sampling method; the full run takes far longer "
+        "(about an hour, estimated). Models are cached in --cache, so a second run skips the "
+        "training.",
     )
     p.add_argument(
         "--datasets",

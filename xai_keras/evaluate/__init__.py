@@ -16,6 +16,8 @@ runs them all at once, as the benchmark does, on your own model and data (a `tf.
 or arrays) and returns their means.
 """
 
+from typing import TYPE_CHECKING
+
 from xai_keras.evaluate.faithfulness import Curves, average_drop_increase, deletion, insertion
 from xai_keras.evaluate.localisation import energy_pointing, pointing_game, pointing_offcentre
 from xai_keras.evaluate.registry import Metric, get_metric, metrics, register_metric
@@ -23,9 +25,13 @@ from xai_keras.evaluate.road import RoadCurves, noisy_linear_impute, road
 from xai_keras.evaluate.sanity import SanityResult, cascading_randomization, summary
 from xai_keras.evaluate.shortcut import shortcut_hits, shortcut_rate
 
+if TYPE_CHECKING:
+    from xai_keras.evaluate.scoring import ModelEvaluation, evaluate_model
+
 __all__ = [
     "Curves",
     "Metric",
+    "ModelEvaluation",
     "RoadCurves",
     "SanityResult",
     "average_drop_increase",
@@ -48,9 +54,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """`evaluate_model` (with the benchmark's scoring) is imported on first use."""
-    if name == "evaluate_model":
-        from xai_keras.evaluate.scoring import evaluate_model
+    """`evaluate_model` and `ModelEvaluation` (with the benchmark's scoring) are imported on
+    first use."""
+    if name in ("evaluate_model", "ModelEvaluation"):
+        from xai_keras.evaluate import scoring
 
-        return evaluate_model
+        return getattr(scoring, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

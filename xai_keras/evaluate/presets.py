@@ -83,13 +83,18 @@ _SHORTCUT = ["data.spurious_cue=true"]
 
 # Method options of every benchmark row: the costliest methods' cheaper settings.
 FAST_OPTIONS = {"smoothgrad": {"samples": 16}, "integrated_gradients": {"steps": 32}}
-# --quick: cheaper settings for the costliest methods (results.md says so), so the whole quick
-# run stays within a few minutes on 2 CPU cores.
+# --quick: cheaper settings for every method that scores many perturbed or sampled copies of
+# an image (results.md says so), so the whole quick run stays within 5 minutes on 2 CPU cores.
+# RISE, LIME and KernelSHAP at their defaults (2000 masks, 1000 samples) cost 1.6-3.7 s per
+# image on the shapes CNN, and the sanity check explains each image once per layer again.
 QUICK_OPTIONS = {
     "smoothgrad": {"samples": 8},
     "integrated_gradients": {"steps": 16},
     "scorecam": {"max_channels": 32},
     "occlusion": {"patch": 16, "stride": 16},
+    "rise": {"masks": 250},
+    "lime": {"samples": 100},
+    "kernelshap": {"samples": 100},
 }
 # --quick: only shapes (and its planted-shortcut twin) unless datasets are named.
 QUICK_DATASETS = ("shapes",)

@@ -27,7 +27,81 @@ from xai_keras.explain import explain
 from xai_keras.explain.base import get_method
 from xai_keras.explain.session import Session
 
-__all__ = ["evaluate_model", "method_row", "time_forward"]
+__all__ = ["ModelEvaluation", "evaluate_model", "method_row", "time_forward"]
+
+
+class ModelEvaluation(dict):
+    """What `evaluate_model` returns: a dict (`"n"`, `"accuracy"`, `"informative"`,
+    `"methods"`) with attribute access and a readable `summary()` (also its `str`).
+
+    `informative` counts the images whose deletion baseline removes at least half of the
+    class's probability (`Curves.informative`); only they are tested against the random map.
+    When it is 0 every p-value is 1.0: the model keeps the class with the evidence removed,
+    so no map can be told apart from random on these images.
+
+    Example:
+        >>> result = evaluate_model(model, (images, labels), ["gradcam", "random"])
+        >>> print(result)                        # one line per method
+        >>> result.methods["gradcam"]["p_deletion"], result.informative
+    """
+
+    @property
+    def n(self) -> int:
+        """Images scored."""
+        return self["n"]
+
+    @property
+    def accuracy(self) -> float | None:
+        """Top-1 accuracy on those images, or None without labels."""
+        return self["accuracy"]
+
+    @property
+    def informative(self) -> int:
+        """Images that can tell a map from a random one (see the class docstring)."""
+        return self["informative"]
+
+    @property
+    def methods(self) -> dict[str, dict[str, Any]]:
+        """`{method: {metric: mean value, "p_deletion": ..., "beats_random": ...}}`."""
+        return self["methods"]
+
+    def summary(self) -> str:
+        """A few lines: images, accuracy, how many were informative, and per method its
+        deletion/insertion AUCs, p-values against random and the verdict."""
+        accuracy = "" if self.accuracy is None else f", accuracy {self.accuracy:.2f}"
+        lines = [
+            f"{self.n} images{accuracy}; {self.informative} of {self.n} informative (the "
+            "deletion baseline removes at least half of the class's probability; only these "
+            "are tested against the random map)"
+        ]
+        if self.informative == 0:
+            lines.append(
+                "no informative image: every p-value is 1.0; try other images or a baseline "
+                "that removes the evidence"
+            )
+        width = max([len("method")] + [len(m) for m in self.methods])
+        lines.append(
+            f"{'method':<{width}}  deletion AUC  insertion AUC  p deletion  p insertion  "
+            "beats random"
+        )
+        for method, row in self.methods.items():
+            verdict = "yes" if row.get("beats_random") else "no"
+            lines.append(
+                f"{method:<{width}}  {row.get('deletion_auc', float('nan')):>12.3f}  "
+                f"{row.get('insertion_auc', float('nan')):>13.3f}  "
+                f"{row.get('p_deletion', 1.0):>10.2g}  {row.get('p_insertion', 1.0):>11.2g}  "
+                f"{verdict:>12}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelEvaluation(n={self.n}, accuracy={self.accuracy!r}, "
+            f"informative={self.informative}, methods={list(self.methods)})"
+        )
 
 
 def time_forward(model: keras.Model | Session, images: np.ndarray, batch_size: int) -> float:
@@ -62,11 +136,14 @@ def method_row(
     """
     fast = (QUICK_OPTIONS if quick else FAST_OPTIONS).get(method, {})
     options = {**FAST_OPTIONS.get(method, {}), **fast, "value_range": value_range}
-    # Warm up on a full batch: the timed call then reuses the traced kernels.
-    explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
-    start = time.perf_counter()
     with warnings.catch_warnings():
+        # Every method runs at its default layer here, on purpose: that CAM variants coincide
+        # there (a GAP head) is what the table shows, not something to warn about per method.
+        warnings.filterwarnings("ignore", ".*so the CAM variants coincide", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
+        # Warm up on a full batch: the timed call then reuses the traced kernels.
+        explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
+        start = time.perf_counter()
         exp = explain(
             model,
             images,
@@ -128,7 +205,7 @@ def evaluate_model(
     class_names: Sequence[str] | None = None,
     value_range: Any = None,
     **model_form: Any,
-) -> dict[str, Any]:
+) -> ModelEvaluation:
     """The benchmark's metrics for your own model on your own data.
 
     `run_benchmark` trains its own models on built-in datasets; this scores the methods on
@@ -157,10 +234,12 @@ def evaluate_model(
         **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
-        `{"n": images used, "accuracy": top-1 accuracy or None without labels,
-        "methods": {method: {metric: mean value}}}`: one dataset's entry of `run_benchmark`'s
-        results: a column per registered metric that applies (`metrics()`; the localisation
-        ones need masks), `ms_per_image` and `forward_equivalents`. Each method's row also
+        A `ModelEvaluation`: a dict `{"n": images used, "accuracy": top-1 accuracy or None
+        without labels, "informative": images tested against random, "methods": {method:
+        {metric: mean value}}}` whose `summary()` (and `str`) is a readable table; one
+        dataset's entry of `run_benchmark`'s results: a column per registered metric that
+        applies (`metrics()`; the localisation ones need masks), `ms_per_image`
+        and `forward_equivalents`. Each method's row also
         says whether it beats a random map on this model: `p_deletion` and `p_insertion`
         (one-sided Wilcoxon signed-rank test, paired by image, against the mean AUC of three
         seeded random maps), `wins_deletion`/`wins_insertion` (images where it is better) and
@@ -173,8 +252,9 @@ def evaluate_model(
 
     Example:
         >>> val = tf.data.Dataset.from_tensor_slices((x_val, y_val, masks_val)).batch(32)
-        >>> rows = evaluate_model(model, val, ["gradcam", "saliency", "random"])["methods"]
-        >>> rows["gradcam"]["deletion_auc"], rows["gradcam"]["pointing_game"]
+        >>> result = evaluate_model(model, val, ["gradcam", "saliency", "random"])
+        >>> print(result.summary())
+        >>> result.methods["gradcam"]["deletion_auc"], result.methods["gradcam"]["pointing_game"]
     """
     session = Session.of(model, batch_size=batch_size, value_range=value_range, **model_form)
     for name, value, low in (("n", n, 1), ("n_sanity", n_sanity, 0), ("batch_size", batch_size, 1)):
@@ -217,4 +297,9 @@ def evaluate_model(
         comparison = reference.compare(dele.auc, ins.auc)
         del comparison["n"]
         rows[method] = {**row, **comparison}
-    return {"n": len(images), "accuracy": accuracy, "methods": rows}
+    return ModelEvaluation(
+        n=len(images),
+        accuracy=accuracy,
+        informative=int(np.sum(reference.informative)),
+        methods=rows,
+    )

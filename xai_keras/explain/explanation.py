@@ -65,6 +65,24 @@ class Explanation:
     def __len__(self) -> int:
         return len(self.maps)
 
+    def __repr__(self) -> str:
+        """One line: method, how many images of which size, layer, targets and scores (the
+        first 8), not the arrays."""
+        n = len(self)
+        size = "x".join(str(s) for s in self.images.shape[1:]) if self.images.ndim == 4 else "?"
+
+        def short(values, fmt: str) -> str:
+            shown = ", ".join(format(v, fmt) for v in np.asarray(values)[:8].tolist())
+            return f"[{shown}{', ...' if len(values) > 8 else ''}]"
+
+        layer = f", layer={self.layer!r}" if self.layer else ""
+        signed = ", signed" if self.signed else ""
+        return (
+            f"Explanation(method={self.method!r}, {n} image{'s' if n != 1 else ''} {size}"
+            f"{layer}, targets={short(self.targets, 'd')}, scores={short(self.scores, '.2f')}"
+            f", score_kind={self.score_kind!r}{signed})"
+        )
+
     def __getitem__(self, index: int | slice) -> Explanation:
         """The explanation of one image (or a slice of images), as an `Explanation`."""
         index = slice(index, index + 1) if isinstance(index, int) else index
@@ -130,6 +148,7 @@ class Explanation:
                 self.row_title(i, None if labels is None else labels[i]) for i in range(len(self))
             ],
             references=_REFERENCE_MAPS,
+            signed=(name, "overlay") if self.signed else (),
         )
 
     def save(self, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -160,5 +179,9 @@ def contact_sheet(explanations: list[Explanation], labels: np.ndarray | None = N
         columns.append((exp.method, exp.overlay()))
     titles = [first.row_title(i, None if labels is None else labels[i]) for i in range(len(first))]
     return visualize.explanation_grid(
-        first.display_images(), columns, row_titles=titles, references=_REFERENCE_MAPS
+        first.display_images(),
+        columns,
+        row_titles=titles,
+        references=_REFERENCE_MAPS,
+        signed=[exp.method for exp in explanations if exp.signed],
     )

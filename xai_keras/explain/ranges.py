@@ -12,6 +12,8 @@ range's minimum, not 0: for a model that takes [-1, 1], 0 is mid-grey), and show
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ import tensorflow as tf
 
 from xai_keras.errors import InputError
 
-__all__ = ["VALUE_RANGES", "ValueRange", "resolve_value_range"]
+__all__ = ["VALUE_RANGES", "ValueRange", "ValueRangeWarning", "check_values", "resolve_value_range"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,3 +129,54 @@ def resolve_value_range(value_range: Any) -> ValueRange | None:
             f"value_range={value_range!r}."
         )
     return _pair(low, high, f"({low:g}, {high:g})")
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of the first frame outside this package: the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("xai_keras"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class ValueRangeWarning(UserWarning):
+    """Images that do not look like the model's declared input range (see `check_values`)."""
+
+
+def check_values(
+    dtype: Any, x: tf.Tensor, value_range: ValueRange | None, model_dtype: Any, name: str
+) -> None:
+    """Warn (one line, `ValueRangeWarning`) where images cannot be in the range they go in:
+    values outside the declared `value_range` (uint8 0..255 images with (-1, 1), float 0..255
+    with "unit"), or uint8 images for a float model when no range is declared (they are fed as
+    they are, not rescaled). `dtype`: the images' dtype as given (None: unknown); `x`: them
+    as float32; `model_dtype`: the dtype of the model's image input (None: unknown)."""
+    dtype = getattr(dtype, "as_numpy_dtype", dtype)  # a tf.DType
+    try:
+        integer = dtype is not None and np.issubdtype(np.dtype(dtype), np.integer)
+    except TypeError:
+        integer = False
+    low_x, high_x = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if value_range is not None:
+        low, high = float(np.min(value_range.low)), float(np.max(value_range.high))
+        slack = 0.02 * (high - low)
+        if low_x < low - slack or high_x > high + slack:
+            given = "uint8 images" if integer else "images"
+            warnings.warn(
+                f"`{name}`: {given} with values in [{low_x:g}, {high_x:g}] fall outside "
+                f"value_range={value_range.name} ([{low:g}, {high:g}]); they are not rescaled. "
+                "Map them into that range first (x / 127.5 - 1 for (-1, 1), x / 255 for "
+                '"unit") or pass the range they are in.',
+                ValueRangeWarning,
+                stacklevel=_caller_level(),
+            )
+        return
+    float_model = model_dtype is not None and "float" in str(model_dtype)
+    if integer and float_model and high_x > 1:
+        warnings.warn(
+            f"`{name}`: uint8 images (0..255) go to a {model_dtype} model as they are, not "
+            "rescaled. If it was trained on another range, convert them (x / 255 for [0, 1]) "
+            'or declare it with value_range=; value_range="pixels" says 0..255 is right.',
+            ValueRangeWarning,
+            stacklevel=_caller_level(),
+        )

@@ -39,7 +39,7 @@ from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs, model_s
 from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
 from xai_keras.explain.layers import LayerChoice, default_layer
 from xai_keras.explain.preprocessing import attached_preprocessor
-from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.explain.ranges import ValueRange, check_values, resolve_value_range
 from xai_keras.sources import Source, as_source, check_image_shape
 
 __all__ = [
@@ -260,6 +260,9 @@ class Session:
         if self.preprocessor is not None:
             images = self._preprocessed(images, name)
         x, single = check_images(images, self.model, name, self.head.image_input)
+        inputs = getattr(self.model, "inputs", None) or []
+        model_dtype = inputs[self.head.image_input].dtype if inputs else None
+        check_values(getattr(images, "dtype", None), x, self.value_range, model_dtype, name)
         if self.runner.outputs_are_probabilities is None and self.runner.kind == "auto":
             self.runner.decide_squash(self.runner.forward_fn(x[:1]))
         return x, single

@@ -154,6 +154,7 @@ def sag(
         >>> g.save("sag.png")
     """
     _check_search(threshold, relative, (max_roots, beam_width, branching), candidates, rank_by)
+    grid = _check_grid(grid)
     default_batch = None if isinstance(model, Session) else 64
     session = Session.of(
         model, batch_size=batch_size or default_batch, value_range=value_range, **model_form
@@ -164,7 +165,6 @@ def sag(
     class_names = session.check_class_names(class_names, x)
     next(session.groups(1))  # hold this image's row of each held input
     img = x[0].numpy()
-    grid = tuple(int(g) for g in grid)
     make_scorer = _scorer_factory(session, img, grid)
     n = grid[0] * grid[1]
     full = tuple(range(n))
@@ -316,3 +316,15 @@ def _no_baseline_message(tried: dict[str, float], target: int, auto: bool, thres
         f"baseline='auto' (which tries {', '.join(AUTO_BASELINES)})"
         + (f" or one of {', '.join(repr(b) for b in others)}." if others else ".")
     )
+
+
+def _check_grid(grid: Any) -> tuple[int, int]:
+    """`grid` as (rows, cols) of ints >= 1, else one line saying the form it takes."""
+    ok = isinstance(grid, (tuple, list)) and len(grid) == 2
+    ok = ok and all(isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in grid)
+    if not ok or min(grid) < 1:
+        raise InputError(
+            "The `grid` argument must be (rows, cols) of ints >= 1, e.g. grid=(7, 7). "
+            f"Received: grid={grid!r}."
+        )
+    return int(grid[0]), int(grid[1])
