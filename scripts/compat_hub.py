@@ -85,7 +85,14 @@ def row(name: str, names: Sequence[str], raw: np.ndarray) -> dict[str, str]:
 
 def markdown(rows: list[dict[str, str]], names: Sequence[str], seconds: float) -> str:
     columns = ["model", "default layer", "default", "predict", *names, "sag"]
-    ok = {c: sum(r.get(c, "").startswith("✓") for r in rows) for c in columns[2:]}
+    def count(column: str, start: str) -> int:
+        return sum(r.get(column, "").startswith(start) for r in rows)
+
+    summary = [
+        f"| {c} | {count(c, '✓')} | {count(c, 'refused')} | "
+        f"{len(rows) - count(c, '✓') - count(c, 'refused')} |"
+        for c in columns[2:]
+    ]
     versions = (
         f"xai_keras {xai_keras.__version__}, keras {keras.__version__}, "
         f"keras-hub {kerashub.keras_hub.__version__}"
@@ -103,11 +110,11 @@ def markdown(rows: list[dict[str, str]], names: Sequence[str], seconds: float) -
         "it gives. `refused`: the library's one-line error; `(!)`: any other error. With random "
         "weights an all-zero CAM can be the exact answer (no positive evidence anywhere).",
         "",
-        "## Summary: models passing, per column",
+        f"## Summary: of {len(rows)} models, per column",
         "",
-        "| column | models |",
-        "|---|---|",
-        *[f"| {c} | {n} / {len(rows)} |" for c, n in ok.items()],
+        "| column | ✓ | refused (one line saying why) | other |",
+        "|---|---|---|---|",
+        *summary,
         "",
         "## Per model",
         "",
