@@ -80,7 +80,7 @@ def method_row(
     given = {"masks": masks, "cue_masks": cue_masks}
     have = {"model"} | {need for need, value in given.items() if value is not None}
     _, results = compute(
-        metrics(needs=have),
+        metrics(needs=have, default=True),
         model=model,
         images=images,
         maps=exp.maps,
@@ -93,7 +93,9 @@ def method_row(
         tolerance=max(1, round(15 / 224 * images.shape[1])),
     )
     sanity = None
-    self_explaining = [n for n in metrics(needs=have | {"method"}) if n not in results]
+    self_explaining = [
+        n for n in metrics(needs=have | {"method"}, default=True) if n not in results
+    ]
     if self_explaining and n_sanity > 0 and get_method(method).family != "baseline":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
