@@ -10,6 +10,6 @@ if [ ! -x .torchvenv/bin/python ]; then
   .torchvenv/bin/python -m pip install --quiet --upgrade pip
 fi
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check \
-  torch captum numpy scipy scikit-image opencv-python-headless tqdm matplotlib
+  torch captum numpy scipy scikit-image opencv-python-headless tqdm matplotlib pandas scikit-learn typing-extensions cachetools
 .torchvenv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps quantus
 .torchvenv/bin/python -c "import torch, captum, quantus; print(torch.__version__, captum.__version__, quantus.__version__)"
