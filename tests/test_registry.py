@@ -189,7 +189,10 @@ def test_cli_metrics_flag_lists_the_registry_choices(tmp_path, capsys):
                  str(tmp_path / "o"), "--metrics", "deletion,pointing_game"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
+    offered = metrics(needs=("model",), per_image=True)  # the opt-in families too
+    assert offered[:4] == ["deletion", "insertion", "average_drop", "increase"]
+    assert {"faithfulness_correlation", "irof", "sparseness", "road_morf"} <= set(offered)
     assert (
-        "--metrics deletion,pointing_game: unknown here: pointing_game. Choose from: deletion, "
-        "insertion, average_drop, increase, road_morf, road_lerf." in err
+        "--metrics deletion,pointing_game: unknown here: pointing_game. Choose from: "
+        f"{', '.join(offered)}." in err
     )
