@@ -142,16 +142,18 @@ def test_pixel_flipping_is_deletion_with_black_and_equal_steps(linear, x):
     np.testing.assert_allclose(pf.scores[:, 0], probs[np.arange(6), T], atol=1e-6)
 
 
-def test_region_order_is_greedy_non_overlapping_by_window_sum():
+def test_region_order_ranks_grid_cells_by_their_sum():
     m = np.zeros((1, 6, 6))
-    m[0, 4:6, 4:6] = 5.0  # the best 2 x 2 window: bottom right
+    m[0, 4:6, 4:6] = 5.0  # the best cell: bottom right
     m[0, 0, 0] = 3.0
+    m[0, 2, 5] = -1.0  # cell (1, 2) ranks last
     order, count = region_order(m, 2)
-    assert order[0, 5, 5] == 0 and order[0, 4, 4] == 0
-    assert order[0, 0, 0] == 1  # the window at (0, 0) comes next
-    assert count[0] == 9  # a 6 x 6 image holds nine 2 x 2 windows at most
-    taken = order[0] < count[0]
-    assert taken.sum() == 4 * count[0]  # no overlaps
+    assert count[0] == 9
+    assert (order[0, 4:6, 4:6] == 0).all() and (order[0, 0:2, 0:2] == 1).all()
+    assert (order[0, 2:4, 4:6] == 8).all()
+    # Cells cut by the border: a 5 x 5 image holds 3 x 3 cells of side 2.
+    order, count = region_order(np.random.default_rng(0).random((1, 5, 5)), 2)
+    assert count[0] == 9 and sorted(np.unique(order)) == list(range(9))
 
 
 def test_region_perturbation_aopc_prefers_the_faithful_map(linear, x):
