@@ -944,6 +944,7 @@ def infidelity(
     normalize: bool = True,
     measure: str = "logit",
     seed: int = 0,
+    perturbations: Any = None,
     batch_size: int | None = None,
     value_range: Any = None,
     **model_form: Any,
@@ -965,6 +966,8 @@ def infidelity(
         normalize: scale each map by the optimal beta first (Captum: off by default; on
             here, since explanations are compared after normalising).
         seed: the noise's seed.
+        perturbations: (N, S, H, W) perturbations I of your own (e.g. those another tool
+            drew) instead of the Gaussian ones; `samples`, `noise` and `seed` are then unused.
 
     Returns:
         (N,) non-negative errors (in score units squared).
@@ -982,9 +985,20 @@ def infidelity(
     session, x, m, tgt = _setup(model, images, maps, targets, settings)
     n, h, w = m.shape
     std = noise * input_span(session, x)
+    given = None
+    if perturbations is not None:
+        given = np.asarray(perturbations, np.float64)
+        if given.ndim != 4 or given.shape[0] != n or given.shape[2:] != (h, w):
+            raise InputError(
+                f"The `perturbations` argument must have shape (N, S, H, W) with (N, H, W) = "
+                f"{(n, h, w)}. Received: perturbations.shape={given.shape}."
+            )
+        samples = given.shape[1]
 
     def perturbation(row: int) -> np.ndarray:
         i = row // samples
+        if given is not None:
+            return given[i, row % samples]
         return std[i] * np.random.default_rng([seed, i, row % samples]).standard_normal((h, w))
 
     rows = np.arange(n * samples)
