@@ -130,6 +130,30 @@ def main(src: str, dst: str) -> None:
         torch.from_numpy(x),
         perturb_func=lambda inputs, radius: pert.reshape(-1, *pert.shape[2:]),
         n_perturb_samples=samples, target=torch.from_numpy(y)).double().numpy()  # fmt: skip
+    # Quantus' robustness metrics: our perturbed images (one batch per sample, in order) and
+    # the twin's saliency as `explain_func`.
+    def explain_func(model, inputs, targets, **kw):
+        return saliency(model, torch.from_numpy(np.asarray(inputs, np.float32)),
+                        torch.from_numpy(np.asarray(targets))).detach().numpy()  # fmt: skip
+
+    def fixed(perturbed):
+        batches = iter(np.moveaxis(perturbed, -1, 2).transpose(1, 0, 2, 3, 4))  # S, N, 1, H, W
+
+        def perturb_func(arr, indices=None, indexed_axes=None, **kw):
+            return next(batches).reshape(arr.shape).astype(arr.dtype)
+
+        return perturb_func
+
+    robust = dict(nr_samples=samples, **common)
+    out["saliency/avg_sensitivity_relative"] = q(
+        quantus.AvgSensitivity(perturb_func=fixed(d["perturbed"]), **robust), a,
+        explain_func=explain_func)  # fmt: skip
+    out["saliency/local_lipschitz"] = q(
+        quantus.LocalLipschitzEstimate(perturb_func=fixed(d["perturbed_lipschitz"]), **robust),
+        a, explain_func=explain_func)  # fmt: skip
+    out["saliency/relative_input_stability"] = q(
+        quantus.RelativeInputStability(perturb_func=fixed(d["perturbed_ris"]), **robust), a,
+        explain_func=explain_func)  # fmt: skip
     out["_logits"] = model(torch.from_numpy(x)).detach().numpy()
     np.savez(dst, **out)
 
