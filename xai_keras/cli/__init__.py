@@ -39,6 +39,7 @@ COMMANDS = (
     "explain",
     "sag",
     "benchmark",
+    "audit",
     "explain_dataset",
     "analyze",
     "visualize",
