@@ -318,3 +318,32 @@ def test_against_quantus_and_captum():
     run = subprocess.run([sys.executable, str(root / "scripts/compare_metrics.py")],
                          env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_model_forms_reach_the_new_metrics(linear, x):
+    """One output of a two-output model, through a Session, gives the single model's values."""
+    inp = keras.Input((H, H, 3))
+    flat = keras.layers.Flatten()(inp)
+    other = keras.layers.Dense(3, activation="softmax", name="other")(flat)
+    main = keras.layers.Dense(4, activation="softmax", name="main")(flat)
+    two = keras.Model(inp, [other, main])
+    two.get_layer("main").set_weights(linear.layers[-1].get_weights())
+    session = Session(two, output="main", batch_size=5)
+    gxi = _gxi(linear, x)
+    np.testing.assert_allclose(
+        faithfulness_correlation(session, x, gxi, T, runs=10),
+        faithfulness_correlation(linear, x, gxi, T, runs=10), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(irof(session, x, gxi, T, segments=4).scores,
+                               irof(linear, x, gxi, T, segments=4).scores, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(max_sensitivity(session, x[:2], "saliency", samples=2), 0, atol=1e-6)
+
+
+def test_the_perturbation_kernel_traces_once_per_shape(linear, x):
+    session = Session(linear, batch_size=4)
+    gxi = _gxi(linear, x)
+    faithfulness_estimate(session, x, gxi, T, measure="probability")
+    kernel = session.runner.kernel("metric_probability", None)
+    before = kernel.experimental_get_tracing_count()
+    faithfulness_estimate(session, x[:5], gxi[:5], T[:5], measure="probability")  # odd count
+    pixel_flipping(session, x, gxi, T)
+    assert kernel.experimental_get_tracing_count() == before
