@@ -40,8 +40,9 @@ def twin(d) -> nn.Module:
     dense = nn.Linear(*d["w/d/0"].shape)
     dense.weight.data = torch.from_numpy(d["w/d/0"]).T.contiguous()
     dense.bias.data = torch.from_numpy(d["w/d/1"])
-    return nn.Sequential(conv("c1", 1), nn.ReLU(), conv("c2", 6), nn.ReLU(), FlattenNHWC(),
-                         dense).eval()  # fmt: skip  (logits: the Keras side strips its softmax)
+    return nn.Sequential(
+        conv("c1", 1), nn.ReLU(), conv("c2", 6), nn.ReLU(), FlattenNHWC(), dense
+    ).eval()  # fmt: skip  (logits: the Keras side strips its softmax)
 
 
 def saliency(model, inputs, target):
@@ -77,7 +78,7 @@ def main(src: str, dst: str) -> None:
         # Faithfulness Correlation: our subsets, in Quantus' call order (run, then image).
         calls = iter([d["subsets"][i, r] for r in range(d["subsets"].shape[1]) for i in range(n)])
         choice = np.random.choice
-        np.random.choice = lambda *args, **kw: next(calls)
+        np.random.choice = lambda *args, calls=calls, **kw: next(calls)
         try:
             out[f"{kind}/faithfulness_correlation"] = q(quantus.FaithfulnessCorrelation(
                 nr_runs=d["subsets"].shape[1], subset_size=d["subsets"].shape[2],
@@ -93,7 +94,7 @@ def main(src: str, dst: str) -> None:
             softmax=False)  # fmt: skip
         segs = iter(list(d["segments"]))
         seg_fn = qutils.get_superpixel_segments
-        qutils.get_superpixel_segments = lambda img, segmentation_method: next(segs)
+        qutils.get_superpixel_segments = lambda img, segmentation_method, segs=segs: next(segs)
         try:
             out[f"{kind}/irof_quantus_aoc"] = q(quantus.IROF(perturb_baseline=0.0, **common), a,
                                                 softmax=True)  # fmt: skip
@@ -130,6 +131,7 @@ def main(src: str, dst: str) -> None:
         torch.from_numpy(x),
         perturb_func=lambda inputs, radius: pert.reshape(-1, *pert.shape[2:]),
         n_perturb_samples=samples, target=torch.from_numpy(y)).double().numpy()  # fmt: skip
+
     # Quantus' robustness metrics: our perturbed images (one batch per sample, in order) and
     # the twin's saliency as `explain_func`.
     def explain_func(model, inputs, targets, **kw):

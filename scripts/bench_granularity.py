@@ -17,7 +17,6 @@ Writes results.json and results.md to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -67,16 +66,13 @@ def score_maps(session: Session, x: np.ndarray, maps: np.ndarray, args) -> dict[
         return {
             "deletion_auc": deletion(session, x, maps, baseline="auto").auc,
             "insertion_auc": insertion(session, x, maps, baseline="auto").auc,
-            "faithfulness_correlation": faithfulness_correlation(
-                session, x, maps, runs=args.runs
-            ),
+            "faithfulness_correlation": faithfulness_correlation(session, x, maps, runs=args.runs),
             "region_aopc": region_perturbation(
                 session, x, maps, patch_size=patch, regions=64, measure="probability"
             ).aopc,
             "irof": irof(session, x, maps).aoc_normalised,
             **{
-                f"road_{o}": getattr(road(session, x, maps), f"{o}_score")
-                for o in ("morf", "lerf")
+                f"road_{o}": getattr(road(session, x, maps), f"{o}_score") for o in ("morf", "lerf")
             },
         }
 
@@ -188,5 +184,4 @@ def markdown(results: dict, alpha: float = 0.01) -> str:
 
 
 if __name__ == "__main__":
-    json.dumps  # (results.json is written with xai_keras.io.write_json)
     main()

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from xai_keras.evaluate.audit import AUDIT_METHODS, AUDIT_METRICS, audit
 
     methods = method_list(args.methods) if args.methods else AUDIT_METHODS
-    metrics = metric_list(args.metrics, needs=("model", "method")) if args.metrics else AUDIT_METRICS
+    metrics = AUDIT_METRICS
+    if args.metrics:
+        metrics = metric_list(args.metrics, needs=("model", "method"))
     data = _read(args.data)
     model = load_model(args.model, args.unsafe)
     value_range = tuple(float(v) for v in args.value_range.split(",")) if args.value_range else None

@@ -132,7 +132,8 @@ def _rank(rows: dict[str, dict], names: list[str]) -> list[str]:
         rows[m]["mean_rank"] = float(np.mean(ranks[m])) if ranks[m] else float("nan")
         sanity = rows[m].get("sanity_spearman")
         rows[m]["passes_sanity"] = None if sanity is None else bool(abs(sanity) < SANITY_LIMIT)
-        rows[m]["trustworthy"] = bool(rows[m].get("beats_random")) and rows[m]["passes_sanity"] is not False
+        passes = rows[m]["passes_sanity"] is not False  # None: not checked
+        rows[m]["trustworthy"] = bool(rows[m].get("beats_random")) and passes
     return sorted(scored, key=lambda m: (not rows[m]["trustworthy"], rows[m]["mean_rank"]))
 
 
@@ -249,8 +250,8 @@ def _html(rows, ranking, flags, exps, pictured, images, class_names, settings) -
     refs = [m for m in rows if m not in ranking]
     for i, m in enumerate(ranking + refs):
         num = str(i + 1) if m in ranking else "ref."
-        out.append(f"<tr><td>{num}</td><td>{html.escape(m)}</td>"
-                   + "".join(f"<td>{_fmt(rows[m].get(k))}</td>" for k, _ in cols) + "</tr>")  # fmt: skip
+        cells = "".join(f"<td>{_fmt(rows[m].get(k))}</td>" for k, _ in cols)
+        out.append(f"<tr><td>{num}</td><td>{html.escape(m)}</td>{cells}</tr>")
     out.append("</table></div>")
     out.append("<h2>Shortcut flags</h2>")
     if flags:

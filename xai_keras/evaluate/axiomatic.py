@@ -11,6 +11,7 @@ are opt-in in `evaluate_model` (`metrics=[...]`).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,9 +22,10 @@ import tensorflow as tf
 
 from xai_keras.checks import check_number
 from xai_keras.errors import InputError
-from xai_keras.evaluate.faithfulness import perturbed_scores
+from xai_keras.evaluate.faithfulness import input_span, perturbed_scores
 from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.api import explain
+from xai_keras.explain.base import get_method
 from xai_keras.explain.baselines import make_baseline
 from xai_keras.explain.session import MODEL_FORM_ARGS, Session
 
@@ -51,9 +53,7 @@ def _attributions(exp: Any) -> np.ndarray | None:
     return raw if raw.shape == exp.maps.shape else None
 
 
-_SUNDARARAJAN = (
-    'Sundararajan, Taly and Yan, "Axiomatic Attribution for Deep Networks", ICML 2017'
-)
+_SUNDARARAJAN = 'Sundararajan, Taly and Yan, "Axiomatic Attribution for Deep Networks", ICML 2017'
 
 
 @register_metric(
@@ -103,10 +103,6 @@ def completeness(
     2017.
     """
     session = _session(model, explain_options)
-    from xai_keras.explain.base import get_method
-
-    import inspect
-
     init = inspect.signature(get_method(method).__init__).parameters
     options = dict(explain_options)
     if "baseline" in init:
@@ -191,8 +187,6 @@ def input_invariance(
     first = _explain(session, images, method, targets, dict(explain_options))
     x = np.asarray(first.images, np.float32)
     if shift is None:
-        from xai_keras.evaluate.faithfulness import input_span
-
         shift = 0.25 * float(input_span(session, x).max())
     shift = check_number(shift, "shift")
     other = session.with_model(shifted_model(session.model, shift))

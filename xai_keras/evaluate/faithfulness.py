@@ -766,8 +766,7 @@ _SAMEK = (
     direction="higher",
     needs=("model",),
     default=False,
-    description="AOPC: mean score drop as the most relevant square regions are replaced "
-    "by noise",
+    description="AOPC: mean score drop as the most relevant square regions are replaced by noise",
     reference=_SAMEK,
     key="region_aopc",
     label="region perturbation AOPC",
@@ -920,9 +919,7 @@ def irof(
     return PerturbationCurves(counts / k[:, None], scores, "irof", tgt)
 
 
-_YEH = (
-    'Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019'
-)
+_YEH = 'Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019'
 
 
 @register_metric(
@@ -1008,13 +1005,12 @@ def infidelity(
         return x[ids // samples] - np.stack([perturbation(r) for r in ids])[..., None]
 
     clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
-    change = clean[:, None] - perturbed_scores(session, rows // samples, build, tgt, measure).reshape(
-        n, samples
-    )
-    if normalize:
+    perturbed = perturbed_scores(session, rows // samples, build, tgt, measure)
+    change = clean[:, None] - perturbed.reshape(n, samples)
+    if normalize:  # beta = E[dot * change] / E[dot^2], Captum's `normalize=True`
         den = (dots * dots).mean(axis=1, keepdims=True)
-        beta = np.where(den > 0, (dots * change).mean(axis=1, keepdims=True) / np.where(den > 0, den, 1), 0.0)
-        dots = beta * dots
+        num = (dots * change).mean(axis=1, keepdims=True)
+        dots = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0) * dots
     return ((dots - change) ** 2).mean(axis=1)
 
 

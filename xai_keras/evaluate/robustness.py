@@ -77,9 +77,7 @@ def perturbed_explanations(
         xi = (x + np.stack(draw)).astype(np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            e = explain(
-                session, xi, method=method, targets=original.targets, **explain_options
-            )
+            e = explain(session, xi, method=method, targets=original.targets, **explain_options)
         xs.append(xi)
         maps.append(e.maps)
         predicted.append(np.argmax(e.logits, axis=1))

@@ -436,8 +436,7 @@ def smooth_mprt(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             total = sum(
-                explain(s, xs, method=method, targets=first.targets, **options).maps
-                for xs in noisy
+                explain(s, xs, method=method, targets=first.targets, **options).maps for xs in noisy
             )
         lo = total.min(axis=(1, 2), keepdims=True)
         hi = total.max(axis=(1, 2), keepdims=True)

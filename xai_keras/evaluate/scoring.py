@@ -85,8 +85,7 @@ def method_row(
     given = {"masks": masks, "cue_masks": cue_masks}
     have = {"model"} | {need for need, value in given.items() if value is not None}
     _, results = compute(
-        metrics(needs=have, default=True)
-        + [n for n in extra if set(get_metric(n).needs) <= have],
+        metrics(needs=have, default=True) + [n for n in extra if set(get_metric(n).needs) <= have],
         model=model,
         images=images,
         maps=exp.maps,
