@@ -4,6 +4,11 @@
 the target probability after each step; `average_drop_increase` masks the image with the map.
 They work on any model and any maps (N, H, W), not only on maps from `explain`.
 
+The rest of the family (opt-in in `evaluate_model`, checked against Quantus and Captum by
+`scripts/compare_metrics.py`): `faithfulness_correlation`, `faithfulness_estimate`,
+`pixel_flipping`, `region_perturbation`, `irof` and `infidelity`, all reading target scores of
+perturbed images through `perturbed_scores` (one compiled kernel, the session's padded loop).
+
 All masked images are built inside one compiled kernel per model (pixels whose rank is below a
 threshold come from one image, the rest from another), run in the session's padded batches, so
 the kernel traces once per input shape and batch size. Each takes a model or a `Session`, and
