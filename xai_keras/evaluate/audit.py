@@ -232,7 +232,7 @@ def _html(rows, ranking, flags, exps, pictured, images, class_names, settings) -
             ("ms_per_image", "ms / image")]  # fmt: skip
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>xai-keras audit</title>",
            "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;white-space:nowrap;"
            "padding:4px 8px;text-align:right}th{background:#eee}td:first-child{text-align:left}"
            "td:nth-child(2){text-align:left}.wide{overflow-x:auto}th{font-size:12px}"
            ".flag{color:#b00;font-weight:bold}img{margin:2px}figure{display:inline-block;"
@@ -262,7 +262,12 @@ def _html(rows, ranking, flags, exps, pictured, images, class_names, settings) -
                 f"<li class='flag'>{html.escape(cname(f['class']))}: the maps of "
                 f"{html.escape(ranking[0])} peak {where} (row {f['spot'][0]}, column "
                 f"{f['spot'][1]}) in {f['share']:.0%} of its {f['images']} images: the model "
-                "may read a fixed marker rather than the object.</li>"
+                + (
+                    "may read a fixed marker rather than the object.</li>"
+                    if f["border"]
+                    else "a shortcut if that spot is not on the object (aligned images, such as "
+                    "cropped faces, put one feature at one spot legitimately).</li>"
+                )
             )
         out.append("</ul>")
     else:
