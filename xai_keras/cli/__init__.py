@@ -41,6 +41,7 @@ COMMANDS = (
     "explain",
     "sag",
     "benchmark",
+    "audit",
     "explain_dataset",
     "analyze",
     "visualize",

@@ -4,6 +4,11 @@
 the target probability after each step; `average_drop_increase` masks the image with the map.
 They work on any model and any maps (N, H, W), not only on maps from `explain`.
 
+The rest of the family (opt-in in `evaluate_model`, checked against Quantus and Captum by
+`scripts/compare_metrics.py`): `faithfulness_correlation`, `faithfulness_estimate`,
+`pixel_flipping`, `region_perturbation`, `irof` and `infidelity`, all reading target scores of
+perturbed images through `perturbed_scores` (one compiled kernel, the session's padded loop).
+
 All masked images are built inside one compiled kernel per model (pixels whose rank is below a
 threshold come from one image, the rest from another), run in the session's padded batches, so
 the kernel traces once per input shape and batch size. Each takes a model or a `Session`, and
@@ -20,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.checks import check_maps, check_positive_int
+from xai_keras.checks import check_choice, check_int, check_maps, check_number, check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
 from xai_keras.explain.baselines import make_baseline
@@ -28,7 +33,23 @@ from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baselin
 from xai_keras.explain.ranges import ValueRange
 from xai_keras.explain.session import Session
 
-__all__ = ["Curves", "deletion", "insertion", "average_drop_increase"]
+__all__ = [
+    "Curves",
+    "PerturbationCurves",
+    "average_drop_increase",
+    "deletion",
+    "faithfulness_correlation",
+    "faithfulness_estimate",
+    "infidelity",
+    "input_span",
+    "insertion",
+    "irof",
+    "perturbed_scores",
+    "pixel_flipping",
+    "region_order",
+    "region_perturbation",
+    "superpixels",
+]
 
 Baseline = str | float | np.ndarray | Callable[[tf.Tensor], tf.Tensor]
 
@@ -310,3 +331,696 @@ def average_drop_increase(
     y = clean.astype(np.float64)
     drop = np.where(y > 0, np.maximum(0.0, y - o) / np.where(y > 0, y, 1.0), 0.0)
     return drop, o > y
+
+
+# -- the perturbation family beyond deletion and insertion ------------------------------------
+# Quantus' faithfulness metrics (and Captum's infidelity) all read one number: the target score
+# of perturbed copies of each image. `perturbed_scores` computes it for any rows (image, how it
+# is perturbed) in the session's padded batches, through one compiled kernel per score kind.
+
+SCORES = ("logit", "probability")
+
+
+def _score_kernel(session: Session, score: str) -> Callable:
+    runner = session.runner
+
+    def target_scores(x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        scores = runner.forward(x)[1]
+        if score == "probability":
+            scores = runner.squash(scores)
+        return tf.gather(scores, targets, batch_dims=1)
+
+    return runner.kernel(f"metric_{score}", target_scores)
+
+
+def perturbed_scores(
+    session: Session,
+    rows_image: np.ndarray,
+    build: Callable[[np.ndarray], np.ndarray],
+    targets: np.ndarray,
+    measure: str = "logit",
+) -> np.ndarray:
+    """(R,) target score of R perturbed images, in the session's padded batches.
+
+    Args:
+        session: the model.
+        rows_image: (R,) the image each row perturbs (its held inputs and target).
+        build: `build(row_ids) -> (B, H, W, C)` the perturbed images of those rows (numpy);
+            it must depend on the row ids only, so padding rows (repeats) change nothing.
+        targets: (N,) the class of each image.
+        measure: "logit" (the score the methods explain: the logits where a final softmax or
+            sigmoid was stripped, else the output) or "probability".
+    """
+    measure = check_choice(measure, "measure", SCORES)
+    kernel = _score_kernel(session, measure)
+    rows_image = np.asarray(rows_image, np.int64)
+    out = np.empty(len(rows_image))
+    n = int(rows_image.max()) + 1 if len(rows_image) else 0
+    for g in session.groups(n):
+        sel = np.nonzero((rows_image >= g.start) & (rows_image < g.stop))[0]
+        if not sel.size:
+            continue
+
+        def batch(ids: tf.Tensor) -> tf.Tensor:
+            ids = ids.numpy()
+            images = tf.constant(np.asarray(build(ids), np.float32))
+            return kernel(images, tf.constant(targets[rows_image[ids]], tf.int32))
+
+        out[sel] = session.map_batches(batch, sel).numpy()
+    return out
+
+
+def _setup(
+    model: Any, images: Any, maps: Any, targets: Any, settings: dict
+) -> tuple[Session, np.ndarray, np.ndarray, np.ndarray]:
+    """(session, images (N, H, W, C) float32 numpy, maps (N, H, W) float64, targets)."""
+    session, x, m, tgt, _ = _prepare(model, images, maps, targets, settings)
+    return session, x.numpy(), m.astype(np.float64), tgt
+
+
+def _fill_array(session: Session, x: np.ndarray, baseline: Any, seed: int = 0) -> np.ndarray:
+    """The baseline images as numpy: `make_baseline`'s kinds, or "uniform" (each pixel drawn
+    uniformly between the model's range minimum and maximum, or the image's own where no
+    range is known; seeded per image)."""
+    if isinstance(baseline, str) and baseline == "uniform":
+        low, high = _bounds(session, x)
+        out = np.empty_like(x)
+        for i in range(len(x)):
+            u = np.random.default_rng([seed, i]).random(x.shape[1:])
+            out[i] = low[i] + u * (high[i] - low[i])
+        return out
+    return _fill(tf.constant(x), baseline, session.value_range).numpy()
+
+
+def _bounds(session: Session, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (N, 1, 1, C) lowest and highest input values: the model's value range where
+    the session knows it, else each image's own minimum and maximum."""
+    if session.value_range is not None:
+        c = x.shape[-1]
+        lo, hi = (session.value_range.from_pixels(np.full((1, c), v)) for v in (0.0, 255.0))
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+        shape = (1, 1, 1, c)
+        return (np.broadcast_to(lo.reshape(shape), (len(x), 1, 1, c)),
+                np.broadcast_to(hi.reshape(shape), (len(x), 1, 1, c)))  # fmt: skip
+    return x.min(axis=(1, 2, 3), keepdims=True), x.max(axis=(1, 2, 3), keepdims=True)
+
+
+def input_span(session: Session, x: np.ndarray) -> np.ndarray:
+    """(N,) the span of each image's input values (the model's range where known, else the
+    image's own max - min; 1 for a constant image): noise scales are fractions of it."""
+    low, high = _bounds(session, x)
+    span = (high - low).reshape(len(x), -1).max(axis=1)
+    return np.where(span > 0, span, 1.0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation, NaN where either side is constant."""
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def _remove(x: np.ndarray, fill: np.ndarray, idx: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Images `idx` with the (B, H, W) `masks` pixels (all channels) taken from `fill`."""
+    return np.where(masks[..., None], fill[idx], x[idx])
+
+
+def _random_subset(shape: tuple[int, int], size: int, seed: Sequence[int]) -> np.ndarray:
+    """(H, W) bool with `size` pixels drawn without replacement from the generator `seed`."""
+    flat = np.zeros(shape[0] * shape[1], bool)
+    flat[np.random.default_rng(seed).choice(flat.size, size, replace=False)] = True
+    return flat.reshape(shape)
+
+
+_BHATT = (
+    'Bhatt, Weller and Moura, "Evaluating and Aggregating Feature-based Model Explanations", '
+    "IJCAI 2020"
+)
+_PERTURB_ARGS = """model: a Keras classifier or a `Session` (see `explain` for every model form).
+        images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
+        maps: (N, H, W) (or (H, W)) attributions, signed or not (a feature is a pixel, all its
+            channels together); larger is more important.
+        targets: the class(es) measured; None takes each image's top class.
+        baseline: what a removed pixel shows: "black" (the model's range minimum, 0 without
+            a range), "mean", "blur", "blur_strong", "uniform" (noise between the range's
+            minimum and maximum), a number, an array or a callable (as in `deletion`).
+        measure: the score read: "logit" (the score the methods explain: the logits where a
+            final softmax or sigmoid was stripped, else the output) or "probability".
+        batch_size: perturbed images per compiled forward pass (default: the session's).
+        value_range: the model's input range, e.g. (-1, 1) or "tf".
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`."""
+
+
+@register_metric(
+    "faithfulness_correlation",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="correlation of the map's sum over random pixel subsets with the score drop "
+    "when they are removed",
+    reference=_BHATT,
+)
+def faithfulness_correlation(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    runs: int = 100,
+    subset_size: int | None = None,
+    baseline: Baseline = "black",
+    measure: str = "logit",
+    seed: int = 0,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Faithfulness Correlation: Pearson's r, over `runs` random pixel subsets S, between the
+    map's sum over S and the score drop f(x) - f(x with S replaced by the baseline).
+
+    mu_F(f, g; x) = corr_S( sum_{i in S} g(x)_i , f(x) - f(x_[x_S = baseline]) ), |S| fixed.
+    1 for a map whose sums predict every drop linearly (gradient x input on a linear model
+    with a zero baseline), about 0 for a random map. Subsets are drawn per image from
+    `numpy.random.default_rng([seed, image, run])`, so they do not depend on the batch size
+    and two maps of the same image see the same subsets (paired comparisons).
+
+    Args:
+        {args}
+        runs: the number of random subsets per image (Quantus: 100).
+        subset_size: pixels per subset; None: 5% of the pixels (Quantus' default is 224
+            pixels whatever the image size, 0.45% of 224 x 224).
+        seed: the subsets' seed.
+
+    Returns:
+        (N,) correlations in [-1, 1] (NaN where all drops or all sums are equal).
+
+    Raises:
+        InputError: bad images, maps, targets, runs, subset size, baseline or score.
+
+    Example:
+        >>> faithfulness_correlation(model, images, exp.maps).mean()
+
+    Reference: Bhatt, Weller and Moura, "Evaluating and Aggregating Feature-based Model
+    Explanations", IJCAI 2020. (Quantus `FaithfulnessCorrelation`, equal on the same subsets.)
+    """
+    runs = check_int(runs, "runs", low=2)
+    seed = check_int(seed, "seed", low=0)
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    size = max(1, round(0.05 * h * w)) if subset_size is None else subset_size
+    size = check_int(size, "subset_size", low=1, high=h * w)
+    fill = _fill_array(session, x, baseline, seed)
+
+    def subset(row: int) -> np.ndarray:
+        return _random_subset((h, w), size, (seed, row // runs, row % runs))
+
+    rows = np.arange(n * runs)
+    sums = np.array([m[r // runs][subset(r)].sum() for r in rows]).reshape(n, runs)
+    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
+
+    def build(ids: np.ndarray) -> np.ndarray:
+        return _remove(x, fill, ids // runs, np.stack([subset(r) for r in ids]))
+
+    drops = clean[:, None] - perturbed_scores(session, rows // runs, build, tgt, measure).reshape(
+        n, runs
+    )
+    return np.array([_pearson(sums[i], drops[i]) for i in range(n)])
+
+
+def _group_steps(pixels: int, features_in_step: int | None, default_steps: int) -> int:
+    f = -(-pixels // default_steps) if features_in_step is None else features_in_step
+    return check_int(f, "features_in_step", low=1, high=pixels)
+
+
+_ALVAREZ = (
+    'Alvarez-Melis and Jaakkola, "Towards Robust Interpretability with Self-Explaining Neural '
+    'Networks", NeurIPS 2018'
+)
+
+
+@register_metric(
+    "faithfulness_estimate",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="correlation of each pixel group's attribution with the score drop when that "
+    "group alone is removed",
+    reference=_ALVAREZ,
+)
+def faithfulness_estimate(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    baseline: Baseline = "black",
+    measure: str = "logit",
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Faithfulness Estimate: Pearson's r between each feature group's attribution and the
+    score drop when that group alone is replaced by the baseline.
+
+    The pixels are ranked by the map (descending, ties in row-major order) and cut into
+    groups of `features_in_step` consecutive ranks (the last may be smaller); group j's
+    attribution is its map sum, its drop f(x) - f(x with group j removed).
+
+    Args:
+        {args}
+        features_in_step: pixels per group; None: H * W / 64 rounded up (64 groups).
+
+    Returns:
+        (N,) correlations in [-1, 1] (NaN where constant).
+
+    Example:
+        >>> faithfulness_estimate(model, images, exp.maps).mean()
+
+    Reference: Alvarez-Melis and Jaakkola, "Towards Robust Interpretability with
+    Self-Explaining Neural Networks", NeurIPS 2018. (Quantus `FaithfulnessEstimate`.)
+    """
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    f = _group_steps(h * w, features_in_step, 64)
+    steps = -(-(h * w) // f)
+    ranks = pixel_ranks(m)
+    group = ranks // f  # (N, H, W) group index of each pixel
+    sums = np.stack([np.bincount(group[i].ravel(), m[i].ravel(), steps) for i in range(n)])
+    fill = _fill_array(session, x, baseline)
+    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
+    rows = np.arange(n * steps)
+
+    def build(ids: np.ndarray) -> np.ndarray:
+        idx = ids // steps
+        return _remove(x, fill, idx, group[idx] == (ids % steps)[:, None, None])
+
+    drops = clean[:, None] - perturbed_scores(session, rows // steps, build, tgt, measure).reshape(
+        n, steps
+    )
+    return np.array([_pearson(sums[i], drops[i]) for i in range(n)])
+
+
+@dataclass
+class PerturbationCurves:
+    """Target scores as more and more of each image is removed, most relevant first.
+
+    Attributes:
+        fractions: (N, S + 1) the share of the image's pixels (pixel flipping, region
+            perturbation) or of its segments (IROF) removed at each step, from 0.
+        scores: (N, S + 1) the target score at each step; column 0 is the clean image.
+        kind: "pixel_flipping", "region_perturbation" or "irof".
+        targets: (N,) the measured classes.
+    """
+
+    fractions: np.ndarray
+    scores: np.ndarray
+    kind: str
+    targets: np.ndarray
+
+    @property
+    def auc(self) -> np.ndarray:
+        """(N,) trapezoid area under the score against the fraction removed (lower: the
+        score falls faster)."""
+        return np.trapezoid(self.scores, self.fractions, axis=1)
+
+    @property
+    def aopc(self) -> np.ndarray:
+        """(N,) area over the perturbation curve (Samek et al.): the mean over steps
+        0..S of f(x) - f(x after k steps); higher: the score falls faster."""
+        return (self.scores[:, :1] - self.scores).mean(axis=1)
+
+    @property
+    def aoc_normalised(self) -> np.ndarray:
+        """(N,) IROF: the area over the curve of the score divided by the clean score,
+        against the fraction removed: 1 - area under it (higher is better)."""
+        s = self.scores / np.where(self.scores[:, :1] != 0, self.scores[:, :1], 1.0)
+        return 1.0 - np.trapezoid(s, self.fractions, axis=1)
+
+
+def _cumulative_curves(
+    session: Session,
+    x: np.ndarray,
+    fill: np.ndarray,
+    order: np.ndarray,
+    counts: np.ndarray,
+    tgt: np.ndarray,
+    measure: str,
+) -> np.ndarray:
+    """(N, S + 1) scores with the pixels of `order` (N, H, W) below counts[i, k] removed at
+    step k (counts (N, S + 1), counts[:, 0] = 0 gives the clean image)."""
+    n, steps = counts.shape
+
+    def build(ids: np.ndarray) -> np.ndarray:
+        idx = ids // steps
+        return _remove(x, fill, idx, order[idx] < counts[idx, ids % steps][:, None, None])
+
+    rows = np.arange(n * steps)
+    return perturbed_scores(session, rows // steps, build, tgt, measure).reshape(n, steps)
+
+
+@register_metric(
+    "pixel_flipping",
+    direction="lower",
+    needs=("model",),
+    default=False,
+    description="area under the target score as pixels are flipped to the baseline, most "
+    "relevant first",
+    reference='Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions '
+    'by Layer-Wise Relevance Propagation", PLOS ONE 2015',
+    label="pixel flipping AUC",
+    value=lambda curves: curves.auc,
+)
+def pixel_flipping(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    baseline: Baseline = "black",
+    measure: str = "probability",
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> PerturbationCurves:
+    """Pixel Flipping: the target score as the map's top pixels are flipped to the baseline,
+    `features_in_step` more at each step, until every pixel is flipped.
+
+    Deletion with Quantus' conventions: steps of a fixed number of pixels, a black baseline
+    and the clean image as step 0. The value is the area under the curve against the
+    fraction flipped, in [0, 1] for probabilities: lower is better. (Quantus' curve omits
+    step 0 and its AUC is `np.trapz` with unit spacing: the same curve, another scale.)
+
+    Args:
+        {args}
+        features_in_step: pixels flipped per step; None: H * W / 64 rounded up.
+
+    Returns:
+        `PerturbationCurves` (`scores` (N, S + 1), `auc` (N,)).
+
+    Example:
+        >>> pixel_flipping(model, images, exp.maps).auc.mean()
+
+    Reference: Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions
+    by Layer-Wise Relevance Propagation", PLOS ONE 2015.
+    """
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    f = _group_steps(h * w, features_in_step, 64)
+    ks = np.minimum(np.arange(0, -(-(h * w) // f) + 1) * f, h * w)
+    counts = np.broadcast_to(ks, (n, len(ks)))
+    scores = _cumulative_curves(
+        session, x, _fill_array(session, x, baseline), pixel_ranks(m), counts, tgt, measure
+    )
+    fractions = np.broadcast_to(ks / (h * w), scores.shape).copy()
+    return PerturbationCurves(fractions, scores, "pixel_flipping", tgt)
+
+
+def region_order(maps: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square regions on a grid, most relevant first: the image is tiled by
+    patch_size x patch_size cells from the top-left corner (the last row and column of cells
+    may be cut by the border), and the cells are ranked by their map sum, decreasing (ties:
+    row-major order of the cells).
+
+    Returns:
+        `(order, count)`: order (N, H, W) int, the rank of the cell holding each pixel, and
+        count (N,) cells per image.
+    """
+    n, h, w = maps.shape
+    p = patch_size
+    rows, cols = -(-h // p), -(-w // p)
+    cell = (np.arange(h)[:, None] // p) * cols + np.arange(w)[None] // p  # (H, W) cell index
+    order = np.empty((n, h, w), np.int64)
+    for i in range(n):
+        sums = np.bincount(cell.ravel(), maps[i].ravel(), rows * cols)
+        rank = np.empty(rows * cols, np.int64)
+        rank[np.argsort(-sums, kind="stable")] = np.arange(rows * cols)
+        order[i] = rank[cell]
+    return order, np.full(n, rows * cols, np.int64)
+
+
+_SAMEK = (
+    'Samek et al., "Evaluating the Visualization of What a Deep Neural Network Has Learned", '
+    "IEEE TNNLS 2017"
+)
+
+
+@register_metric(
+    "region_perturbation",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="AOPC: mean score drop as the most relevant square regions are replaced by noise",
+    reference=_SAMEK,
+    key="region_aopc",
+    label="region perturbation AOPC",
+    value=lambda curves: curves.aopc,
+)
+def region_perturbation(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    patch_size: int = 8,
+    regions: int = 100,
+    baseline: Baseline = "uniform",
+    measure: str = "logit",
+    seed: int = 0,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> PerturbationCurves:
+    """Region Perturbation (MoRF) and its AOPC: the score as the most relevant square
+    regions are replaced, one more per step.
+
+    Regions are the cells of a grid ranked by their map sum (`region_order`, as Quantus
+    0.6; the paper centres 9 x 9 regions on the most relevant pixels, which may overlap);
+    step k replaces the first k regions. AOPC = 1/(L+1) sum_{k=0}^{L} f(x) - f(x^(k)) (the
+    paper's; Quantus averages its curve over k = 1..L: the same curve with
+    another normaliser), higher is better. Where an image has fewer than L regions, the last steps
+    repeat the fully perturbed image. The paper fills regions with uniform noise
+    (`baseline="uniform"`, drawn once per image from `[seed, image]`).
+
+    Args:
+        {args}
+        patch_size: the side of a region in pixels (Quantus: 8; the paper 9 on 224 x 224).
+        regions: L, the number of steps (the paper and Quantus: 100).
+        seed: the uniform noise's seed.
+
+    Returns:
+        `PerturbationCurves` (`scores` (N, L + 1), `aopc` (N,)).
+
+    Example:
+        >>> region_perturbation(model, images, exp.maps, patch_size=4).aopc.mean()
+
+    Reference: Samek et al., "Evaluating the Visualization of What a Deep Neural Network Has
+    Learned", IEEE TNNLS 2017.
+    """
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    patch_size = check_int(patch_size, "patch_size", low=1, high=min(h, w))
+    regions = check_int(regions, "regions", low=1)
+    order, count = region_order(m, patch_size)
+    counts = np.minimum(np.arange(regions + 1)[None], count[:, None])
+    scores = _cumulative_curves(
+        session, x, _fill_array(session, x, baseline, seed), order, counts, tgt, measure
+    )
+    removed = np.stack([np.sort(order[i].ravel()) for i in range(n)])  # region rank by pixel
+    fractions = np.stack([np.searchsorted(removed[i], counts[i]) for i in range(n)]) / (h * w)
+    return PerturbationCurves(fractions, scores, "region_perturbation", tgt)
+
+
+def superpixels(images: np.ndarray, segments: int = 100, seed: int = 0) -> np.ndarray:
+    """(N, H, W) int SLIC superpixel labels 0..K-1 of each image (scaled to [0, 1] first),
+    as IROF segments them (`skimage.segmentation.slic`, compactness 10)."""
+    from skimage.segmentation import slic
+
+    out = np.empty(images.shape[:3], np.int64)
+    for i, img in enumerate(images):
+        lo, hi = img.min(), img.max()
+        scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        labels = slic(
+            scaled.astype(np.float64), n_segments=segments, start_label=0, channel_axis=-1,
+            convert2lab=img.shape[-1] == 3,
+        )  # fmt: skip
+        out[i] = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
+    return out
+
+
+@register_metric(
+    "irof",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="area over the relative score curve as superpixels are removed, most "
+    "relevant (highest mean) first",
+    reference='Rieger and Hansen, "IROF: a low resource evaluation metric for explanation '
+    'methods", ICLR Workshops 2020',
+    key="irof",
+    label="IROF",
+    value=lambda curves: curves.aoc_normalised,
+)
+def irof(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    segments: int | np.ndarray = 100,
+    baseline: Baseline = "mean",
+    measure: str = "probability",
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> PerturbationCurves:
+    """IROF (Iterative Removal Of Features): superpixels are removed in decreasing mean
+    relevance; the value is the area over the curve of the score relative to the clean one
+    (f(x^(k)) / f(x)) against the fraction of segments removed: 1 - its area under it.
+
+    A map that finds the class's segments first scores near 1; a random one lower. Removed
+    segments show each image's channel means (the paper's and Quantus' default).
+
+    Args:
+        {args}
+        segments: SLIC's target number of superpixels (`superpixels`), or (N, H, W) integer
+            labels of your own segmentation.
+
+    Returns:
+        `PerturbationCurves` (`scores` (N, K_max + 1), `aoc_normalised` (N,)); images with
+        fewer segments than the most repeat their last step.
+
+    Example:
+        >>> irof(model, images, exp.maps).aoc_normalised.mean()
+
+    Reference: Rieger and Hansen, "IROF: a low resource evaluation metric for explanation
+    methods", ICLR Workshops 2020. (Quantus `IROF` integrates with unit spacing over the
+    segments and omits step 0; the curve is the same.)
+    """
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    if isinstance(segments, (int, np.integer)) and not isinstance(segments, bool):
+        labels = superpixels(x, check_int(segments, "segments", low=1))
+    else:
+        labels = np.asarray(segments)
+        if labels.shape != m.shape or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(
+                f"The `segments` argument must be an int or integer labels of shape {m.shape}. "
+                f"Received: {type(segments).__name__} of shape {np.shape(segments)}."
+            )
+        labels = np.stack([np.unique(lab, return_inverse=True)[1].reshape(h, w) for lab in labels])
+    k = labels.reshape(n, -1).max(axis=1) + 1
+    order = np.empty_like(labels)
+    for i in range(n):  # rank of each segment by its mean relevance, highest first
+        means = np.bincount(labels[i].ravel(), m[i].ravel()) / np.bincount(labels[i].ravel())
+        rank = np.empty(k[i], np.int64)
+        rank[np.argsort(-means, kind="stable")] = np.arange(k[i])
+        order[i] = rank[labels[i]]
+    counts = np.minimum(np.arange(k.max() + 1)[None], k[:, None])
+    scores = _cumulative_curves(
+        session, x, _fill_array(session, x, baseline), order, counts, tgt, measure
+    )
+    return PerturbationCurves(counts / k[:, None], scores, "irof", tgt)
+
+
+_YEH = 'Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019'
+
+
+@register_metric(
+    "infidelity",
+    direction="lower",
+    needs=("model",),
+    default=False,
+    description="mean squared error between the map's prediction of the score change under "
+    "Gaussian noise and the change",
+    reference=_YEH,
+)
+def infidelity(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    samples: int = 50,
+    noise: float = 0.1,
+    normalize: bool = True,
+    measure: str = "logit",
+    seed: int = 0,
+    perturbations: Any = None,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Infidelity: E_I[(I . phi(x) - (f(x) - f(x - I)))^2] over random perturbations I.
+
+    I is Gaussian noise of standard deviation `noise` times the input span (the model's
+    value range, or the image's own max - min), one value per pixel shared by its channels
+    (a map has one value per pixel), drawn from `[seed, image, sample]`. With `normalize`
+    the map is first scaled by the beta minimising the error (Captum's `normalize=True`),
+    so maps normalised to [0, 1] are not punished for their scale: then 0 means the map
+    predicts every change exactly, and the value is at most E[(f(x) - f(x - I))^2].
+    On a linear model, the gradient summed over channels has infidelity 0.
+
+    Args:
+        {args}
+        samples: perturbations per image (Captum's `n_perturb_samples`, default 10).
+        noise: the noise's standard deviation as a fraction of the input span.
+        normalize: scale each map by the optimal beta first (Captum: off by default; on
+            here, since explanations are compared after normalising).
+        seed: the noise's seed.
+        perturbations: (N, S, H, W) perturbations I of your own (e.g. those another tool
+            drew) instead of the Gaussian ones; `samples`, `noise` and `seed` are then unused.
+
+    Returns:
+        (N,) non-negative errors (in score units squared).
+
+    Example:
+        >>> infidelity(model, images, exp.maps).mean()
+
+    Reference: Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS
+    2019. (Captum `infidelity` with this perturbation and the same noise is equal.)
+    """
+    samples = check_int(samples, "samples", low=1)
+    noise = check_number(noise, "noise", low=0.0)
+    seed = check_int(seed, "seed", low=0)
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt = _setup(model, images, maps, targets, settings)
+    n, h, w = m.shape
+    std = noise * input_span(session, x)
+    given = None
+    if perturbations is not None:
+        given = np.asarray(perturbations, np.float64)
+        if given.ndim != 4 or given.shape[0] != n or given.shape[2:] != (h, w):
+            raise InputError(
+                f"The `perturbations` argument must have shape (N, S, H, W) with (N, H, W) = "
+                f"{(n, h, w)}. Received: perturbations.shape={given.shape}."
+            )
+        samples = given.shape[1]
+
+    def perturbation(row: int) -> np.ndarray:
+        i = row // samples
+        if given is not None:
+            return given[i, row % samples]
+        return std[i] * np.random.default_rng([seed, i, row % samples]).standard_normal((h, w))
+
+    rows = np.arange(n * samples)
+    dots = np.array([(perturbation(r) * m[r // samples]).sum() for r in rows]).reshape(n, -1)
+
+    def build(ids: np.ndarray) -> np.ndarray:
+        return x[ids // samples] - np.stack([perturbation(r) for r in ids])[..., None]
+
+    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
+    perturbed = perturbed_scores(session, rows // samples, build, tgt, measure)
+    change = clean[:, None] - perturbed.reshape(n, samples)
+    if normalize:  # beta = E[dot * change] / E[dot^2], Captum's `normalize=True`
+        den = (dots * dots).mean(axis=1, keepdims=True)
+        num = (dots * change).mean(axis=1, keepdims=True)
+        dots = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0) * dots
+    return ((dots - change) ** 2).mean(axis=1)
+
+
+for _f in (faithfulness_correlation, faithfulness_estimate, pixel_flipping,
+           region_perturbation, irof, infidelity):  # fmt: skip
+    if _f.__doc__:
+        _f.__doc__ = _f.__doc__.replace("{args}", _PERTURB_ARGS)
+del _f

@@ -67,6 +67,17 @@ DIRECTIONS = ("higher", "lower")
 INPUTS = ("model", "images", "maps", "targets", "masks", "cue_masks", "method")
 
 _METRICS: dict[str, Metric] = {}
+# The family of each module's metrics (Quantus' six families, plus the shortcut check).
+FAMILIES = {
+    "faithfulness": "faithfulness",
+    "road": "faithfulness",
+    "robustness": "robustness",
+    "localisation": "localisation",
+    "complexity": "complexity",
+    "sanity": "randomisation",
+    "axiomatic": "axiomatic",
+    "shortcut": "shortcut",
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,10 @@ class Metric:
         value: turns the function's result into this metric's values (e.g. `Curves` ->
             `.auc`, or one element of a returned tuple); None: the result itself.
         absolute: rank |value| (similarities where 0 is ideal and -0.5 is not).
+        default: computed by `evaluate_model` and the benchmark for every method (True), or
+            only when asked for by name (False: the metric families of
+            `xai_keras.evaluate.robustness`, `complexity`, `axiomatic`, ... which cost more
+            passes or answer other questions; `evaluate_model(..., metrics=[...])`).
     """
 
     name: str
@@ -102,6 +117,13 @@ class Metric:
     options: Mapping[str, Any] = field(default_factory=dict)
     value: Callable[[Any], Any] | None = None
     absolute: bool = False
+    default: bool = True
+
+    @property
+    def family(self) -> str:
+        """The metric family: the module that defines it (`FAMILIES`)."""
+        module = self.function.__module__.rsplit(".", 1)[-1]
+        return FAMILIES.get(module, module)
 
     @property
     def higher_is_better(self) -> bool:
@@ -144,6 +166,7 @@ def register_metric(
     options: Mapping[str, Any] | None = None,
     value: Callable[[Any], Any] | None = None,
     absolute: bool = False,
+    default: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Function decorator adding a metric to the registry (see `Metric` for the fields); the
     function is returned unchanged, so decorators stack to register one function twice.
@@ -189,22 +212,32 @@ def register_metric(
             options=dict(options or {}),
             value=value,
             absolute=absolute,
+            default=bool(default),
         )
         return function
 
     return wrap
 
 
-def metrics(needs: Iterable[str] | None = None, per_image: bool | None = None) -> list[str]:
+def metrics(
+    needs: Iterable[str] | None = None,
+    per_image: bool | None = None,
+    default: bool | None = None,
+    family: str | None = None,
+) -> list[str]:
     """Names of the registered metrics in registration order, optionally only those that
-    need no more than `needs` (e.g. `("model",)`: computable from the model, images and maps)
-    and only per-image (or aggregate) ones."""
+    need no more than `needs` (e.g. `("model",)`: computable from the model, images and maps),
+    only per-image (or aggregate) ones, only those computed by default (or only the opt-in
+    ones), and only one family ("faithfulness", "robustness", "localisation", "complexity",
+    "randomisation", "axiomatic", "shortcut")."""
     allowed = None if needs is None else set(needs)
     return [
         n
         for n, m in _METRICS.items()
         if (allowed is None or set(m.needs) <= allowed)
         and (per_image is None or m.per_image == per_image)
+        and (default is None or m.default == default)
+        and (family is None or m.family == family)
     ]
 
 

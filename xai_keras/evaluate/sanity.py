@@ -31,7 +31,7 @@ from xai_keras.explain.api import explain
 from xai_keras.explain.layers import find_layer, walk_layers
 from xai_keras.explain.session import MODEL_FORM_ARGS, Session
 
-__all__ = ["SanityResult", "cascading_randomization", "summary"]
+__all__ = ["SanityResult", "cascading_randomization", "random_logit", "smooth_mprt", "summary"]
 
 
 @dataclass
@@ -295,3 +295,174 @@ def summary(result: SanityResult) -> dict[str, Any]:
             for name, s, m in zip(result.layers, result.spearman, result.ssim)
         },
     }
+
+
+@register_metric(
+    "random_logit",
+    direction="lower",
+    needs=("method",),
+    default=False,
+    description="SSIM between the map of the explained class and that of a random other class",
+    reference='Sixt, Granz and Landgraf, "When Explanations Lie: Why Many Modified BP '
+    'Attributions Fail", ICML 2020',
+)
+def random_logit(
+    model: keras.Model | Session,
+    images: Any,
+    method: str = "gradcam",
+    targets: int | Sequence[int] | None = None,
+    seed: int = 0,
+    similarity: str = "ssim",
+    **explain_options: Any,
+) -> np.ndarray:
+    """Random Logit: how similar is the map of the explained class to the map of another
+    class drawn at random (uniformly among the others, from `default_rng([seed, image])`)?
+
+    A method that explains the class, not the image, gives different maps: a low value. A
+    model whose classes read disjoint pixels gives disjoint maps to a faithful method.
+
+    Args:
+        model: a Keras classifier or a `Session`.
+        images: (N, H, W, C) or one (H, W, C) image.
+        method: a name from `xai_keras.methods()`.
+        targets: the explained classes; None: each image's top class.
+        seed: the seed of the other classes.
+        similarity: "ssim" (Quantus' default, on the [0, 1] maps) or "spearman".
+        **explain_options: passed to `explain`.
+
+    Returns:
+        (N,) similarities (NaN for a model with one class).
+
+    Example:
+        >>> random_logit(model, images[:8], "gradcam").mean()
+
+    Reference: Sixt, Granz and Landgraf, "When Explanations Lie: Why Many Modified BP
+    Attributions Fail", ICML 2020.
+    """
+    if similarity not in ("ssim", "spearman"):
+        raise InputError(
+            f'The `similarity` argument must be "ssim" or "spearman". Received: {similarity!r}.'
+        )
+    seed = int(seed)
+    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
+    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        original = explain(session, images, method=method, targets=targets, **explain_options)
+        classes = original.logits.shape[1]
+        if classes < 2:
+            return np.full(len(original), np.nan)
+        others = np.array([
+            (t + 1 + np.random.default_rng([seed, i]).integers(classes - 1)) % classes
+            for i, t in enumerate(original.targets)
+        ], np.int32)  # fmt: skip
+        other = explain(session, original.images, method=method, targets=others, **explain_options)
+    compare = _ssim if similarity == "ssim" else _spearman
+    return np.array([compare(a, b) for a, b in zip(original.maps, other.maps)])
+
+
+@register_metric(
+    "smooth_mprt",
+    direction="lower",
+    absolute=True,
+    needs=("method",),
+    default=False,
+    description="rank correlation of noise-averaged maps before and after randomising every "
+    "layer (0 passes)",
+    reference='Hedström et al., "Sanity Checks Revisited: An Exploration to Repair the Model '
+    'Parameter Randomisation Test", XAI in Action Workshop, NeurIPS 2023',
+    value=lambda result: result.spearman[-1],
+)
+def smooth_mprt(
+    model: keras.Model | Session,
+    images: Any,
+    method: str = "gradcam",
+    targets: int | Sequence[int] | None = None,
+    samples: int = 10,
+    noise: float = 0.1,
+    seed: int = 0,
+    layers: Sequence[str | keras.layers.Layer] | None = None,
+    **explain_options: Any,
+) -> SanityResult:
+    """Smooth MPRT: cascading model-parameter randomisation (`cascading_randomization`) on
+    maps denoised by averaging each over `samples` noisy copies of the image (Gaussian noise
+    of std `noise` times the image's max - min), for the trained model and after each
+    randomised layer. Averaging removes the shattered-gradient noise that makes MPRT
+    penalise gradient methods for noise rather than for ignoring the model.
+
+    The noisy copies are the same for the trained and the randomised models (drawn from
+    `default_rng([seed, image, sample])`), the layers are randomised as in
+    `cascading_randomization` (output side first), and the similarity is Spearman's rank
+    correlation (and SSIM) of the averaged maps, renormalised to [0, 1].
+
+    Args:
+        model, images, method, targets, seed, layers: as in `cascading_randomization`.
+        samples: noisy copies per image (the paper: 50).
+        noise: their standard deviation as a fraction of the image's span (paper: 0.1).
+        **explain_options: passed to `explain`.
+
+    Returns:
+        A `SanityResult` of the averaged maps (`spearman[-1]`: every layer randomised).
+
+    Example:
+        >>> smooth_mprt(model, images[:4], "saliency").spearman[-1].mean()
+
+    Reference: Hedström et al., "Sanity Checks Revisited: An Exploration to Repair the Model
+    Parameter Randomisation Test", XAI in Action Workshop, NeurIPS 2023.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise InputError(f"The `samples` argument must be an int >= 1. Received: {samples!r}.")
+    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
+    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        first = explain(session, images, method=method, targets=targets, **explain_options)
+    x = first.images.astype(np.float64)
+    n = len(x)
+    span = np.ptp(x.reshape(n, -1), axis=1)
+    span = np.where(span > 0, span, 1.0)
+    noisy = [
+        np.stack([
+            x[i] + np.random.default_rng([seed, i, s]).normal(0.0, noise * span[i], x.shape[1:])
+            for i in range(n)
+        ]).astype(np.float32)
+        for s in range(samples)
+    ]  # fmt: skip
+    options = dict(explain_options)
+    if options.get("layer") is not None and not isinstance(options["layer"], str):
+        options["layer"] = find_layer(session.model, options["layer"])[0]
+
+    def smoothed(s: Session) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            total = sum(
+                explain(s, xs, method=method, targets=first.targets, **options).maps for xs in noisy
+            )
+        lo = total.min(axis=(1, 2), keepdims=True)
+        hi = total.max(axis=(1, 2), keepdims=True)
+        return (total - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+    original = smoothed(session)
+    clone = _copy(session.model)
+    copied = session.with_model(clone)
+    chosen = _resolve_layers(session.model, clone, layers)
+    rng = np.random.default_rng(int(seed))
+    spearman = np.zeros((len(chosen), n))
+    ssim = np.zeros((len(chosen), n))
+    constant = np.zeros((len(chosen), n), bool)
+    for i, (_, layer) in enumerate(chosen):
+        _randomise(layer, rng)
+        maps = smoothed(copied)
+        constant[i] = np.ptp(maps.reshape(n, -1), axis=1) == 0
+        for j in range(n):
+            spearman[i, j] = _spearman(original[j], maps[j])
+            ssim[i, j] = _ssim(original[j], maps[j])
+    return SanityResult(
+        method=first.method,
+        layers=[path for path, _ in chosen],
+        spearman=spearman,
+        ssim=ssim,
+        targets=first.targets,
+        original=original,
+        constant=constant,
+    )

@@ -127,12 +127,17 @@ def method_row(
     value_range: Any = None,
     quick: bool = False,
     cue_masks: np.ndarray | None = None,
+    extra: Sequence[str] = (),
 ) -> tuple[dict[str, float], Any, Any]:
     """One method's metrics on images (and masks): the benchmark's row for one dataset.
 
     Returns:
         `(row, explanation, (deletion curves, insertion curves, sanity result or None))`: the
         row maps each computed metric's `key` (its mean over images) and `ms_per_image`.
+        `extra` names opt-in metrics (`metrics(default=False)`) to compute too, where their
+        needs are met; the model-based and map-only ones on every image, those that explain
+        the images themselves (robustness, randomisation, axiomatic) on the first
+        `n_sanity`.
     """
     fast = (QUICK_OPTIONS if quick else FAST_OPTIONS).get(method, {})
     options = {**FAST_OPTIONS.get(method, {}), **fast, "value_range": value_range}
@@ -157,7 +162,7 @@ def method_row(
     given = {"masks": masks, "cue_masks": cue_masks}
     have = {"model"} | {need for need, value in given.items() if value is not None}
     _, results = compute(
-        metrics(needs=have),
+        metrics(needs=have, default=True) + [n for n in extra if set(get_metric(n).needs) <= have],
         model=model,
         images=images,
         maps=exp.maps,
@@ -170,7 +175,12 @@ def method_row(
         tolerance=max(1, round(15 / 224 * images.shape[1])),
     )
     sanity = None
-    self_explaining = [n for n in metrics(needs=have | {"method"}) if n not in results]
+    self_explaining = [
+        n
+        for n in metrics(needs=have | {"method"}, default=True)
+        + [n for n in extra if set(get_metric(n).needs) <= have | {"method"}]
+        if n not in results
+    ]
     if self_explaining and n_sanity > 0 and get_method(method).family != "baseline":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -204,6 +214,7 @@ def evaluate_model(
     batch_size: int = 32,
     class_names: Sequence[str] | None = None,
     value_range: Any = None,
+    metrics: Sequence[str] = (),
     **model_form: Any,
 ) -> ModelEvaluation:
     """The benchmark's metrics for your own model on your own data.
@@ -231,6 +242,9 @@ def evaluate_model(
         class_names: names for the explanations (not needed for the metrics).
         value_range: the model's input range, e.g. (-1, 1) ("black" baselines use its
             minimum; see `xai_keras.explain.ranges`).
+        metrics: opt-in metrics to add, by registry name (`xai_keras.evaluate.metrics(
+            default=False)`: Faithfulness Correlation, IROF, the robustness family, ...);
+            those that explain the images themselves run on the first `n_sanity` images.
         **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
@@ -265,6 +279,7 @@ def evaluate_model(
             f'The `targets` argument must be "predicted" or "labels". Received: {targets!r}.'
         )
     names = [get_method(m).name for m in method_names]
+    extra = [get_metric(m).name for m in metrics]
     images, labels, masks = read_user_data(data, session, int(n))
     if targets == "labels" and labels is None:
         raise InputError(
@@ -292,6 +307,7 @@ def evaluate_model(
             class_names,
             explained,
             value_range,
+            extra=extra,
         )
         row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
         comparison = reference.compare(dele.auc, ins.auc)
