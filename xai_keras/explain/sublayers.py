@@ -9,7 +9,9 @@ symbolic output to read and no node to re-run. This module makes them first-clas
   layer's output shape and the order in which the layers ran (cached per model, weakly: nothing
   is stored on the model);
 - `intercept(layers, fn)`: while tracing, route each layer's output through `fn(layer, output)`
-  (to keep it, or to change its gradient); the layers' own `call` is restored afterwards.
+  (to keep it, or to change its gradient); the layers' own `call` is restored afterwards;
+- `substitute(layers, fn)`: the same, with `fn` running in place of each layer's `call`
+  (propagation rules for the leaf layers of a composite block).
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["Probe", "children", "first_tensor", "intercept", "is_builtin", "probe"]
+__all__ = [
+    "Probe",
+    "children",
+    "first_tensor",
+    "intercept",
+    "is_builtin",
+    "probe",
+    "substitute",
+]
 
 
 def children(layer: Any) -> list[Any]:
@@ -53,6 +63,15 @@ def intercept(layers: list[Any], fn: Callable[[Any, Any], Any]) -> Iterator[None
     """Within the block, each layer's output passes through `fn(layer, output)`; the layers'
     `call` is wrapped on the instance and restored on exit (only tracing should happen
     inside: the compiled graph keeps what the wrappers did)."""
+    with substitute(layers, lambda layer, call, *a, **k: fn(layer, call(*a, **k))):
+        yield
+
+
+@contextlib.contextmanager
+def substitute(layers: list[Any], fn: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, each layer's `call(*args, **kwargs)` runs as `fn(layer, call, *args,
+    **kwargs)` (`call` is the layer's own): a rule in place of the layer, reached also where
+    a composite layer's Python `call` invokes it. Restored on exit, as in `intercept`."""
     unique = list({id(lay): lay for lay in layers}.values())
     own = [lay.__dict__.get("call") for lay in unique]
     try:
@@ -69,7 +88,7 @@ def intercept(layers: list[Any], fn: Callable[[Any, Any], Any]) -> Iterator[None
 
 def _wrapped(layer: Any, call: Callable, fn: Callable) -> Callable:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        return fn(layer, call(*args, **kwargs))
+        return fn(layer, call, *args, **kwargs)
 
     return wrapped
 
