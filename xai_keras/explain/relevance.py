@@ -16,6 +16,26 @@ splits) are their plain gradients too. Other element-wise activations pass relev
 unchanged. A batch normalisation directly after a conv/dense layer is folded into it (the
 rules then see the combined affine map); a BatchNormalization elsewhere is LRP-0 (gradient).
 
+Beyond the plain CNN layers (one table, `LAYER_RULES`, maps each layer type to its rule):
+- gating products (squeeze-excitation, `x * sigmoid(...)`): the gate is a constant, so the
+  relevance flows only through the gated signal, none into the gate's branch (Arras et al.
+  2017 for LSTM gates; Montavon et al. 2019; zennit's and LXT's convention). In the graph the
+  gate is the broadcast factor of a Multiply; inside a composite layer, whose products are
+  Python code, a sigmoid/hard-sigmoid output is the gate;
+- padding, Split, GetItem, Reshape/transposes, Add, Concatenate, means: their gradient (the
+  z-rule for sums, proportional for the rest);
+- LayerNormalization and RMS norms: the identity rule with the standard deviation held
+  constant (the centring is linear); softmax attention weights: constants, so relevance flows
+  through the values (Ali et al., ICML 2022, "conservative propagation"; AttnLRP, the
+  separate method, treats softmax and the query-key product with its own rules);
+- composite layers (KerasHub blocks, encoders, patch embeddings): their own Python `call`
+  runs, with each sublayer replaced by its rule (`sublayers.substitute`) and the raw
+  `keras.ops` functions that have one (softmax, GELU/SiLU, dot-product attention) swapped
+  for it while the kernel traces; the rest of their Python (sums, padding, reshapes, class
+  tokens and position embeddings, which absorb relevance as biases do) keeps its gradient.
+A layer no rule covers (or a product of two full-size signals) is refused by name, with its
+path inside the composite layer that holds it.
+
 The image enters as x * m with m a tensor of ones; the attributions are d y / d m, which is
 the relevance at the input. Input-layer rules (z^B, flat, w^2) need relevance that does not
 scale with the pixel value, so the layers fed by the image (through padding, reshaping,
@@ -193,8 +213,6 @@ _GATES = {"sigmoid", "hard_sigmoid"}
 def rule_kind(layer: Any, rules: dict = LAYER_RULES) -> str | None:
     """The rule `layer` gets (a key of `rules` by class along the MRO, then by class name),
     or None."""
-    if isinstance(layer, tuple(t for t in (kl.Conv1DTranspose, kl.Conv2DTranspose))):
-        return None
     for cls in type(layer).__mro__:
         kind = rules.get(cls)
         if kind is not None:
@@ -221,14 +239,22 @@ def _size(shape: Any) -> int | None:
     return None if None in dims else int(np.prod(dims))
 
 
-def _gate_inputs(op: Any) -> list[bool] | None:
-    """For a Multiply in the graph: which inputs are gates (broadcast factors, e.g. (1, 1, C)
+def _gates(shapes: list) -> list[bool] | None:
+    """Which factors of a product are gates: those broadcast over the largest (e.g. (1, 1, C)
     squeeze-excitation weights, held constant); None when several full-size signals meet."""
-    shapes = [t.shape for t in op.input] if isinstance(op.input, (list, tuple)) else []
     sizes = [_size(sh) for sh in shapes]
     if len(sizes) < 2 or None in sizes or sizes.count(max(sizes)) > 1:
         return None
     return [n < max(sizes) for n in sizes]
+
+
+def _gate_inputs(op: Any) -> list[bool] | None:
+    """`_gates` for a Multiply node of the graph (None if it has no single input list)."""
+    try:
+        inputs = op.input
+    except (AttributeError, ValueError):  # a shared layer has several
+        return None
+    return _gates([t.shape for t in inputs]) if isinstance(inputs, (list, tuple)) else None
 
 
 def _inner_layers(model: keras.Model) -> list[tuple[str, Any]]:
@@ -243,8 +269,7 @@ def _inner_layers(model: keras.Model) -> list[tuple[str, Any]]:
 
 def _refuse(method: str, path: str, layer: Any, why: str) -> InputError:
     return InputError(
-        f"Method {method!r} does not handle layer {path!r} of type {type(layer).__name__}: "
-        f"{why}."
+        f"Method {method!r} does not handle layer {path!r} of type {type(layer).__name__}: {why}."
     )
 
 
@@ -276,8 +301,11 @@ def _check_supported(
             raise _refuse(method, name, op, _HANDLED)
         if kind == "gate" and _gate_inputs(op) is None:
             raise _refuse(
-                method, name, op, "a product of two full-size signals has no LRP rule (only a "
-                "gate broadcast over the signal, as in squeeze-excitation, is held constant)"
+                method,
+                name,
+                op,
+                "a product of two full-size signals has no LRP rule (only a "
+                "gate broadcast over the signal, as in squeeze-excitation, is held constant)",
             )
         _check_activation(method, name, op)
     for path, lay in inner:
@@ -541,8 +569,15 @@ class Epsilon(Rule):
 
 
 class Gamma(Rule):
-    """LRP-gamma: weights and bias w + gamma * w+ (favours positive contributions; assumes
-    non-negative inputs, as after a ReLU)."""
+    """LRP-gamma: weights and bias w + gamma * w+ (favours positive contributions), for
+    non-negative inputs (as after a ReLU; zennit's `Gamma`).
+
+    An image whose input to the stage has negative values (after GELU, SiLU, a normalisation
+    or a residual sum) gets the sign-aware form instead: each output's contributions of its
+    own sign are favoured, z' = z + gamma * sum((x w)+) for z >= 0 and z + gamma * sum((x w)-)
+    for z < 0, so |z'| >= |z| and the ratio z / z' stays bounded (with x >= 0 and z >= 0 it
+    is the rule above).
+    """
 
     name = "gamma"
 
@@ -552,8 +587,19 @@ class Gamma(Rule):
     def _modify(self, w):
         return w + self.gamma * tf.nn.relu(w)
 
+    def _zprime(self, stage, x, z):
+        pos, neg = tf.nn.relu, lambda w: tf.minimum(w, 0.0)
+        xp, xn = tf.nn.relu(x), tf.minimum(x, 0.0)
+        plus = stage(xp, pos) + stage(xn, neg, bias=False)
+        minus = stage(xp, neg) + stage(xn, pos, bias=False)
+        signed = stage(x) + self.gamma * tf.where(_sg(z) >= 0, plus, minus)
+        axes = list(range(1, x.shape.rank))
+        unsigned = tf.reduce_all(_sg(x) >= 0, axis=axes)
+        unsigned = tf.reshape(unsigned, [-1] + [1] * (z.shape.rank - 1))
+        return tf.where(unsigned, stage(x, self._modify), signed)
+
     def __call__(self, stage, x, xg, z, chain):
-        zp = stage(xg, self._modify)
+        zp = self._zprime(stage, xg, z)
         return zp * _sg(z / _stab(zp))
 
     def fast(self, stage, x):
@@ -564,7 +610,7 @@ class Gamma(Rule):
             def grad(g):
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
                     tape.watch(x)
-                    zp = stage(x, self._modify)
+                    zp = self._zprime(stage, x, z)
                 return tape.gradient(zp, x, output_gradients=g * z / _stab(zp))
 
             return z, grad
@@ -750,11 +796,7 @@ class _RuleRunner(ModelRunner):
         """x * gate: the gate (the broadcast factor) is a constant, so relevance flows only
         through the gated signal (Montavon et al. 2019, Sec. 10.2; zennit's and LXT's rule for
         gating products)."""
-        gates = _gate_inputs(layer) if layer._inbound_nodes else None
-        if gates is None:
-            sizes = [_size(t.shape) for t in inputs]
-            big = max(n for n in sizes if n is not None) if None not in sizes else None
-            gates = [big is not None and n < big for n in sizes]
+        gates = _gates([t.shape for t in inputs]) or [False] * len(inputs)
         held = [_sg(t) if gate else t for t, gate in zip(inputs, gates)]
         return run(held, *args, **kwargs)
 
@@ -827,12 +869,29 @@ def _attention_constant(original: Callable) -> Callable:
     """`ops.dot_product_attention` with its attention weights held constant (the softmax
     rule above), for blocks that call the fused kernel themselves (DINOv3)."""
 
-    def attention(query, key, value, bias=None, mask=None, scale=None, is_causal=False,
-                  flash_attention=None, attn_logits_soft_cap=None):
+    def attention(
+        query,
+        key,
+        value,
+        bias=None,
+        mask=None,
+        scale=None,
+        is_causal=False,
+        flash_attention=None,
+        attn_logits_soft_cap=None,
+    ):
         if attn_logits_soft_cap is not None or key.shape[-2] != query.shape[-2]:
-            return original(query, key, value, bias=bias, mask=mask, scale=scale,
-                            is_causal=is_causal, flash_attention=flash_attention,
-                            attn_logits_soft_cap=attn_logits_soft_cap)
+            return original(
+                query,
+                key,
+                value,
+                bias=bias,
+                mask=mask,
+                scale=scale,
+                is_causal=is_causal,
+                flash_attention=flash_attention,
+                attn_logits_soft_cap=attn_logits_soft_cap,
+            )
         scale = 1.0 / np.sqrt(query.shape[-1]) if scale is None else scale
         logits = tf.einsum("btnh,bsnh->bnts", query, key) * scale
         if bias is not None:
@@ -868,9 +927,7 @@ def _raw_rules(runner: _RuleRunner):
                 return runner._activation(lambda t: f(t, *a, **k), x)
 
             swaps[(module, name)] = act
-        swaps[(module, "dot_product_attention")] = _attention_constant(
-            module.dot_product_attention
-        )
+        swaps[(module, "dot_product_attention")] = _attention_constant(module.dot_product_attention)
     with _RAW_LOCK:
         saved = {key: getattr(*key) for key in swaps}
         try:
@@ -998,16 +1055,22 @@ class LRP(_RelevanceMethod):
         gamma: the gamma rule's weight on positive weights.
 
     The z^B rule's bounds are the session's value range (without one, each image's own
-    minimum and maximum).
+    minimum and maximum). Gates (squeeze-excitation), LayerNorm's standard deviation and
+    attention weights are held constant, and composite layers (KerasHub blocks) are run
+    with each sublayer's rule (see the module docstring); the gamma rule takes its
+    sign-aware form where a layer's input is signed (after GELU/SiLU or a norm).
 
     Attributions (B, H, W, C) are signed relevance; the map sums channels.
 
     Reference: Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
     Layer-Wise Relevance Propagation", PLoS ONE 2015; Montavon et al., "Layer-Wise Relevance
-    Propagation: An Overview", 2019.
+    Propagation: An Overview", 2019; gates as constants: Arras et al., "Explaining Recurrent
+    Neural Network Predictions in Sentiment Analysis", WASSA 2017; LayerNorm and attention:
+    Ali et al., "XAI for Transformers: Better Explanations through Conservative
+    Propagation", ICML 2022.
     """
 
-    reference = "Bach et al., PLoS ONE 2015; Montavon et al., 2019"
+    reference = "Bach et al., PLoS ONE 2015; Montavon et al., 2019; Ali et al., ICML 2022"
     zero_map_cause = "no relevance reached the input (a dead ReLU path or a zero logit)"
 
     def __init__(
