@@ -750,8 +750,32 @@ class _RuleRunner(ModelRunner):
         self._inside_ids = {id(lay) for lay in self._inside}
 
     def forward(self, x, captured=None):
-        with substitute(self._inside, self._rule), _raw_rules(self):
+        with substitute(self._inside, self._rule), _raw_rules(self), self._held_activations():
             return super().forward(x, captured)
+
+    @contextlib.contextmanager
+    def _held_activations(self):
+        """Composite layers that keep an activation function as an attribute and call it in
+        Python (Swin's MLP: `self.act_layer(x)`) run the activation rule instead, while the
+        kernel traces."""
+        found = []
+        for _, lay in walk_layers(self.model, inner=True):
+            if not children(lay) or is_graph_model(lay):
+                continue
+            for attr, value in vars(lay).items():
+                if (
+                    callable(value)
+                    and getattr(value, "__module__", "").startswith("keras.src.activations")
+                    and _activation_name(value) in _ELEMENTWISE
+                ):
+                    found.append((lay, attr, value))
+        try:
+            for lay, attr, fn in found:
+                object.__setattr__(lay, attr, lambda t, f=fn: self._activation(f, t))
+            yield
+        finally:
+            for lay, attr, fn in found:
+                object.__setattr__(lay, attr, fn)
 
     def _rule(self, layer: Any, run: Callable, *args, **kwargs) -> Any:
         kind = rule_kind(layer, self.rules)
@@ -815,6 +839,25 @@ class _RuleRunner(ModelRunner):
         of values) instead of the fused kernel, so that its Softmax rule applies."""
         kwargs["return_attention_scores"] = True
         return run(*args, **kwargs)[0]
+
+    def raw_rules(self) -> dict[tuple[Any, str], Callable]:
+        """{(module, name): rule} for the raw `keras.ops` functions composite layers call in
+        Python: softmax gives constant weights, GELU/SiLU the runner's activation rule,
+        dot-product attention constant weights. A method with other rules overrides this."""
+        swaps = {}
+        for module in (keras.ops, keras.ops.nn):
+            softmax = module.softmax
+            swaps[(module, "softmax")] = lambda x, axis=-1, f=softmax: _sg(f(x, axis=axis))
+            for name in ("gelu", "silu"):
+                fn = getattr(module, name)
+
+                def act(x, *a, f=fn, **k):
+                    return self._activation(lambda t: f(t, *a, **k), x)
+
+                swaps[(module, name)] = act
+            attention = _attention_constant(module.dot_product_attention)
+            swaps[(module, "dot_product_attention")] = attention
+        return swaps
 
     # -- what subclasses give ---------------------------------------------------------
     def _plain(self, op: Any, y: Any, args: tuple) -> Any:
@@ -912,22 +955,9 @@ def _attention_constant(original: Callable) -> Callable:
 @contextlib.contextmanager
 def _raw_rules(runner: _RuleRunner):
     """While the kernel traces, the public `keras.ops` functions that composite layers call
-    in Python and that have a rule (softmax: constant; GELU/SiLU: the runner's activation
-    rule; dot-product attention: constant weights) run that rule. Keras' own layers import
-    `keras.src.ops` and are unaffected; a lock keeps two traces from interleaving."""
-    nn = keras.ops.nn
-    swaps = {}
-    for module in (keras.ops, nn):
-        softmax = module.softmax
-        swaps[(module, "softmax")] = lambda x, axis=-1, f=softmax: _sg(f(x, axis=axis))
-        for name in ("gelu", "silu"):
-            fn = getattr(module, name)
-
-            def act(x, *a, f=fn, **k):
-                return runner._activation(lambda t: f(t, *a, **k), x)
-
-            swaps[(module, name)] = act
-        swaps[(module, "dot_product_attention")] = _attention_constant(module.dot_product_attention)
+    in Python and that have a rule (`runner.raw_rules()`) run that rule. Keras' own layers
+    import `keras.src.ops` and are unaffected; a lock keeps two traces from interleaving."""
+    swaps = runner.raw_rules()
     with _RAW_LOCK:
         saved = {key: getattr(*key) for key in swaps}
         try:
