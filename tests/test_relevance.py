@@ -153,12 +153,12 @@ def test_flat_rule_spreads_evenly_on_a_single_dense_layer():
 
 def test_lrp_refuses_unsupported_layers(images):
     x = inputs = keras.Input((12, 12, 3))
-    x = L.LayerNormalization()(L.Conv2D(4, 3)(x))
+    x = L.GroupNormalization(2)(L.Conv2D(4, 3)(x))
     model = keras.Model(inputs, L.Dense(2)(L.Flatten()(x)))
-    with pytest.raises(InputError, match="LayerNormalization") as err:
+    with pytest.raises(InputError, match="GroupNormalization") as err:
         explain(model, images, method="lrp")
     assert "\n" not in str(err.value)
-    with pytest.raises(InputError, match="LayerNormalization"):
+    with pytest.raises(InputError, match="GroupNormalization"):
         explain(model, images, method="deeplift")
 
 
@@ -247,3 +247,171 @@ def test_same_maps_through_explain_dataset(gap_model, images32, tmp_path, method
     result = explain_dataset(gap_model, ds, method, out=tmp_path / "run")
     np.testing.assert_allclose(result.maps[:], reference.maps, atol=1e-3)  # float16 storage
     np.testing.assert_array_equal(result.targets, reference.targets)
+
+
+# -- composite layers, gates, padding, norms, attention (bias-free twins conserve) ----------
+def _scale_bn(bn: L.BatchNormalization) -> None:
+    """Random scale and variance, zero mean and shift: linear without an offset, so a
+    bias-free net stays bias-free."""
+    rng = np.random.default_rng(5)
+    c = bn.gamma.shape[0]
+    bn.gamma.assign(rng.uniform(0.5, 1.5, c))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+
+
+class _FusedBlock(L.Layer):
+    """A FusedMBConv-like composite layer: its `call` pads with `ops.pad`, runs a conv, BN and
+    SiLU, a squeeze-excitation whose gate multiplies in Python, a projection conv, and adds
+    the residual with `+` (none of which is a node of the model's graph)."""
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = L.Conv2D(channels * 2, 3, use_bias=False, name="expand")
+        self.bn = L.BatchNormalization(name="fused_bn")
+        self.act = L.Activation("silu")
+        self.se_reduce = L.Conv2D(2, 1, activation="relu", use_bias=False, name="se_reduce")
+        self.se_expand = L.Conv2D(channels * 2, 1, activation="sigmoid", use_bias=False)
+        self.project = L.Conv2D(channels, 1, use_bias=False, name="project")
+
+    def call(self, x):
+        y = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        y = self.act(self.bn(self.conv(y)))
+        gate = self.se_expand(self.se_reduce(keras.ops.mean(y, axis=(1, 2), keepdims=True)))
+        return x + self.project(y * gate)
+
+
+def _se(x, channels: int, name: str):
+    """Squeeze-excitation in the graph: GAP -> Dense ReLU -> Dense sigmoid -> Multiply."""
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Dense(2, activation="relu", use_bias=False, name=f"{name}_reduce")(s)
+    s = L.Dense(channels, activation="sigmoid", use_bias=False, name=f"{name}_gate")(s)
+    return L.Multiply(name=f"{name}_excite")([x, s])
+
+
+def _se_net(seed: int = 2) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(6, 3, padding="same", activation="relu", use_bias=False)(x)
+    x = _se(x, 6, "se")
+    x = L.Conv2D(8, 3, activation="relu", use_bias=False)(x)
+    return keras.Model(inputs, L.Dense(4, use_bias=False)(L.GlobalAveragePooling2D()(x)))
+
+
+def _fused_net(seed: int = 3) -> keras.Model:
+    """Padding as a layer and as a graph op, a composite block, a split and a concatenation."""
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((12, 12, 3))
+    x = L.ZeroPadding2D(1)(x)
+    x = L.Conv2D(6, 3, strides=2, use_bias=False)(x)
+    x = keras.ops.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
+    x = L.Conv2D(6, 2, activation="swish", use_bias=False)(x)
+    block = _FusedBlock(6, name="fused")
+    x = block(x)
+    a, b = keras.ops.split(x, 2, axis=-1)
+    x = L.Concatenate()([L.ReLU()(a), b])
+    _scale_bn(block.bn)
+    return keras.Model(inputs, L.Dense(4, use_bias=False)(L.GlobalAveragePooling2D()(x)))
+
+
+def _token_net(seed: int = 4) -> keras.Model:
+    """A bias-free transformer block: patch conv, LayerNorm (no shift), attention, GELU MLP."""
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, strides=3, use_bias=False)(x)
+    x = L.Reshape((16, 8))(x)
+    h = L.LayerNormalization(center=False)(x)
+    h = L.MultiHeadAttention(2, 4, use_bias=False)(h, h)
+    x = L.Add()([x, h])
+    h = L.LayerNormalization(center=False)(x)
+    h = L.Dense(8, activation="gelu", use_bias=False)(L.Dense(16, use_bias=False)(h))
+    x = L.Add()([x, h])
+    return keras.Model(inputs, L.Dense(4, use_bias=False)(L.GlobalAveragePooling1D()(x)))
+
+
+@pytest.mark.parametrize("net", [_se_net, _fused_net, _token_net])
+@pytest.mark.parametrize("rule", ["0", "epsilon", "composite"])
+def test_lrp_conservation_through_gates_composites_padding_and_norms(images, net, rule):
+    """Bias-free twins of a squeeze-excitation block, a FusedMBConv-like composite layer (its
+    Python padding, product and residual sum), padded convs, Split/Concatenate, LayerNorm and
+    attention: the input relevance sums to the explained logit. Gates, the norms' standard
+    deviation and the attention weights are constants, so every stage is linear in the
+    relevance it passes on."""
+    model = net()
+    exp = explain(model, images, method="lrp", rule=rule, epsilon=1e-9)
+    y = _target_logits(exp)
+    assert np.abs(y).min() > 1e-4
+    assert np.isfinite(exp.attributions).all()
+    np.testing.assert_allclose(exp.attributions.sum(axis=(1, 2, 3)), y, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "composite"])
+def test_squeeze_excitation_gate_is_a_constant(images, rule):
+    """LRP of the SE net equals LRP of its twin in which the gate is frozen at its value for
+    that image (a 1x1 depthwise conv with the gate as weights): relevance flows only through
+    the gated signal, none through the gate's branch."""
+    model = _se_net()
+    gate_of = keras.Model(model.inputs, model.get_layer("se_gate").output)
+    opts = {"rule": rule, "epsilon": 1e-9}  # no epsilon absorption at the frozen gate
+    exp = explain(model, images, method="lrp", targets=[0, 1, 2], **opts)
+    for i, image in enumerate(images):
+        gate = gate_of(tf.constant(image[None])).numpy().reshape(1, 1, -1, 1)
+        x = inputs = keras.Input((12, 12, 3))
+        conv = model.layers[1]
+        x = L.Conv2D(6, 3, padding="same", activation="relu", use_bias=False)(x)
+        frozen = L.DepthwiseConv2D(1, use_bias=False)
+        x = frozen(x)
+        x = L.Conv2D(8, 3, activation="relu", use_bias=False)(x)
+        twin = keras.Model(inputs, L.Dense(4, use_bias=False)(L.GlobalAveragePooling2D()(x)))
+        twin.layers[1].set_weights(conv.get_weights())
+        frozen.set_weights([gate])
+        twin.layers[3].set_weights(model.layers[-3].get_weights())
+        twin.layers[-1].set_weights(model.layers[-1].get_weights())
+        ref = explain(twin, image[None], method="lrp", targets=[i], **opts)
+        np.testing.assert_allclose(ref.logits[0], exp.logits[i], rtol=1e-5, atol=1e-6)
+        scale = np.abs(ref.attributions).max()
+        np.testing.assert_allclose(exp.attributions[i], ref.attributions[0], atol=1e-5 * scale)
+
+
+def test_deeplift_reaches_composite_layers(images):
+    """DeepLIFT runs the same rules table: composite blocks, gates and attention work."""
+    for net in (_fused_net, _token_net, _se_net):
+        exp = explain(net(), images, method="deeplift", baseline=0.0)
+        assert np.isfinite(exp.attributions).all() and np.abs(exp.attributions).max() > 0
+
+
+def test_lrp_refusals_name_the_sublayer_and_the_product(images):
+    """A composite layer's sublayer without a rule is named by its path; a product of two
+    full-size signals (no gate) is refused with the reason."""
+
+    class Block(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.norm = L.GroupNormalization(2, name="gn")
+
+        def call(self, x):
+            return self.norm(x)
+
+    x = inputs = keras.Input((12, 12, 3))
+    x = Block(name="block")(L.Conv2D(4, 3)(x))
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    with pytest.raises(InputError, match="'block/gn' of type GroupNormalization"):
+        explain(model, images, method="lrp")
+
+    x = inputs = keras.Input((12, 12, 3))
+    a, b = L.Conv2D(4, 3)(x), L.Conv2D(4, 3)(x)
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(L.Multiply()([a, b]))))
+    with pytest.raises(InputError, match="product of two full-size signals"):
+        explain(model, images, method="lrp")
+
+
+def test_rule_table_is_open_to_other_methods():
+    """The rules live in one table keyed by layer type (or class name), which another
+    relevance method extends for its own layers."""
+    from xai_keras.explain.relevance import LAYER_RULES, rule_kind
+
+    assert rule_kind(L.Conv2D(2, 1)) == "weighted"
+    assert rule_kind(L.LayerNormalization()) == "norm"
+    assert rule_kind(L.Multiply()) == "gate"
+    assert rule_kind(L.GroupNormalization(2)) is None
+    rules = {**LAYER_RULES, L.GroupNormalization: "norm"}
+    assert rule_kind(L.GroupNormalization(2), rules) == "norm"

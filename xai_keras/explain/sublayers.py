@@ -12,6 +12,8 @@ symbolic output to read and no node to re-run. This module makes them first-clas
   (to keep it, or to change its gradient); the layers' own `call` is restored afterwards;
 - `replace_calls(layers, make)`: the general form, for rules that need a layer's inputs too
   (`make(layer, call)` returns the `call` to use while tracing).
+- `substitute(layers, fn)`: the same, with `fn` running in place of each layer's `call`
+  (propagation rules for the leaf layers of a composite block).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "is_builtin",
     "probe",
     "replace_calls",
+    "substitute",
 ]
 
 
@@ -63,7 +66,7 @@ def intercept(layers: list[Any], fn: Callable[[Any, Any], Any]) -> Iterator[None
     """Within the block, each layer's output passes through `fn(layer, output)`; the layers'
     `call` is wrapped on the instance and restored on exit (only tracing should happen
     inside: the compiled graph keeps what the wrappers did)."""
-    with replace_calls(layers, lambda layer, call: _wrapped(layer, call, fn)):
+    with replace_calls(layers, lambda layer, call: _through(layer, call, fn)):
         yield
 
 
@@ -86,7 +89,21 @@ def replace_calls(layers: list[Any], make: Callable[[Any, Callable], Callable]) 
                 object.__setattr__(lay, "call", call)
 
 
+def substitute(layers: list[Any], fn: Callable[..., Any]) -> contextlib.AbstractContextManager:
+    """Within the block, each layer's `call(*args, **kwargs)` runs as `fn(layer, call, *args,
+    **kwargs)` (`call` is the layer's own): a rule in place of the layer, reached also where
+    a composite layer's Python `call` invokes it. Restored on exit, as in `intercept`."""
+    return replace_calls(layers, lambda layer, call: _wrapped(layer, call, fn))
+
+
 def _wrapped(layer: Any, call: Callable, fn: Callable) -> Callable:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return fn(layer, call, *args, **kwargs)
+
+    return wrapped
+
+
+def _through(layer: Any, call: Callable, fn: Callable) -> Callable:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         return fn(layer, call(*args, **kwargs))
 
