@@ -185,7 +185,9 @@ def test_a_new_metric_reaches_the_table_and_explain_dataset(
 def test_cli_metrics_flag_lists_the_registry_choices(tmp_path, capsys):
     from xai_keras.cli import main
 
-    code = main(["explain-dataset", str(tmp_path), "--model", "m.keras", "--out",
+    inp = keras.Input((8, 8, 3))  # a real model file: paths are checked before the metrics
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp))).save(tmp_path / "m.keras")
+    code = main(["explain-dataset", str(tmp_path), "--model", str(tmp_path / "m.keras"), "--out",
                  str(tmp_path / "o"), "--metrics", "deletion,pointing_game"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1

@@ -20,6 +20,7 @@ Its compiled kernels (`tf.function`s) are built once per runner and traced once 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import weakref
 from collections.abc import Callable
@@ -40,8 +41,11 @@ from xai_keras.explain.layers import (
 )
 from xai_keras.explain.sublayers import first_tensor, intercept
 
-# Python bookkeeping (cached layer layouts) called while kernels trace: never autograph it.
+# Python bookkeeping called while kernels trace: never autograph it. (Converting WeakMethod's
+# `super().__call__()` makes autograph read every calling frame's locals, which then keeps
+# the caller's objects alive.)
 _token_layout = tf.autograph.experimental.do_not_convert(token_layout)
+_dereference = tf.autograph.experimental.do_not_convert(lambda target: target())
 
 __all__ = ["LayerTaps", "ModelRunner", "hold_inputs", "model_store"]
 
@@ -181,6 +185,7 @@ class ModelRunner:
         self._inner: list[Any] | None = None  # see `_unreached`
         self.outputs_are_probabilities: bool | None = None  # see `decide_squash`
         self._kernels: dict[str, Callable] = {}
+        self._targets: dict[str, Callable] = {}  # what each kernel runs (see `kernel`)
         self.forward_fn = self.kernel("forward_logits", self._logits_only)
         self.layer_grads_fn = self.kernel("layer_grads", self._layer_grads)
         self.input_grads_fn = self.kernel("input_grads", self._input_grads)
@@ -357,9 +362,21 @@ class ModelRunner:
         kernels here (the runner lives as long as the model) means a second call on the same
         input shape reuses the trace instead of tracing again. `fn` must depend only on the
         runner's model and layer and on its arguments. With `jit_compile` XLA compiles it.
+
+        A method's bound `fn` is held weakly (the latest one given under `name` traces): the
+        method holds its session and so the model, and the runner lives in a store that must
+        not keep the model alive (`model_store`).
         """
+        if inspect.ismethod(fn) and fn.__self__ is not self:
+            self._targets[name] = weakref.WeakMethod(fn)
+        else:
+            self._targets[name] = lambda fn=fn: fn
         if name not in self._kernels:
-            self._kernels[name] = tf.function(fn, jit_compile=self.jit_compile or None)
+
+            def trampoline(*args: Any, **kwargs: Any) -> Any:
+                return _dereference(self._targets[name])(*args, **kwargs)
+
+            self._kernels[name] = tf.function(trampoline, jit_compile=self.jit_compile or None)
         return self._kernels[name]
 
     # -- compiled kernels --------------------------------------------------------------
