@@ -174,6 +174,16 @@ def oracle_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", help="folder to keep the exchanged .npz files in")
 
 
+def parse_oracle_args(doc: str, images: int = 8) -> argparse.Namespace | None:
+    """`--torch-python` and `--images` of a comparison; None (said on stderr) where the
+    PyTorch reference interpreter is missing."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--torch-python", default=torch_python())
+    parser.add_argument("--images", type=int, default=images)
+    args = parser.parse_args()
+    return None if oracle_missing(args.torch_python) else args
+
+
 def torch_python() -> str:
     """The Python of the PyTorch reference environment: $XAI_KERAS_TORCH_PYTHON, else
     `.torchvenv/` in the repository (made by `bash scripts/torch_env.sh`)."""

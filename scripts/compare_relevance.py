@@ -12,7 +12,6 @@ correlation per image (worst and mean) and the worst relative difference, per ru
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.common import corr, oracle_missing, torch_python  # noqa: E402
+from scripts.common import corr, parse_oracle_args  # noqa: E402
 from xai_keras import explain  # noqa: E402
 
 L = keras.layers
@@ -93,11 +92,8 @@ def report(data: dict, theirs: dict, pool: str) -> list[tuple[str, float, float,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=torch_python())
-    parser.add_argument("--images", type=int, default=8)
-    args = parser.parse_args()
-    if oracle_missing(args.torch_python):
+    args = parse_oracle_args(__doc__)
+    if args is None:
         return 2
     x = np.random.default_rng(1).uniform(0, 1, (args.images, 16, 16, 3)).astype(np.float32)
     rows = []

@@ -21,7 +21,6 @@ the rows "vit-explain rows" are vit-explain with that one line keepdim'd.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scripts.common import oracle_missing, torch_python  # noqa: E402
+from scripts.common import parse_oracle_args  # noqa: E402
 from xai_keras import explain  # noqa: E402
 from xai_keras.explain import Session  # noqa: E402
 
@@ -163,11 +162,8 @@ def run(torch_python: str, images: int = 8, seed: int = 0) -> list[tuple]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=torch_python())
-    parser.add_argument("--images", type=int, default=8)
-    args = parser.parse_args()
-    if oracle_missing(args.torch_python):
+    args = parse_oracle_args(__doc__)
+    if args is None:
         return 2
     rows = run(args.torch_python, args.images)
     print(f"{'row':52s} {'min corr':>9s} {'mean corr':>9s} {'max|diff|/max':>13s}")
