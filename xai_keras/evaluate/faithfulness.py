@@ -456,7 +456,8 @@ _BHATT = (
     'Bhatt, Weller and Moura, "Evaluating and Aggregating Feature-based Model Explanations", '
     "IJCAI 2020"
 )
-_PERTURB_ARGS = """model: a Keras classifier or a `Session` (see `explain` for every model form).
+_PERTURB_ARGS = """Args:
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
         maps: (N, H, W) (or (H, W)) attributions, signed or not (a feature is a pixel, all its
             channels together); larger is more important.
@@ -503,8 +504,7 @@ def faithfulness_correlation(
     `numpy.random.default_rng([seed, image, run])`, so they do not depend on the batch size
     and two maps of the same image see the same subsets (paired comparisons).
 
-    Args:
-        {args}
+    {args}
         runs: the number of random subsets per image (Quantus: 100).
         subset_size: pixels per subset; None: 5% of the pixels (Quantus' default is 224
             pixels whatever the image size, 0.45% of 224 x 224).
@@ -586,8 +586,7 @@ def faithfulness_estimate(
     groups of `features_in_step` consecutive ranks (the last may be smaller); group j's
     attribution is its map sum, its drop f(x) - f(x with group j removed).
 
-    Args:
-        {args}
+    {args}
         features_in_step: pixels per group; None: H * W / 64 rounded up (64 groups).
 
     Returns:
@@ -711,8 +710,7 @@ def pixel_flipping(
     fraction flipped, in [0, 1] for probabilities: lower is better. (Quantus' curve omits
     step 0 and its AUC is `np.trapz` with unit spacing: the same curve, another scale.)
 
-    Args:
-        {args}
+    {args}
         features_in_step: pixels flipped per step; None: H * W / 64 rounded up.
 
     Returns:
@@ -802,8 +800,7 @@ def region_perturbation(
     repeat the fully perturbed image. The paper fills regions with uniform noise
     (`baseline="uniform"`, drawn once per image from `[seed, image]`).
 
-    Args:
-        {args}
+    {args}
         patch_size: the side of a region in pixels (Quantus: 8; the paper 9 on 224 x 224).
         regions: L, the number of steps (the paper and Quantus: 100).
         seed: the uniform noise's seed.
@@ -881,8 +878,7 @@ def irof(
     A map that finds the class's segments first scores near 1; a random one lower. Removed
     segments show each image's channel means (the paper's and Quantus' default).
 
-    Args:
-        {args}
+    {args}
         segments: SLIC's target number of superpixels (`superpixels`), or (N, H, W) integer
             labels of your own segmentation.
 
@@ -961,8 +957,7 @@ def infidelity(
     predicts every change exactly, and the value is at most E[(f(x) - f(x - I))^2].
     On a linear model, the gradient summed over channels has infidelity 0.
 
-    Args:
-        {args}
+    {args}
         samples: perturbations per image (Captum's `n_perturb_samples`, default 10).
         noise: the noise's standard deviation as a fraction of the input span.
         normalize: scale each map by the optimal beta first (Captum: off by default; on

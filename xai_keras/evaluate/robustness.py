@@ -90,7 +90,8 @@ def _norm(a: np.ndarray) -> np.ndarray:
 
 
 _YEH = 'Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019'
-_ARGS = """model: a Keras classifier or a `Session` (see `explain` for every model form).
+_ARGS = """Args:
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
         images: (N, H, W, C) or one (H, W, C) image, preprocessed as the model expects.
         method: a name from `xai_keras.methods()`.
         targets: the classes explained (also on the perturbed copies); None: each image's
@@ -134,8 +135,7 @@ def max_sensitivity(
     (Quantus and Captum divide by it by default); maps are normalised to [0, 1], so the
     scale is shared by every method anyway. 0 for a map that does not change.
 
-    Args:
-        {args}
+    {args}
         radius: the noise's half-width, a fraction of the input span (Captum: 0.02
             absolute; Quantus: 0.2 absolute).
 
@@ -174,8 +174,7 @@ def avg_sensitivity(
     """Avg-Sensitivity: the mean over perturbations of ||phi(x + d) - phi(x)||, with the
     perturbations of `max_sensitivity` (same seed, same draws).
 
-    Args:
-        {args}
+    {args}
         radius: the noise's half-width, a fraction of the input span.
 
     Returns:
@@ -214,8 +213,7 @@ def local_lipschitz(
     x + Gaussian noise of std `noise` times the input span (Monte Carlo, as Quantus; the
     paper maximises with Bayesian optimisation).
 
-    Args:
-        {args}
+    {args}
         noise: the noise's standard deviation, a fraction of the input span (Quantus: 0.1
             absolute).
 
@@ -268,8 +266,7 @@ def relative_input_stability(
     whose predicted class is unchanged, as the paper requires. NaN where no copy keeps the
     prediction.
 
-    Args:
-        {args}
+    {args}
         noise: the noise's half-width, a fraction of the input span.
         eps_min: the floor of the denominators.
 
