@@ -148,6 +148,23 @@ def hold_inputs(model: keras.Model, rows: dict[int, np.ndarray]) -> None:
             var.assign(value)
 
 
+class _Kernel:
+    """A runner's compiled kernel with the function it runs: whoever holds this keeps the
+    function alive (the runner holds it weakly), and calling it makes it the function a
+    retrace runs. Attributes are the `tf.function`'s."""
+
+    def __init__(self, runner: ModelRunner, name: str, fn: Callable):
+        self._runner, self._name, self._fn = runner, name, fn
+        self._compiled = runner._kernels[name]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._runner._target(self._name, self._fn)
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+
 class ModelRunner:
     """Re-runs `model` returning `(activation of layer, scores)`; see the module docstring.
 
@@ -367,17 +384,22 @@ class ModelRunner:
         method holds its session and so the model, and the runner lives in a store that must
         not keep the model alive (`model_store`).
         """
-        if inspect.ismethod(fn) and fn.__self__ is not self:
-            self._targets[name] = weakref.WeakMethod(fn)
-        else:
-            self._targets[name] = lambda fn=fn: fn
+        self._target(name, fn)
         if name not in self._kernels:
 
             def trampoline(*args: Any, **kwargs: Any) -> Any:
                 return _dereference(self._targets[name])(*args, **kwargs)
 
             self._kernels[name] = tf.function(trampoline, jit_compile=self.jit_compile or None)
-        return self._kernels[name]
+        return _Kernel(self, name, fn)
+
+    def _target(self, name: str, fn: Callable) -> None:
+        """What kernel `name` runs when it traces: `fn`, held weakly if it is another
+        object's bound method."""
+        if inspect.ismethod(fn) and fn.__self__ is not self:
+            self._targets[name] = weakref.WeakMethod(fn)
+        else:
+            self._targets[name] = lambda fn=fn: fn
 
     # -- compiled kernels --------------------------------------------------------------
     @staticmethod
