@@ -39,7 +39,7 @@ def main() -> int:
     images, labels = test.images[picks], test.labels[picks]
     names = bm.splits.class_names
     explanations = []
-    for method in methods():
+    for method in methods(model=bm.model):  # the transformer methods need attention layers
         options = {**FAST_OPTIONS.get(method, {}), **QUICK_OPTIONS.get(method, {})}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "these CAM variants coincide at this layer"
