@@ -68,7 +68,7 @@ def test_default_gradcam_beats_random_on_a_trained_kerashub_vit(tmp_path):
     pytest.importorskip("keras_hub")
     from xai_keras.evaluate.real_models import train_real_model
 
-    real = train_real_model("kerashub_vit", "digits", tmp_path, n=100)
+    real = train_real_model("kerashub_vit", "digits", tmp_path, n=200)
     assert real.accuracy > 0.9
     row = evaluate_real_model(real, ["gradcam"])["gradcam"]
     assert row["layer"].endswith("transformer_block_3") and "prefix token" in row["layer_reason"]
