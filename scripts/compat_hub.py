@@ -68,13 +68,20 @@ def _agrees_with_predict(model: keras.Model, raw: np.ndarray) -> str:
     return f"{'✓' if same else 'class differs'} (|Δp| {gap:.0e})"
 
 
-def row(name: str, names: Sequence[str], raw: np.ndarray) -> dict[str, str]:
-    model = kerashub.build(name)
-    cells = {"model": f"{name} ({kerashub.image_size(name)}px)", "default layer": ""}
+def _default_cells(model: keras.Model, raw: np.ndarray) -> dict[str, str]:
+    """What `explain(model, raw)` runs (the method, and a CAM's layer) and whether it works."""
+    cells = {"default method (layer)": ""}
     cells["default"], default = _cell(lambda: explain(model, raw))
     if default is not None:
         grid = "x".join(str(d) for d in default.raw.shape[1:])
-        cells["default layer"] = f"`{default.layer}` ({grid})"
+        where = f" `{default.layer}`" if default.layer else ""
+        cells["default method (layer)"] = f"{default.method}{where} ({grid})"
+    return cells
+
+
+def row(name: str, names: Sequence[str], raw: np.ndarray) -> dict[str, str]:
+    model = kerashub.build(name)
+    cells = {"model": f"{name} ({kerashub.image_size(name)}px)", **_default_cells(model, raw)}
     cells["predict"] = _attempt(lambda: _agrees_with_predict(model, raw))[1] or "(!)"
     for method in names:
         cells[method] = _cell(lambda m=method: explain(model, raw, m, **CHEAP.get(m, {})))[0]
@@ -86,7 +93,7 @@ def row(name: str, names: Sequence[str], raw: np.ndarray) -> dict[str, str]:
 def markdown(
     rows: list[dict[str, str]], names: Sequence[str], seconds: float, made: str = ""
 ) -> str:
-    columns = ["model", "default layer", "default", "predict", *names, "sag"]
+    columns = ["model", "default method (layer)", "default", "predict", *names, "sag"]
 
     def count(column: str, start: str) -> int:
         return sum(r.get(column, "").startswith(start) for r in rows)
@@ -145,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default=None, help="comma-separated zoo names")
     parser.add_argument("--methods", default=None, help="comma-separated methods")
     parser.add_argument(
-        "--update", action="store_true", help="rerun only --methods in the table at --out"
+        "--update",
+        action="store_true",
+        help="rerun only the default and --methods in the table at --out",
     )
     args = parser.parse_args(argv)
     names = args.methods.split(",") if args.methods else [m for m in methods() if m not in SKIPPED]
@@ -155,14 +164,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     start, rows, made = time.perf_counter(), [], ""
     if args.update:
         made = out.read_text().splitlines()[2].rstrip(".") + (
-            f"; the columns {', '.join(names)} refreshed with `--update`."
+            f"; the default and the columns {', '.join(names)} refreshed with `--update`."
         )
         old = read_rows(out)
-        every = [
-            c for c in old[0] if c not in ("model", "default layer", "default", "predict", "sag")
-        ]
+        fixed = ("model", "default layer", "default method (layer)", "default", "predict", "sag")
+        every = [c for c in old[0] if c not in fixed]
         for cells in old:
             model = kerashub.build(cells["model"].split(" ")[0])
+            cells.pop("default layer", None)
+            cells.update(_default_cells(model, raw))
             for method in names:
                 cells[method] = _cell(
                     lambda m=method, k=model: explain(k, raw, m, **CHEAP.get(m, {}))

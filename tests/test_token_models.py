@@ -83,6 +83,22 @@ def test_class_token_head_default_is_the_input_of_the_last_block(name):
         explain(model, RAW, layer=last_output)
 
 
+@pytest.mark.parametrize("name", ["vit", "deit", "dinov2_registers", "swin", "resnet"])
+def test_a_vision_transformer_is_explained_with_attention_by_default(name):
+    """Grad-CAM on a ViT's tokens did not reliably beat random (see `default_method`): models
+    whose attention is Keras MultiHeadAttention get Chefer's method unless a layer is named;
+    CNNs, and Swin (its own window attention), keep Grad-CAM. The reason is on the result."""
+    model = kerashub.build(name)
+    exp = explain(model, RAW[:2])
+    expected = "chefer" if name in ("vit", "deit", "dinov2_registers") else "gradcam"
+    assert exp.method == expected and np.isfinite(exp.maps).all()
+    assert ("vision transformer" in exp.method_reason) == (expected == "chefer")
+    assert explain(model, RAW[:2], method="saliency").method_reason == "given."
+    if expected == "chefer":
+        path = explain(model, RAW[:2], method="gradcam").layer
+        assert explain(model, RAW[:2], layer=path).method == "gradcam"
+
+
 def test_a_tuple_output_layer_is_explained_through_its_sequence(deit):
     encoder = _block(deit, "deit_encoder")  # returns (sequence, hidden states, attention)
     with pytest.warns(RuntimeWarning, match="prefix token"):
@@ -137,6 +153,7 @@ def test_the_cli_explains_a_saved_kerashub_model_from_pixels(vit, tmp_path, caps
     vit.save(path)
     plt.imsave(image, RAW[0])
     assert main(["explain", "--model", str(path), str(image), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "photo_chefer.png").exists()  # a ViT's default method
     pixels = read_images([image], tuple(vit.input.shape[1:]), None)
     probs = scipy.special.softmax(vit.predict(pixels, verbose=0), axis=1)[0]
     assert f"class {probs.argmax()} ({probs.max():.2f})" in capsys.readouterr().out

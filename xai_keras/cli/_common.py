@@ -23,11 +23,14 @@ def print_result(args: argparse.Namespace, *parts: object) -> None:
         print(*parts, flush=True)
 
 
-def method_list(text: str, model: Any = None) -> list[str]:
-    """`--method a,b` as registry names; "all": every method (that can explain `model`)."""
+def method_list(text: str | None, model: Any = None, layer: Any = None) -> list[str]:
+    """`--method a,b` as registry names; "all": every method (that can explain `model`); none
+    given: the model's default method."""
     from xai_keras import methods
-    from xai_keras.explain import get_method
+    from xai_keras.explain import default_method, get_method
 
+    if text is None:
+        return [default_method(model, layer).name]
     names = (
         methods(model=model) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
     )

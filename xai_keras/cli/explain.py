@@ -35,7 +35,11 @@ def add_parser(sub) -> None:
         help="for a keras.applications name: a local weights file, 'imagenet' (downloads; "
         "online only) or 'none'; default: random weights (pictures are marked so)",
     )
-    p.add_argument("--method", default="gradcam", help="method(s), comma-separated, or 'all'")
+    p.add_argument(
+        "--method",
+        help="method(s), comma-separated, or 'all'; default: gradcam (chefer for a vision "
+        "transformer)",
+    )
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--target", type=int, help="class to explain (default: top class)")
     add_form_flags(p)
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     explanations = explain(  # gradient CAMs of one layer share one pass
         model,
         images,
-        method=method_list(args.method, model),
+        method=method_list(args.method, model, args.layer),
         layer=args.layer,
         targets=args.target,
         batch_size=args.batch_size,

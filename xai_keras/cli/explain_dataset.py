@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("data", help="an image folder (sub-folders = classes) or a .npy array")
     p.add_argument("--model", required=True, help="a saved .keras model")
     p.add_argument("--out", required=True, help="folder for shards, index and summary")
-    p.add_argument("--method", default="gradcam", help="any method but sag")
+    p.add_argument(
+        "--method", help="any method but sag; default: gradcam (chefer for a vision transformer)"
+    )
     p.add_argument("--targets", help="'label' (folder classes) or a class index; default: top")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch")

@@ -11,7 +11,7 @@ from xai_keras.explain import (  # noqa: F401  (register the methods)
     relevance,
 )
 from xai_keras.explain.api import check_images, explain
-from xai_keras.explain.base import METHODS, Method, get_method, methods
+from xai_keras.explain.base import METHODS, Method, default_method, get_method, methods
 from xai_keras.explain.explanation import Explanation, contact_sheet
 from xai_keras.explain.layers import conv_candidates, find_layer
 from xai_keras.explain.sag import SAG, sag
@@ -29,6 +29,7 @@ __all__ = [
     "explain",
     "find_layer",
     "get_method",
+    "default_method",
     "methods",
     "sag",
 ]

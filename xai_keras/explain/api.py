@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError, NumericsError
-from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.base import Method, MethodChoice, default_method, get_method
 from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.layer_search import choose_layer
@@ -57,7 +57,7 @@ def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) ->
 def explain(
     model: keras.Model | Session,
     images: Any,
-    method: str | Sequence[str] = "gradcam",
+    method: str | Sequence[str] | None = None,
     targets: int | Sequence[int] | None = None,
     layer: str | keras.layers.Layer | None = None,
     batch_size: int | None = None,
@@ -83,7 +83,10 @@ def explain(
         method: a name from `xai_keras.methods()`, or a list of names: then a list of
             explanations comes back, and the gradient CAMs of one layer (gradcam, gradcam++,
             xgradcam, layercam, cam, eigencam, hirescam, kpcacam) share one forward and backward
-            pass (finercam and shapleycam need their own).
+            pass (finercam and shapleycam need their own). Default (None): Grad-CAM, or for a
+            vision transformer whose attention is Keras MultiHeadAttention and no `layer` is
+            named, "chefer" (`xai_keras.explain.default_method` says why, and so does
+            `Explanation.method_reason`).
         targets: class index(es) to explain; None explains each image's top class. For a
             single sigmoid unit, 1 is the positive class and 0 the negative logit.
         layer: for CAM methods, the layer (name, "nested/path" or object); default: the last
@@ -129,7 +132,7 @@ def explain(
         LayerError: a layer that is not in the model or has no spatial output.
 
     Example:
-        >>> exp = explain(model, image)                      # Grad-CAM of the top class
+        >>> exp = explain(model, image)          # Grad-CAM (Chefer on a ViT) of the top class
         >>> exp = explain(model, batch, method="gradcam++", targets=3)
         >>> exp.save("gradcam.png")
     """
@@ -137,6 +140,9 @@ def explain(
         model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
         value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
     )  # fmt: skip
+    chosen = default_method(session.model, layer) if method is None else None
+    if chosen is not None:
+        method = chosen.name
     if isinstance(method, str) or not isinstance(method, Iterable):
         names = [get_method(method).name]  # a non-string is refused here, listing the names
     else:
@@ -172,7 +178,7 @@ def explain(
     parts = [_compute(session, instances, x[g], tgt[g]) for g in session.groups(n)]
     results = parts[0] if len(parts) == 1 else [_concat(p) for p in zip(*parts)]
     built = [
-        _explanation(instance, result, x, single, class_names, choice, layer)
+        _explanation(instance, result, x, single, class_names, choice, chosen)
         for instance, result in zip(instances, results)
     ]
     return built[0] if isinstance(method, str) else built
@@ -264,7 +270,7 @@ def _explanation(
     single: bool,
     class_names: list[str] | None,
     choice: LayerChoice | None,
-    layer: Any,
+    chosen: MethodChoice | None,
 ) -> Explanation:
     """Resize and normalise one method's raw maps and wrap them with scores and classes."""
     cls = type(instance)
@@ -298,6 +304,7 @@ def _explanation(
         attributions=result["attributions"],
         single=single,
         layer_reason=reason,
+        method_reason=chosen.reason if chosen else "given.",
         layer_scores=dict(choice.scores) if choice else None,
         value_range=instance.session.value_range,
         signed=cls.signed,

@@ -39,6 +39,7 @@ class Explanation:
         single: a single image (H, W, C) was given.
         layer_reason: why `layer` was explained (the user's, the default and what it
             skipped, or "auto" with the candidates' scores).
+        method_reason: why `method` was run ("given." or the model's default and why).
         layer_scores: for layer="auto", each candidate layer's faithfulness proxy.
         value_range: the model's input range, used to show the images.
         signed: the method's raw maps carry a sign (LRP, DeepLIFT, Integrated Gradients,
@@ -58,6 +59,7 @@ class Explanation:
     attributions: np.ndarray | None = None
     single: bool = field(default=False, repr=False)
     layer_reason: str = ""
+    method_reason: str = ""
     layer_scores: dict[str, float] | None = None
     value_range: ValueRange | None = field(default=None, repr=False)
     signed: bool = False

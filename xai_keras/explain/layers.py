@@ -220,6 +220,15 @@ def conv_candidates(model: keras.Model) -> list[tuple[str, Any]]:
     ]
 
 
+def is_token_model(model: keras.Model) -> bool:
+    """The model's last spatial layer is a token sequence (N, T, C) on a patch grid: a vision
+    transformer, whose CAMs and default method are chosen differently."""
+    if not is_graph_model(model):
+        return False
+    usable = [lay for _, lay in conv_candidates(model) if not isinstance(lay, RESAMPLING)]
+    return bool(usable) and len(layer_shape(model, usable[-1]) or ()) == 3
+
+
 def describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
     """The candidates' paths, the last `limit` of them, for error messages."""
     names = [p for p, _ in candidates]

@@ -20,7 +20,7 @@ import tensorflow as tf
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate import registry
-from xai_keras.explain.base import Method, get_method
+from xai_keras.explain.base import Method, default_method, get_method
 from xai_keras.explain.session import Session
 from xai_keras.scale.metrics import check_border
 from xai_keras.scale.store import FORMAT, MAP_DTYPE
@@ -138,7 +138,9 @@ def _check_strategy(strategy: Any) -> tf.distribute.Strategy:
     return strategy
 
 
-def _method(session: Session, method: str, layer: Any, options: dict) -> Method:
+def _method(session: Session, method: str | None, layer: Any, options: dict) -> Method:
+    if method is None:
+        method = default_method(session.model, layer).name
     if isinstance(method, str) and method.lower() in ("sag", "structured_attention_graph"):
         raise InputError(
             "method='sag' is not supported by explain_dataset: a SAG is a search over masked "
@@ -204,7 +206,7 @@ def _settings(instance: Method, source: Source, args: dict, metrics: Sequence[st
     }
 
 
-def make_plan(session: Session, dataset: Any, method: str, **args: Any) -> Plan:
+def make_plan(session: Session, dataset: Any, method: str | None, **args: Any) -> Plan:
     """Check an `explain_dataset` call. `args`: layer, options, targets, batch_size,
     shard_size, strategy, resume, overwrite, skip_bad, metrics, border, class_names."""
     metrics = _check_args(session, args)

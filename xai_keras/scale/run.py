@@ -45,7 +45,7 @@ __all__ = ["explain_dataset", "model_fingerprint"]
 def explain_dataset(
     model: keras.Model | Session,
     dataset: Any,
-    method: str = "gradcam",
+    method: str | None = None,
     *,
     out: str | os.PathLike,
     targets: int | str | None = None,
@@ -86,7 +86,8 @@ def explain_dataset(
             scaled to [0, 1] as the project's folder datasets are). Images are otherwise
             passed to the model as they are. A dataset must give the same order each time it
             is iterated for `resume` to be right.
-        method: a name from `xai_keras.methods()` (not "sag").
+        method: a name from `xai_keras.methods()` (not "sag"); default: the model's, as for
+            `explain` (Grad-CAM; "chefer" for a vision transformer).
         out: the output folder (see `xai_keras.scale` for its layout).
         targets: None explains each image's top class; an int that class for every image;
             "label" each image's label.
