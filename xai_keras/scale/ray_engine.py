@@ -183,7 +183,7 @@ def _worker_error(err: BaseException) -> Exception:
             continue
         seen.add(id(e))
         if isinstance(e, XaiKerasError) and type(e).__module__ == XaiKerasError.__module__:
-            return type(e)(*e.args)
+            return type(e)(str(e).strip().splitlines()[0])  # Ray Data appends its advice
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return InputError(
@@ -250,9 +250,9 @@ class _RayFeed:
                     explained = pickle.loads(blob)
                     if explained is not None:
                         yield explained
-        except XaiKerasError:
-            raise
-        except Exception as err:  # Ray's wrapping of a worker's failure
+        except Exception as err:  # Ray's wrapping of a worker's failure (or our own error)
+            if type(err).__module__ == XaiKerasError.__module__:
+                raise
             raise _worker_error(err) from None
         finally:
             getattr(blocks, "close", lambda: None)()  # stops the workers when we stop early
