@@ -8,12 +8,18 @@ straight into the class layer), for which CAM and Grad-CAM coincide.
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
+from pathlib import Path
+
 import keras
 from keras import layers
 
 from xai_keras.config import ModelConfig
+from xai_keras.errors import InputError
 
-__all__ = ["build_cnn"]
+__all__ = ["build_cnn", "load_model_file"]
 
 
 def build_cnn(
@@ -65,3 +71,49 @@ def build_cnn(
     logits = layers.Dense(num_classes, name="logits")(x)
     probs = layers.Activation("softmax", name="probs")(logits)
     return keras.Model(inputs, probs, name=name)
+
+
+def load_model_file(path: str | os.PathLike, unsafe: bool = False) -> keras.Model:
+    """Load a `.keras` model with Keras' safe mode on unless `unsafe` (the user trusts the
+    file: safe mode refuses to run the code a Lambda layer carries). The CLI and the
+    distributed engine's workers load models here, so a bad file is one line everywhere."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise InputError(f"Model file not found: {path}. Pass a saved .keras model.")
+    fix = "pass a model saved with model.save('name.keras')"
+    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
+        kind = "it is empty" if Path(path).stat().st_size == 0 else "it is not a zip archive"
+        raise InputError(f"{path} is not a readable Keras model file ({kind}); {fix}.")
+    _import_kerashub_if_used(path)
+    try:
+        return keras.models.load_model(path, safe_mode=not unsafe, compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise InputError(
+                f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run. "
+                "If you trust the file, pass --unsafe (unsafe=True in Python)."
+            ) from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
+
+
+def _import_kerashub_if_used(path: str) -> None:
+    """KerasHub's classes are known to Keras only once `keras_hub` is imported: a saved
+    KerasHub model (its config names the "keras_hub" module) needs it before loading."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            uses_hub = b'"keras_hub' in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
+    if not uses_hub:
+        return
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        raise InputError(
+            f"{path} is a KerasHub model: install keras-hub beside TensorFlow with "
+            "`bash scripts/install_hub.sh` (or pip install --no-deps keras-hub)."
+        ) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class Source:
         files: one path per image, for image folders.
         kind: "dataset", "array" or "folder", for messages and the manifest.
         indexed: whether elements carry a third component, the file index (folders).
+        items: `items(first, stop)` is the stream of items [first, stop) (array rows or
+            files, readable or not) as `(image, label, item index)` elements, unreadable
+            files dropped as in `elements`: how a worker of a distributed engine reads its
+            part without reading what comes before it. None for a `tf.data.Dataset`, which
+            can only be read from its start.
     """
 
     elements: tf.data.Dataset
@@ -56,6 +62,7 @@ class Source:
     files: list[str] | None = None
     kind: str = "dataset"
     indexed: bool = False
+    items: Callable[[int, int], tf.data.Dataset] | None = None
 
 
 def _expected_shape(model: keras.Model, index: int = 0) -> tuple:
@@ -233,7 +240,14 @@ def _from_arrays(
     )
     ds = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(x)))
-    return Source(ds, y is not None, len(x), kind="array")
+
+    def items(first: int, stop: int) -> tf.data.Dataset:
+        rows = x[first:stop].astype(np.float32)
+        labels = y[first:stop] if y is not None else np.full(len(rows), -1)
+        index = np.arange(first, first + len(rows), dtype=np.int64)
+        return tf.data.Dataset.from_tensor_slices((rows, labels.astype(np.int32), index))
+
+    return Source(ds, y is not None, len(x), kind="array", items=items)
 
 
 def _from_folder(path: Path, model: keras.Model, index: int) -> Source:
@@ -288,24 +302,10 @@ def _from_folder(path: Path, model: keras.Model, index: int) -> Source:
         labels = [-1] * len(files)
     size, channels = tuple(expected[:2]), int(expected[2])
 
-    def load(file, label, index):  # as keras.utils.image_dataset_from_directory decodes
-        image = tf.io.decode_image(tf.io.read_file(file), channels=channels,
-                                   expand_animations=False)  # fmt: skip
-        image = tf.image.resize(image, size, method="bilinear")
-        image = tf.ensure_shape(image, (*size, channels))
-        return image / 255.0, label, index
+    def items(first: int, stop: int) -> tf.data.Dataset:
+        return _decoded(files[first:stop], labels[first:stop], first, size, channels)
 
-    elements = (
-        tf.data.Dataset.from_tensor_slices(
-            (
-                tf.constant(files),
-                tf.constant(labels, tf.int32),
-                tf.range(len(files), dtype=tf.int64),
-            )
-        )
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .ignore_errors()  # unreadable files become gaps in the file indices: see explain_dataset
-    )
+    elements = _decoded(files, labels, 0, size, channels)
     return Source(
         elements,
         labelled,
@@ -314,6 +314,33 @@ def _from_folder(path: Path, model: keras.Model, index: int) -> Source:
         files=files,
         kind="folder",
         indexed=True,
+        items=items,
+    )
+
+
+def _decoded(
+    files: list[str], labels: list[int], first: int, size: tuple, channels: int
+) -> tf.data.Dataset:
+    """(image, label, file index) of `files` (numbered from `first`), decoded as
+    `keras.utils.image_dataset_from_directory` decodes; unreadable files are dropped."""
+
+    def load(file, label, index):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=channels,
+                                   expand_animations=False)  # fmt: skip
+        image = tf.image.resize(image, size, method="bilinear")
+        image = tf.ensure_shape(image, (*size, channels))
+        return image / 255.0, label, index
+
+    return (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant(files, tf.string),
+                tf.constant(labels, tf.int32),
+                tf.range(first, first + len(files), dtype=tf.int64),
+            )
+        )  # fmt: skip
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()  # unreadable files become gaps in the file indices: see explain_dataset
     )
 
 

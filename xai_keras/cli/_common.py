@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -198,51 +197,9 @@ def class_names_for(args: argparse.Namespace, model, output=None, head=None) -> 
 
 def load_model(path: str, unsafe: bool = False):
     """Load a `.keras` model with Keras' safe mode on unless `unsafe` (the user trusts it)."""
-    import keras
+    from xai_keras.models import load_model_file
 
-    from xai_keras.errors import InputError
-
-    if not Path(path).is_file():
-        raise InputError(f"Model file not found: {path}. Pass a saved .keras model.")
-    fix = "pass a model saved with model.save('name.keras')"
-    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
-        kind = "it is empty" if Path(path).stat().st_size == 0 else "it is not a zip archive"
-        raise InputError(f"{path} is not a readable Keras model file ({kind}); {fix}.")
-    _import_kerashub_if_used(path)
-    try:
-        return keras.models.load_model(path, safe_mode=not unsafe, compile=False)
-    except ValueError as err:
-        if "safe_mode" in str(err) or "lambda" in str(err).lower():
-            raise InputError(
-                f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run. "
-                "If you trust the file, pass --unsafe."
-            ) from None
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
-    except (OSError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-        raise InputError(f"{path} is not a readable Keras model file ({reason}); {fix}.") from err
-
-
-def _import_kerashub_if_used(path: str) -> None:
-    """KerasHub's classes are known to Keras only once `keras_hub` is imported: a saved
-    KerasHub model (its config names the "keras_hub" module) needs it before loading."""
-    from xai_keras.errors import InputError
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            uses_hub = b'"keras_hub' in archive.read("config.json")
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return
-    if not uses_hub:
-        return
-    try:
-        import keras_hub  # noqa: F401
-    except ImportError:
-        raise InputError(
-            f"{path} is a KerasHub model: install keras-hub beside TensorFlow with "
-            "`bash scripts/install_hub.sh` (or pip install --no-deps keras-hub)."
-        ) from None
+    return load_model_file(path, unsafe)
 
 
 # name -> (keras.applications constructor, module with preprocess_input)

@@ -240,8 +240,16 @@ class Session:
         source = as_source(dataset, self.model, self.head.image_input, self._num_scores)
         if self.preprocessor is not None and folder:  # read at the model's size, in [0, 1]
             fn = self.preprocessor.fn
-            mapped = source.elements.map(lambda x, *rest: (fn(x * 255.0), *rest))
-            source = dataclasses.replace(source, elements=mapped)
+
+            def mapped(ds: tf.data.Dataset) -> tf.data.Dataset:
+                return ds.map(lambda x, *rest: (fn(x * 255.0), *rest))
+
+            items = source.items
+            source = dataclasses.replace(
+                source,
+                elements=mapped(source.elements),
+                items=(lambda first, stop: mapped(items(first, stop))) if items else None,
+            )
         return source
 
     def _preprocessed(self, images: Any, name: str) -> Any:

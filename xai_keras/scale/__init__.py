@@ -69,6 +69,11 @@ manifest after the chief has written it, so it says complete exactly when the ch
                     strategy=strategy, batch_size=256, resume=True)
     "
 
+A Ray cluster: `explain_with_ray("model.keras", "/shared/images", "gradcam", out=...,
+workers=8)` runs the same plan and writes the same folder, with Ray Data actors that each load
+the model once explaining whole batches (`xai_keras.scale.ray_engine`; `pip install
+'xai-keras[ray]'`; see docs/engine.md).
+
 Training on several devices: `train_distributed(config, strategy)` runs the normal
 `xai_keras.training.train` with the model built and fitted under `strategy.scope()`. Under
 MultiWorkerMirroredStrategy, Keras 3's own `fit` fails (keras-team/keras#20585, open);
@@ -76,6 +81,7 @@ MultiWorkerMirroredStrategy, Keras 3's own `fit` fails (keras-team/keras#20585, 
 (see `xai_keras.scale.training`), and raises one clear error if a Keras version lacks them.
 """
 
+from xai_keras.scale.ray_engine import explain_with_ray
 from xai_keras.scale.run import explain_dataset, model_fingerprint
 from xai_keras.scale.store import DatasetExplanation, ShardedMaps
 from xai_keras.scale.summary import summarize
@@ -85,6 +91,7 @@ __all__ = [
     "DatasetExplanation",
     "ShardedMaps",
     "explain_dataset",
+    "explain_with_ray",
     "model_fingerprint",
     "summarize",
     "train_distributed",

@@ -14,7 +14,7 @@ all-zero maps it met (`ZeroMaps`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,21 @@ from xai_keras.scale.store import MAP_DTYPE, write_manifest, write_shard
 from xai_keras.scale.workers import collect, quiet_strategy_logs
 from xai_keras.sources import Source, file_error
 
-__all__ = ["ShardBuffer", "ShardLoop", "ZeroMaps", "make_step", "pipeline", "records"]
+__all__ = [
+    "BatchExplainer",
+    "Feed",
+    "ShardBuffer",
+    "ShardLoop",
+    "ZeroMaps",
+    "make_step",
+    "pipeline",
+    "records",
+]
 
 _FAITHFULNESS_STEPS = 20
+
+# An engine's stream of explained batches for a loop (see `ShardLoop.run`).
+Feed = Callable[["ShardLoop"], Iterable[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]]
 
 # What `explain` does to raw maps, compiled here into the distributed step.
 _finish = tf.function(finish_maps)
@@ -217,6 +229,48 @@ def _stored(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+class BatchExplainer:
+    """The model's half of the loop: one padded batch in, its real rows' maps, targets,
+    scores, labels, file indices, finiteness and per-image metrics out, as numpy arrays.
+
+    `explain_dataset` calls it in its own process; a distributed engine calls it in each of
+    its workers (`xai_keras.scale.ray_engine`), so both compute exactly the same thing.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan, self.method = plan, plan.method
+        self.metrics = plan.settings["metrics"]
+        self.step = make_step(plan.strategy, plan.method, bool(self.metrics))
+        self.measured = self.method.session.replace(batch_size=plan.global_batch)  # metrics
+
+    def _decide_probabilities(self, x: Any) -> None:
+        """Whether the outputs are probabilities is decided eagerly, once, on real images."""
+        runner = self.method.runner
+        if runner.outputs_are_probabilities is None:
+            first = self.plan.strategy.experimental_local_results(x)[0]
+            runner.squash(runner.forward_fn(first))
+
+    def __call__(self, batch: tuple) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """`(arrays, metrics)` of one batch of `pipeline` (distributed by the plan's
+        strategy); metrics are skipped where an image is not finite (the rows are refused)."""
+        self._decide_probabilities(batch[0])
+        arrays = collect(self.plan.strategy, self.step(*batch))
+        real = arrays["positions"] >= 0
+        arrays = {k: v[real] for k, v in arrays.items()}
+        faith = {}
+        if self.metrics and arrays["finite"].all():  # the step returns the images only then
+            faith, _ = registry.compute(
+                self.metrics,
+                model=self.measured,
+                images=arrays["images"],
+                maps=arrays["maps"],
+                targets=arrays["targets"],
+                steps=_FAITHFULNESS_STEPS,
+            )
+        arrays.pop("images", None)
+        return arrays, faith
+
+
 class ShardLoop:
     """The streaming loop of one run, from the shard `manifest` says is next to the end.
 
@@ -234,12 +288,10 @@ class ShardLoop:
     ):
         self.plan, self.out, self.manifest = plan, out, manifest
         self.writer, self.skip_bad, self.on_shard = writer, skip_bad, on_shard
-        self.source, self.method = plan.source, plan.method
-        self.metrics = plan.settings["metrics"]
+        self.source = plan.source
         self.start = manifest["shards_done"] * plan.shard_size
         self.buffer = ShardBuffer(plan.shard_size, self.start)
         self.zeros = ZeroMaps()
-        self.measured = self.method.session.replace(batch_size=plan.global_batch)  # metrics
 
     # -- writing ----------------------------------------------------------------------------
     def _write(self, write: Callable[[], Any], what: str) -> None:
@@ -297,20 +349,16 @@ class ShardLoop:
             self.on_shard(k, manifest["images_done"])
 
     # -- explaining -------------------------------------------------------------------------
-    def _decide_probabilities(self, x: Any) -> None:
-        """Whether the outputs are probabilities is decided eagerly, once, on real images."""
-        runner = self.method.runner
-        if runner.outputs_are_probabilities is None:
-            first = self.plan.strategy.experimental_local_results(x)[0]
-            runner.squash(runner.forward_fn(first))
-
-    def explain_batch(self, step: Callable, batch: tuple) -> int:
-        """Explain one global batch, add its real rows to the buffer and commit the shards
-        they complete; return how many real rows it had."""
-        self._decide_probabilities(batch[0])
-        arrays = collect(self.plan.strategy, step(*batch))
-        real = arrays["positions"] >= 0
-        arrays = {k: v[real] for k, v in arrays.items()}
+    def accept(
+        self, arrays: dict[str, np.ndarray], faith: dict[str, np.ndarray], renumber: bool = False
+    ) -> int:
+        """Add one explained batch (a `BatchExplainer` result) to the buffer and commit the
+        shards it completes; return how many rows it had. `renumber`: the rows are the next
+        images of the dataset, numbered here (an engine's workers do not know how many
+        unreadable files came before their part)."""
+        if renumber:
+            first = self.buffer.next + len(self.buffer)
+            arrays["positions"] = np.arange(first, first + len(arrays["positions"]))
         finite = arrays.pop("finite").astype(bool)
         if not finite.all():
             bad = arrays["positions"][~finite].tolist()
@@ -318,17 +366,6 @@ class ShardLoop:
                 f"The images at positions {bad[:10]} contain NaN or infinite values; "
                 "clean or filter the dataset (e.g. dataset.filter(...))."
             )
-        faith = {}
-        if self.metrics:  # the step returns the images only then
-            faith, _ = registry.compute(
-                self.metrics,
-                model=self.measured,
-                images=arrays["images"],
-                maps=arrays["maps"],
-                targets=arrays["targets"],
-                steps=_FAITHFULNESS_STEPS,
-            )
-        arrays.pop("images", None)
         plan = self.plan
         rows = records(
             arrays, self.source, plan.shard_size, plan.settings["border"], plan.class_names, faith
@@ -345,11 +382,11 @@ class ShardLoop:
             self.source, self.start, plan.global_batch, plan.settings["targets"], plan.num_classes
         )
         dist = plan.strategy.experimental_distribute_dataset(ds)
-        step = make_step(plan.strategy, self.method, bool(self.metrics))
+        explainer = BatchExplainer(plan)
         try:
             with quiet_strategy_logs():
                 for batch in dist:
-                    bar.update(self.explain_batch(step, batch))
+                    bar.update(self.accept(*explainer(batch)))
         except tf.errors.InvalidArgumentError as err:
             raise InputError(
                 f"Reading or explaining the dataset failed after "
@@ -378,8 +415,13 @@ class ShardLoop:
             manifest["complete"] = True
             self._write_manifest()
 
-    def run(self, progress: bool = True) -> ZeroMaps:
-        """Explain the images from the next shard on; return the all-zero maps met."""
+    def run(self, progress: bool = True, feed: Feed | None = None) -> ZeroMaps:
+        """Explain the images from the next shard on; return the all-zero maps met.
+
+        `feed(loop)`, where given, yields the explained batches (`BatchExplainer` results)
+        from the image `loop.start` (the next file: `loop.manifest["files_done"]`) on, in
+        dataset order, computed elsewhere (an engine's workers); else the plan's strategy
+        explains them here."""
         from tqdm import tqdm
 
         bar = tqdm(
@@ -391,7 +433,11 @@ class ShardLoop:
             dynamic_ncols=True,
         )
         try:
-            self._stream(bar)
+            if feed is None:
+                self._stream(bar)
+            else:
+                for arrays, faith in feed(self):
+                    bar.update(self.accept(arrays, faith, renumber=True))
         finally:
             bar.close()
         self._finish()

@@ -21,7 +21,7 @@ import tensorflow as tf
 from xai_keras.errors import InputError
 from xai_keras.explain.session import Session
 from xai_keras.io import ensure_writable_dir
-from xai_keras.scale.loop import ShardLoop, ZeroMaps
+from xai_keras.scale.loop import Feed, ShardLoop, ZeroMaps
 from xai_keras.scale.manifest import (
     OutLock,
     guarded_write,
@@ -39,7 +39,7 @@ from xai_keras.scale.store import (
 )
 from xai_keras.scale.workers import Progress, Workers
 
-__all__ = ["explain_dataset", "model_fingerprint"]
+__all__ = ["explain_dataset", "model_fingerprint", "run_plan"]
 
 
 def explain_dataset(
@@ -161,6 +161,28 @@ def explain_dataset(
         overwrite=overwrite, skip_bad=skip_bad, metrics=metrics, border=border,
         class_names=class_names,
     )  # fmt: skip
+    return run_plan(
+        plan, out, resume=resume, overwrite=overwrite, skip_bad=skip_bad, summary=summary,
+        log_dir=log_dir, progress=progress, on_shard=on_shard,
+    )  # fmt: skip
+
+
+def run_plan(
+    plan: Plan,
+    out: str | os.PathLike,
+    *,
+    resume: bool,
+    overwrite: bool,
+    skip_bad: bool,
+    summary: bool,
+    log_dir: str | os.PathLike | None,
+    progress: bool,
+    on_shard: Callable[[int, int], None] | None,
+    feed: Feed | None = None,
+) -> DatasetExplanation:
+    """Run a checked call: claim and check `out`, explain from where it stands (here, or by
+    an engine's workers through `feed`, see `ShardLoop.run`), then write the index and the
+    summary. Every front end that writes a dataset explanation ends here."""
     out, workers = Path(out), Workers(plan.strategy)
     lock = OutLock(out)
     try:
@@ -168,12 +190,11 @@ def explain_dataset(
         zeros = ZeroMaps()
         if not manifest["complete"]:
             zeros = _explain(
-                plan, out, manifest, resuming, workers.writer, progress, on_shard, skip_bad
+                plan, out, manifest, resuming, workers.writer, progress, on_shard, skip_bad, feed
             )
         result = workers.chief_step(
             lambda: _finish(out, manifest, summary, log_dir),
-            f"The chief worker failed to write the index and summary of {out}; its error "
-            "says why.",
+            f"The chief worker failed to write the index and summary of {out}; its error says why.",
         )
     finally:
         lock.release()
@@ -240,10 +261,11 @@ def _explain(
     progress: bool,
     on_shard: Callable[[int, int], None] | None,
     skip_bad: bool,
+    feed: Feed | None,
 ) -> ZeroMaps:
     """The loop; a run that fails before its first shard leaves no run behind."""
     try:
-        return ShardLoop(plan, out, manifest, writer, skip_bad, on_shard).run(progress)
+        return ShardLoop(plan, out, manifest, writer, skip_bad, on_shard).run(progress, feed)
     except BaseException:
         if writer and not resuming and manifest["shards_done"] == 0:
             (out / MANIFEST).unlink(missing_ok=True)  # nothing done: leave no run
@@ -283,12 +305,13 @@ def _read_chiefs(out: Path) -> DatasetExplanation:
 
 
 def _warn(method: type, zeros: ZeroMaps, skipped: Sequence[dict]) -> None:
+    """Warn the caller of the front end (`_warn` <- `run_plan` <- front end <- caller)."""
     if zeros.count:
         warnings.warn(
             f"{method.name}: {zeros.count} map(s) are all zero ({method.zero_map_cause}), e.g. "
             f"at positions {zeros.positions}; they are stored as zeros.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     if skipped:
         warnings.warn(
@@ -296,5 +319,5 @@ def _warn(method: type, zeros: ZeroMaps, skipped: Sequence[dict]) -> None:
             f"{skipped[0]['file']} ({skipped[0]['error']}); they are listed in index.jsonl and "
             "the summary.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
