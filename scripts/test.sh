@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install into .venv with the test and docs extras, lint, build the docs strictly, and run the
+# Install into .venv with the test, docs and ray extras, lint, build the docs strictly, and run the
 # test suite.
 # Extra arguments go to pytest (e.g. -k gradcam). The slow end-to-end tests (the notebooks)
 # are left out unless asked for: -m slow (only them) or -m "slow or not slow" (everything, as CI).
-EXTRAS="cpu,test,docs" source "$(dirname "$0")/_venv.sh"
+EXTRAS="cpu,test,docs,ray" source "$(dirname "$0")/_venv.sh"
 # xplique, a second reference implementation, pins tensorflow[and-cuda], which would install a
 # second TensorFlow over tensorflow-cpu; so it and its small pure-Python deps come without deps.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
