@@ -38,7 +38,11 @@ def finish_maps(raw: tf.Tensor, size: Any, signed: bool) -> tf.Tensor:
 
 
 def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) -> dict:
-    """`method.attribute` over the session's padded batches, results gathered in order."""
+    """`method.attribute` over the session's padded batches, results gathered in order.
+
+    A method that loops over images in Python (perturbation methods, Score-CAM: not a
+    `compiled_step`) would do a whole image's work for each padding row, and its compiled
+    kernels run on chunks of masks, not on the batch: it gets one image per batch instead."""
 
     def batch(xb: tf.Tensor, tb: tf.Tensor) -> dict:
         out = method.attribute(xb, tf.cast(tb, tf.int32))
@@ -48,7 +52,8 @@ def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) ->
         return {"raw": out.raw, "logits": out.logits, "targets": out.targets,
                 "attributions": out.attributions, "total": total}  # fmt: skip
 
-    result = session.map_batches(batch, x, targets)
+    size = None if type(method).compiled_step else 1
+    result = session.map_batches(batch, x, targets, size=size)
     if result["attributions"] is not None:
         result["attributions"] = result["attributions"].numpy()
     return result

@@ -123,6 +123,7 @@ class SharedCam(Method):
 
     family = "cam"
     uses_layer = True
+    compiled_step = True
 
     def __init__(self, members: list[CamMethod]):
         self.members = members

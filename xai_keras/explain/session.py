@@ -9,7 +9,8 @@ XLA-compiled. It owns
 - image checking and conversion (`images`: arrays, tensors, `tf.data`), target resolution
   (`targets`), and the first pass that decides how outputs become probabilities,
 - **the one padded batch loop** (`map_batches`): every batched pass in the package goes
-  through it, the last batch padded so each compiled kernel traces once per shape.
+  through it, each batch padded up to one of a few bucket sizes (`batch_buckets`), so a
+  compiled kernel traces at most once per bucket, however many images come.
 
 `explain`, `explain_dataset`, `sag`, the metrics, `evaluate_model` and `ExplainCallback` take a
 model or a `Session`; `Session.of` turns either into a session, so every front end accepts every
@@ -45,6 +46,7 @@ from xai_keras.sources import Source, as_source, check_image_shape
 __all__ = [
     "MODEL_FORM_ARGS",
     "Session",
+    "batch_buckets",
     "check_images",
     "check_model",
     "check_targets",
@@ -112,6 +114,20 @@ def _expected_shape(model: keras.Model, index: int) -> tuple | None:
         return tuple(model.inputs[index].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
+
+
+def batch_buckets(size: int) -> tuple[int, ...]:
+    """The batch sizes a kernel is run at for batches of at most `size` rows: the powers of two
+    below `size`, and `size`. A batch is padded up to the smallest bucket that holds it, so a
+    compiled kernel traces at most `len(batch_buckets(size))` times (about log2(size) + 1)
+    whatever the sizes asked for, and a batch never carries as many padding rows as real
+    ones."""
+    return (*(1 << i for i in range((size - 1).bit_length())), size)
+
+
+def _bucket(rows: int, size: int) -> int:
+    """The smallest of `batch_buckets(size)` that holds `rows` (<= size) rows."""
+    return min(size, 1 << (rows - 1).bit_length())
 
 
 def _pad(rows: Any, size: int, pad_row: Any) -> Any:
@@ -339,17 +355,20 @@ class Session:
         pad: tuple | None = None,
         combine: str = "concat",
     ) -> Any:
-        """`kernel(*batch)` over fixed-size batches of `arrays` (same first dimension).
+        """`kernel(*batch)` over batches of `arrays` (same first dimension), each of a
+        bucket size.
 
-        Batches hold `size` rows (default: the session's batch size, or all rows when fewer).
-        The last batch is padded to the full size, repeating its last row (or with the rows in
-        `pad`, one per array, e.g. zeros that make a padded row count for nothing), so a
-        compiled kernel traces once. With `combine="concat"` the outputs (a tensor or a
-        tuple/dict of them; None entries stay None) lose their padded rows and are
-        concatenated; with "sum" they are added up (the padding must then add nothing).
+        Batches hold `size` rows (default: the session's batch size); the last one (the only
+        one when fewer rows are given) is padded up to the smallest of `batch_buckets(size)`
+        that holds it, repeating its last row (or with the rows in `pad`, one per array, e.g.
+        zeros that make a padded row count for nothing). A compiled kernel so traces at most
+        once per bucket, whatever the number of rows of each call. With `combine="concat"` the
+        outputs (a tensor or a tuple/dict of them; None entries stay None) lose their padded
+        rows and are concatenated; with "sum" they are added up (the padding must then add
+        nothing). `kernel` must treat rows independently: padding rows are not results.
         """
         n = int(arrays[0].shape[0])
-        size = size or min(self.batch_size, n)
+        size = size or self.batch_size
         # numpy rows are sliced as numpy (cheap) and converted per batch; eager tensor slices
         # cost ~0.1 ms each, which adds up over the hundreds of chunks of RISE or LIME.
         rows = [a if isinstance(a, (np.ndarray, tf.Tensor)) else np.asarray(a) for a in arrays]
@@ -358,10 +377,11 @@ class Session:
         for start in range(0, n, size):
             real = min(size, n - start)
             batch = [tf.convert_to_tensor(r[start : start + size]) for r in rows]
-            if real < size:  # only the last batch is padded (and trimmed below)
-                batch = [_pad(b, size, p) for b, p in zip(batch, pads)]
+            padded = _bucket(real, size)
+            if real < padded:  # only the last batch is padded (and trimmed below)
+                batch = [_pad(b, padded, p) for b, p in zip(batch, pads)]
             out = kernel(*batch)
-            if combine == "concat" and real < size:
+            if combine == "concat" and real < padded:
                 out = tf.nest.map_structure(lambda t, r=real: None if t is None else t[:r], out)
             parts.append(out)
         if len(parts) == 1:

@@ -121,19 +121,16 @@ class PatchScorer:
     def probabilities(self, sets: list[Patches]) -> np.ndarray:
         """Target probability for each set, scoring only sets not seen before.
 
-        Batches are padded to `batch_size`, or to the next power of two for the few sets the
-        minimisation and graph steps ask for: at most log2(batch_size) + 1 traced shapes,
-        and little work spent on padding.
+        The session pads the last batch up to a power of two (`batch_buckets`): the few sets
+        the minimisation and graph steps ask for cost little padding, and the kernel traces at
+        most log2(batch_size) + 1 shapes.
         """
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.cache))
-        whole = len(todo) - len(todo) % self.batch_size
-        for part in (todo[:whole], todo[whole:]):  # full batches, then a power-of-two tail
-            if part:
-                probs = self.session.map_batches(
-                    lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
-                    self._keep([tuple(s) for s in part]),
-                    size=min(self.batch_size, 1 << (len(part) - 1).bit_length()),
-                )
-                self.n_forward += len(part)
-                self.cache.update(zip(part, probs.numpy().tolist()))
+        if todo:
+            probs = self.session.map_batches(
+                lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
+                self._keep([tuple(s) for s in todo]),
+            )
+            self.n_forward += len(todo)
+            self.cache.update(zip(todo, probs.numpy().tolist()))
         return np.array([self.cache[frozenset(s)] for s in sets], np.float64)
