@@ -104,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         format_table(
             ["method", "traces", "most per kernel", "first pass s", "second pass s"],
             [
-                [r["method"], r["traces"], r["max_per_kernel"],
-                 f"{r['first_pass_s']:.2f}", f"{r['second_pass_s']:.2f}"]
+                [
+                    r["method"],
+                    r["traces"],
+                    r["max_per_kernel"],
+                    f"{r['first_pass_s']:.2f}",
+                    f"{r['second_pass_s']:.2f}",
+                ]
                 for r in rows
             ],
         )  # fmt: skip

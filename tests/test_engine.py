@@ -5,6 +5,9 @@ between two ways of asking the same question, not just "no error"."""
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from xai_keras import explain, methods, sag
 from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import average_drop_increase, deletion, insertion
 from xai_keras.explain.graph import model_store
-from xai_keras.explain.session import Session, batch_buckets
+from xai_keras.explain.session import MODEL_FORM_ARGS, Session, batch_buckets
 from xai_keras.scale import explain_dataset
 from xai_keras.tensorboard import ExplainCallback
 
@@ -92,6 +95,27 @@ def test_session_is_reused_and_explains_as_the_keywords_do(two_outputs, images):
         Session(model, batch_size=0)
     with pytest.raises(InputError, match="keras.Model or an xai_keras Session"):
         explain("model.keras", images)
+
+
+def test_front_ends_spell_the_model_form_args_alike():
+    """`explain`, `sag`, `Session` and `explain_dataset` list the model-form keywords
+    explicitly (completion, `help()`): exactly `MODEL_FORM_ARGS`, in its order, default None,
+    annotated alike and documented, so none can drift from the others."""
+    fronts = {"explain": explain, "sag": sag, "Session": Session.__init__}
+    fronts["explain_dataset"] = explain_dataset
+    reference = inspect.signature(explain).parameters
+    for name, fn in fronts.items():
+        params = inspect.signature(fn).parameters
+        assert [p for p in params if p in MODEL_FORM_ARGS] == list(MODEL_FORM_ARGS), name
+        doc = inspect.getdoc(Session if name == "Session" else fn)
+        for arg in MODEL_FORM_ARGS:
+            assert params[arg].default is None, (name, arg)
+            assert params[arg].annotation == reference[arg].annotation, (name, arg)
+            assert re.search(rf"^\s+(\w+, )*{arg}(, \w+)*:", doc, re.M), (name, arg)
+    options = {"head": "linear", "steps": 4, "batch_size": 2}
+    session = Session.from_options(keras.Sequential([keras.Input((2,)), L.Dense(3)]), options)
+    assert options == {"steps": 4}  # the rest goes to the method
+    assert session.head.kind == "linear" and session.batch_size == 2
 
 
 def test_map_batches_pads_up_to_a_bucket_and_drops_the_padding():

@@ -21,7 +21,7 @@ from xai_keras.explain.cam import SharedCam, shares_pass
 from xai_keras.explain.explanation import Explanation
 from xai_keras.explain.layer_search import choose_layer
 from xai_keras.explain.layers import LayerChoice, feeds_global_pooling
-from xai_keras.explain.session import Session, check_images, check_targets
+from xai_keras.explain.session import Session, check_images, check_targets, model_form
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
@@ -139,9 +139,8 @@ def explain(
         >>> exp.save("gradcam.png")
     """
     session = Session.of(
-        model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-        value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
-    )  # fmt: skip
+        model, **model_form(locals()), batch_size=batch_size, jit_compile=jit_compile
+    )
     if isinstance(method, str) or not isinstance(method, Iterable):
         names = [get_method(method).name]  # a non-string is refused here, listing the names
     else:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -47,6 +47,7 @@ __all__ = [
     "MODEL_FORM_ARGS",
     "Session",
     "batch_buckets",
+    "model_form",
     "check_images",
     "check_model",
     "check_targets",
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 # The keyword arguments that describe what is explained; every front end passes them on.
+# `explain`, `sag`, `Session` and `explain_dataset` list them as explicit keywords, in this
+# order (for completion and `help()`; tests/test_engine.py checks they agree), and collect
+# them with `model_form(locals())`; the metrics and `ExplainCallback` take them as
+# `**model_form`.
 MODEL_FORM_ARGS = ("output", "head", "score", "inputs", "reshape", "value_range")
 _SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 
@@ -62,6 +67,17 @@ _SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 # from a new function, and each would otherwise keep a runner and its traces forever. One
 # `explain` call needs up to three runners per head (layer, input, guided).
 MAX_FUNCTION_HEADS = 4
+
+
+def model_form(values: Mapping[str, Any], pop: bool = False) -> dict[str, Any]:
+    """The model-form arguments (`MODEL_FORM_ARGS`) found in `values`: a front end's
+    `locals()`, or a metric's `**options` (with `pop`, taken out of them, so the rest can go
+    to the method). The one place front ends collect them by name."""
+    form = {k: values[k] for k in MODEL_FORM_ARGS if k in values}
+    if pop:
+        for k in form:
+            del values[k]
+    return form
 
 
 def check_model(model: Any, name: str = "model") -> keras.Model:
@@ -187,8 +203,7 @@ class Session:
             self.preprocessor.value_range if self.preprocessor else None
         )
         self._settings = dict(
-            output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-            value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
+            model_form(locals()), batch_size=batch_size, jit_compile=jit_compile,
             preprocessor=self.preprocessor or False,
         )  # fmt: skip
         self.runner = self.runner_for()
@@ -212,6 +227,13 @@ class Session:
                 return model
             return cls(model.model, **{**model._settings, **given})
         return cls(model, **given)
+
+    @classmethod
+    def from_options(cls, model: keras.Model | Session, options: dict[str, Any]) -> Session:
+        """`Session.of` with the model-form arguments and `batch_size` taken out of `options`
+        (a metric's `**explain_options`; what is left goes to `explain`)."""
+        form = model_form(options, pop=True)
+        return cls.of(model, **form, batch_size=options.pop("batch_size", None))
 
     def with_model(self, model: keras.Model) -> Session:
         """A session with these settings for another model (e.g. a randomised copy)."""
