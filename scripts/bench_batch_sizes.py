@@ -48,7 +48,7 @@ def build_model(kind: str):
 
 def kernel_traces(model) -> dict[str, int]:
     """Traces of each compiled kernel of the model's runners, by runner and kernel name."""
-    from xai_keras.explain.graph import model_store
+    from xai_keras.explainers.graph import model_store
 
     counts = {}
     for key, runner in model_store(model).get("runners", {}).items():

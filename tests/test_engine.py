@@ -18,8 +18,8 @@ from keras import layers as L
 from xai_keras import explain, methods, sag
 from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import average_drop_increase, deletion, insertion
-from xai_keras.explain.graph import model_store
-from xai_keras.explain.session import MODEL_FORM_ARGS, Session, batch_buckets
+from xai_keras.explainers.graph import model_store
+from xai_keras.explainers.session import MODEL_FORM_ARGS, Session, batch_buckets
 from xai_keras.scale import explain_dataset
 from xai_keras.tensorboard import ExplainCallback
 
@@ -418,7 +418,7 @@ def test_sag_takes_every_model_form(binary, two_outputs, held, images):
 
 
 def test_a_method_made_by_create_runs_with_its_sessions_batch_size(gap_model, images32):
-    from xai_keras.explain import get_method
+    from xai_keras.explainers import get_method
 
     x, t = tf.constant(images32), tf.constant([-1] * len(images32), tf.int32)
     for session in (gap_model, Session(gap_model, batch_size=3)):  # a model gets a default one

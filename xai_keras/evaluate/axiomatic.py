@@ -24,10 +24,10 @@ from xai_keras.checks import check_number
 from xai_keras.errors import InputError
 from xai_keras.evaluate.faithfulness import input_span, perturbed_scores
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["completeness", "input_invariance", "shifted_model"]
 

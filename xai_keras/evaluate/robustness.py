@@ -25,8 +25,8 @@ import numpy as np
 from xai_keras.checks import check_int, check_number
 from xai_keras.evaluate.faithfulness import input_span
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.session import Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "avg_sensitivity",

@@ -27,9 +27,9 @@ from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.layers import find_layer, walk_layers
-from xai_keras.explain.session import Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.layers import find_layer, walk_layers
+from xai_keras.explainers.session import Session
 
 __all__ = ["SanityResult", "cascading_randomization", "random_logit", "smooth_mprt", "summary"]
 

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.session import Session, model_form
+from xai_keras.explainers.session import Session, model_form
 from xai_keras.io import ensure_writable_dir
 from xai_keras.scale.loop import ShardLoop, ZeroMaps
 from xai_keras.scale.manifest import (

@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["Patches", "PatchScorer", "patch_index_map"]
 

@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError, NumericsError
-from xai_keras.explain.base import Method, get_method
-from xai_keras.explain.cam import SharedCam, shares_pass
-from xai_keras.explain.explanation import Explanation
-from xai_keras.explain.layer_search import choose_layer
-from xai_keras.explain.layers import LayerChoice, feeds_global_pooling
-from xai_keras.explain.session import Session, check_images, check_targets, model_form
+from xai_keras.explainers.base import Method, get_method
+from xai_keras.explainers.cam import SharedCam, shares_pass
+from xai_keras.explainers.explanation import Explanation
+from xai_keras.explainers.layer_search import choose_layer
+from xai_keras.explainers.layers import LayerChoice, feeds_global_pooling
+from xai_keras.explainers.session import Session, check_images, check_targets, model_form
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
@@ -97,7 +97,7 @@ def explain(
             classes, as in class-conv heads). "auto" scores the last layer at each of the 4
             deepest resolutions on these images (each Grad-CAM's margin over a random map on
             short deletion and insertion curves, <= 16 images; see
-            `xai_keras.explain.layer_search` for the cost) and takes the best;
+            `xai_keras.explainers.layer_search` for the cost) and takes the best;
             `Explanation.layer_reason` says why a layer was chosen.
         batch_size: images per compiled batch (bounds memory); also the chunk size of masked
             forward passes in Score-CAM, occlusion, RISE, LIME and KernelSHAP. Default 32.

@@ -36,11 +36,11 @@ import tensorflow as tf
 
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs, model_store
-from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
-from xai_keras.explain.layers import LayerChoice, default_layer
-from xai_keras.explain.preprocessing import attached_preprocessor
-from xai_keras.explain.ranges import ValueRange, check_values, resolve_value_range
+from xai_keras.explainers.graph import LayerTaps, ModelRunner, hold_inputs, model_store
+from xai_keras.explainers.heads import Head, check_scores_shape, resolve_head
+from xai_keras.explainers.layers import LayerChoice, default_layer
+from xai_keras.explainers.preprocessing import attached_preprocessor
+from xai_keras.explainers.ranges import ValueRange, check_values, resolve_value_range
 from xai_keras.sources import Source, as_source, check_image_shape
 
 __all__ = [

@@ -54,19 +54,19 @@ import keras
 import numpy as np
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import get_method, methods
-from xai_keras.explain.baselines import REMOVAL_ORDER, auto_removal
-from xai_keras.explain.sag.picture import plot_sag
-from xai_keras.explain.sag.result import SAG
-from xai_keras.explain.sag.scorer import Patches, PatchScorer, patch_index_map
-from xai_keras.explain.sag.search import (
+from xai_keras.explainers.base import get_method, methods
+from xai_keras.explainers.baselines import REMOVAL_ORDER, auto_removal
+from xai_keras.explainers.sag.picture import plot_sag
+from xai_keras.explainers.sag.result import SAG
+from xai_keras.explainers.sag.scorer import Patches, PatchScorer, patch_index_map
+from xai_keras.explainers.sag.search import (
     beam_search,
     diverse_minimal,
     expand,
     minimise,
     rank_patches,
 )
-from xai_keras.explain.session import Session, model_form
+from xai_keras.explainers.session import Session, model_form
 
 __all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "plot_sag", "sag", "patch_index_map"]
 
