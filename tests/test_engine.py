@@ -134,9 +134,10 @@ def test_map_batches_pads_up_to_a_bucket_and_drops_the_padding():
     np.testing.assert_allclose(out["sum"], a + b)
     assert out["none"] is None
     shapes.clear()
-    for n in (1, 2, 3, 5, 6):  # a batch of 1, 2 or 3 rows: the bucket 1, 2 or 4
+    for n in (1, 2, 3, 5, 6):
         np.testing.assert_allclose(session.map_batches(kernel, a[:n], b[:n])["sum"], a[:n] + b[:n])
-    assert shapes == [(1,), (2,), (4,), (4,), (1,), (4,), (2,)]
+    # 1, 2 or 3 rows alone: the bucket 1, 2 or 4; the last of several batches: the full 4
+    assert shapes == [(1,), (2,), (4,), (4,), (4,), (4,), (4,)]
     total = session.map_batches(
         lambda r: tf.reduce_sum(r, keepdims=True), a, pad=(0.0,), combine="sum"
     )

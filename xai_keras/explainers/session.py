@@ -134,10 +134,10 @@ def _expected_shape(model: keras.Model, index: int) -> tuple | None:
 
 def batch_buckets(size: int) -> tuple[int, ...]:
     """The batch sizes a kernel is run at for batches of at most `size` rows: the powers of two
-    below `size`, and `size`. A batch is padded up to the smallest bucket that holds it, so a
-    compiled kernel traces at most `len(batch_buckets(size))` times (about log2(size) + 1)
-    whatever the sizes asked for, and a batch never carries as many padding rows as real
-    ones."""
+    below `size`, and `size`. A lone batch is padded up to the smallest bucket that holds it
+    (so it never carries as many padding rows as real ones), and a compiled kernel traces at
+    most `len(batch_buckets(size))` times (about log2(size) + 1) whatever the sizes asked
+    for."""
     return (*(1 << i for i in range((size - 1).bit_length())), size)
 
 
@@ -380,14 +380,16 @@ class Session:
         """`kernel(*batch)` over batches of `arrays` (same first dimension), each of a
         bucket size.
 
-        Batches hold `size` rows (default: the session's batch size); the last one (the only
-        one when fewer rows are given) is padded up to the smallest of `batch_buckets(size)`
-        that holds it, repeating its last row (or with the rows in `pad`, one per array, e.g.
+        Batches hold `size` rows (default: the session's batch size). The last of several is
+        padded to `size` too (the kernel runs at that size in this call anyway: no new trace);
+        a single batch of fewer rows is padded up to the smallest of `batch_buckets(size)` that
+        holds it. Padding repeats the last row (or uses the rows in `pad`, one per array, e.g.
         zeros that make a padded row count for nothing). A compiled kernel so traces at most
-        once per bucket, whatever the number of rows of each call. With `combine="concat"` the
-        outputs (a tensor or a tuple/dict of them; None entries stay None) lose their padded
-        rows and are concatenated; with "sum" they are added up (the padding must then add
-        nothing). `kernel` must treat rows independently: padding rows are not results.
+        once per bucket, whatever the number of rows of each call, and a call adds at most one
+        shape. With `combine="concat"` the outputs (a tensor or a tuple/dict of them; None
+        entries stay None) lose their padded rows and are concatenated; with "sum" they are
+        added up (the padding must then add nothing). `kernel` must treat rows independently:
+        padding rows are not results.
         """
         n = int(arrays[0].shape[0])
         size = size or self.batch_size
@@ -399,7 +401,7 @@ class Session:
         for start in range(0, n, size):
             real = min(size, n - start)
             batch = [tf.convert_to_tensor(r[start : start + size]) for r in rows]
-            padded = _bucket(real, size)
+            padded = size if n > size else _bucket(real, size)
             if real < padded:  # only the last batch is padded (and trimmed below)
                 batch = [_pad(b, padded, p) for b, p in zip(batch, pads)]
             out = kernel(*batch)

@@ -121,16 +121,19 @@ class PatchScorer:
     def probabilities(self, sets: list[Patches]) -> np.ndarray:
         """Target probability for each set, scoring only sets not seen before.
 
-        The session pads the last batch up to a power of two (`batch_buckets`): the few sets
-        the minimisation and graph steps ask for cost little padding, and the kernel traces at
-        most log2(batch_size) + 1 shapes.
+        Full batches, then the rest as one batch, which the session pads up to a power of two
+        (`batch_buckets`) rather than to `batch_size`: this runs thousands of times per image,
+        so the few sets the minimisation and graph steps ask for should cost little padding;
+        the kernel traces at most log2(batch_size) + 1 shapes.
         """
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.cache))
-        if todo:
-            probs = self.session.map_batches(
-                lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
-                self._keep([tuple(s) for s in todo]),
-            )
-            self.n_forward += len(todo)
-            self.cache.update(zip(todo, probs.numpy().tolist()))
+        whole = len(todo) - len(todo) % self.batch_size
+        for part in (todo[:whole], todo[whole:]):
+            if part:
+                probs = self.session.map_batches(
+                    lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
+                    self._keep([tuple(s) for s in part]),
+                )
+                self.n_forward += len(part)
+                self.cache.update(zip(part, probs.numpy().tolist()))
         return np.array([self.cache[frozenset(s)] for s in sets], np.float64)
