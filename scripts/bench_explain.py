@@ -77,8 +77,8 @@ from scripts.common import (
 from xai_keras import explain
 from xai_keras.config import ModelConfig
 from xai_keras.errors import XaiKerasError
-from xai_keras.explain import get_method
-from xai_keras.explain.session import Session
+from xai_keras.explainers import get_method
+from xai_keras.explainers.session import Session
 from xai_keras.models import build_cnn
 
 GRADCAM_MAX_VS_FORWARD = 1.3

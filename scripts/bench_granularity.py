@@ -34,8 +34,8 @@ from xai_keras.evaluate import (
 )
 from xai_keras.evaluate.real_models import WHEEL_MODELS, load_wheel_model
 from xai_keras.evaluate.significance import beats_random
-from xai_keras.explain import explain
-from xai_keras.explain.session import Session
+from xai_keras.explainers import explain
+from xai_keras.explainers.session import Session
 from xai_keras.io import write_json, write_text
 
 PIXEL = ["saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "lrp", "deeplift"]

@@ -33,7 +33,7 @@ import tensorflow as tf
 from scripts.common import cpu_snapshot, format_table, measure, median, others_share, paired_ratio
 from xai_keras import explain  # noqa: E402
 from xai_keras.config import ModelConfig  # noqa: E402
-from xai_keras.explain.base import runner_for  # noqa: E402
+from xai_keras.explainers.base import runner_for  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
 
 TARGET = 0.9

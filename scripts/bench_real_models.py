@@ -23,7 +23,7 @@ from xai_keras.evaluate.real_models import (
     real_suite_markdown,
     train_real_model,
 )
-from xai_keras.explain import methods as all_methods
+from xai_keras.explainers import methods as all_methods
 from xai_keras.io import write_json, write_text
 
 # Cheaper settings for the costly methods (stated in the note that quotes the tables).

@@ -49,9 +49,9 @@ import tensorflow as tf
 from scripts.common import format_table, measure, paired_ratio, train_small_shapes
 from xai_keras.config import ModelConfig  # noqa: E402
 from xai_keras.data import generate_shapes  # noqa: E402
-from xai_keras.explain.baselines import make_baseline  # noqa: E402
-from xai_keras.explain.sag import PatchScorer, patch_index_map, sag  # noqa: E402
-from xai_keras.explain.session import Session  # noqa: E402
+from xai_keras.explainers.baselines import make_baseline  # noqa: E402
+from xai_keras.explainers.sag import PatchScorer, patch_index_map, sag  # noqa: E402
+from xai_keras.explainers.session import Session  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
 
 

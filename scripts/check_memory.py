@@ -42,7 +42,7 @@ def rss_mb() -> float:
 
 def traces(model) -> tuple[int, int]:
     """(total traces of every compiled kernel of the model's runners, number of runners)."""
-    from xai_keras.explain.graph import model_store
+    from xai_keras.explainers.graph import model_store
 
     runners = model_store(model).get("runners", {})
     total = 0

@@ -41,8 +41,8 @@ from scripts.common import corr, train_small_shapes
 from xai_keras import explain
 from xai_keras.evaluate import deletion, insertion
 from xai_keras.evaluate.significance import beats_random
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.perturbation import superpixels
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.perturbation import superpixels
 
 
 def _log(message: str) -> None:

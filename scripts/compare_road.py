@@ -53,7 +53,7 @@ from scripts.compare_cams import ARCHS, SIZE, build, weights_of  # noqa: E402
 from xai_keras import explain  # noqa: E402
 from xai_keras.data.shapes import generate_shapes  # noqa: E402
 from xai_keras.evaluate.road import noisy_linear_impute, road  # noqa: E402
-from xai_keras.explain.masking import pixel_ranks  # noqa: E402
+from xai_keras.explainers.masking import pixel_ranks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PERCENTILES = [10, 20, 30, 40, 50, 60, 70, 80, 90]

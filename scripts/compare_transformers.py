@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from scripts.common import parse_oracle_args  # noqa: E402
 from xai_keras import explain  # noqa: E402
-from xai_keras.explain import Session  # noqa: E402
+from xai_keras.explainers import Session  # noqa: E402
 
 ORACLE = Path(__file__).with_name("_transformers_torch_oracle.py")
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ import tensorflow as tf
 import xai_keras
 from scripts.common import corr
 from xai_keras.errors import LayerError, XaiKerasError
-from xai_keras.explain import get_method
+from xai_keras.explainers import get_method
 from xai_keras.io import write_json, write_text
 
 OK = "✓"
@@ -525,8 +525,8 @@ def identity_cam(case: Case, layer: str, targets: np.ndarray) -> np.ndarray | No
     """relu(sum_k w[k, t] A[..., k]) at the layer's resolution for a GAP + Dense head, or None
     when `layer` does not feed one. (A single sigmoid unit is two classes: target 0 is its
     negative logit; a single linear unit is one.)"""
-    from xai_keras.explain.cam import gap_dense_head
-    from xai_keras.explain.graph import LayerTaps
+    from xai_keras.explainers.cam import gap_dense_head
+    from xai_keras.explainers.graph import LayerTaps
 
     if case.score is not None or case.extra_inputs:
         return None

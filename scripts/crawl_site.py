@@ -27,7 +27,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlparse
 
-SHOTS = ("", "getting-started/", "methods/", "api/xai_keras.explain/", "cli/")
+SHOTS = ("", "getting-started/", "methods/", "api/xai_keras.explainers/", "cli/")
 
 
 class _Refs(HTMLParser):

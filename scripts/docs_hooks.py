@@ -40,8 +40,8 @@ _read_example_sections_as_examples()
 # Public modules, in the order of the API reference. A name in several `__all__` lists is
 # rendered on the first page that lists it and linked from the others.
 API_MODULES = {
-    "xai_keras.explain.sag": "structured attention graphs: `sag`, `SAG`",
-    "xai_keras.explain": "`explain`, `Session`, `Explanation`, the method registry",
+    "xai_keras.explainers.sag": "structured attention graphs: `sag`, `SAG`",
+    "xai_keras.explainers": "`explain`, `Session`, `Explanation`, the method registry",
     "xai_keras.evaluate": "metrics, `evaluate_model`, the metric registry",
     "xai_keras.scale": "`explain_dataset`, shards, several machines",
     "xai_keras.tensorboard": "TensorBoard logging and `ExplainCallback`",

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from xai_keras import explain, methods  # noqa: E402
 from xai_keras.evaluate.presets import FAST_OPTIONS, QUICK_OPTIONS, load_or_train  # noqa: E402
-from xai_keras.explain import contact_sheet  # noqa: E402
+from xai_keras.explainers import contact_sheet  # noqa: E402
 from xai_keras.io import save_figure  # noqa: E402
 
 

@@ -102,7 +102,7 @@ def vit_model() -> keras.Model:
 
 def model_for(method: str, gap_model: keras.Model, vit_model: keras.Model) -> keras.Model:
     """The contract tests' model for `method`: the tiny ViT for transformer methods."""
-    from xai_keras.explain.base import get_method
+    from xai_keras.explainers.base import get_method
 
     return vit_model if get_method(method).unsupported(gap_model) else gap_model
 

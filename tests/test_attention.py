@@ -15,8 +15,8 @@ from conftest import tiny_vit
 
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain import Session
-from xai_keras.explain.attention import chefer_relevance, rollout
+from xai_keras.explainers import Session
+from xai_keras.explainers.attention import chefer_relevance, rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSFORMER = ["attention_rollout", "chefer", "attnlrp", "transformer_attribution"]

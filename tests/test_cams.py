@@ -15,8 +15,8 @@ import pytest
 
 from xai_keras import explain
 from xai_keras.errors import InputError
-from xai_keras.explain.base import get_method
-from xai_keras.explain.cam import shares_pass
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.cam import shares_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_PYTHON = ROOT / ".torchvenv" / "bin" / "python"  # bash scripts/torch_env.sh

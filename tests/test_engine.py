@@ -5,6 +5,9 @@ between two ways of asking the same question, not just "no error"."""
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ from keras import layers as L
 from xai_keras import explain, methods, sag
 from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import average_drop_increase, deletion, insertion
-from xai_keras.explain.session import Session
+from xai_keras.explainers.graph import model_store
+from xai_keras.explainers.session import MODEL_FORM_ARGS, Session, batch_buckets
 from xai_keras.scale import explain_dataset
 from xai_keras.tensorboard import ExplainCallback
 
@@ -93,7 +97,30 @@ def test_session_is_reused_and_explains_as_the_keywords_do(two_outputs, images):
         explain("model.keras", images)
 
 
-def test_map_batches_pads_once_and_drops_the_padding():
+def test_front_ends_spell_the_model_form_args_alike():
+    """`explain`, `sag`, `Session` and `explain_dataset` list the model-form keywords
+    explicitly (completion, `help()`): exactly `MODEL_FORM_ARGS`, in its order, default None,
+    annotated alike and documented, so none can drift from the others."""
+    fronts = {"explain": explain, "sag": sag, "Session": Session.__init__}
+    fronts["explain_dataset"] = explain_dataset
+    reference = inspect.signature(explain).parameters
+    for name, fn in fronts.items():
+        params = inspect.signature(fn).parameters
+        assert [p for p in params if p in MODEL_FORM_ARGS] == list(MODEL_FORM_ARGS), name
+        doc = inspect.getdoc(Session if name == "Session" else fn)
+        for arg in MODEL_FORM_ARGS:
+            assert params[arg].default is None, (name, arg)
+            assert params[arg].annotation == reference[arg].annotation, (name, arg)
+            assert re.search(rf"^\s+(\w+, )*{arg}(, \w+)*:", doc, re.M), (name, arg)
+    options = {"head": "linear", "steps": 4, "batch_size": 2}
+    session = Session.from_options(keras.Sequential([keras.Input((2,)), L.Dense(3)]), options)
+    assert options == {"steps": 4}  # the rest goes to the method
+    assert session.head.kind == "linear" and session.batch_size == 2
+
+
+def test_map_batches_pads_up_to_a_bucket_and_drops_the_padding():
+    assert batch_buckets(8) == (1, 2, 4, 8) and batch_buckets(6) == (1, 2, 4, 6)
+    assert batch_buckets(1) == (1,)
     session = Session(keras.Sequential([keras.Input((2,)), L.Dense(1)]), batch_size=4)
     shapes = []
 
@@ -101,15 +128,42 @@ def test_map_batches_pads_once_and_drops_the_padding():
         shapes.append(tuple(a.shape))
         return {"sum": a + b, "none": None}
 
-    a, b = np.arange(10.0), np.arange(10.0) * 10
+    a, b = np.arange(11.0), np.arange(11.0) * 10
     out = session.map_batches(kernel, a, b)
-    assert shapes == [(4,), (4,), (4,)]  # the last batch of 2 is padded to 4
+    assert shapes == [(4,), (4,), (4,)]  # the last batch of 3 is padded to 4
     np.testing.assert_allclose(out["sum"], a + b)
     assert out["none"] is None
+    shapes.clear()
+    for n in (1, 2, 3, 5, 6):
+        np.testing.assert_allclose(session.map_batches(kernel, a[:n], b[:n])["sum"], a[:n] + b[:n])
+    # 1, 2 or 3 rows alone: the bucket 1, 2 or 4; the last of several batches: the full 4
+    assert shapes == [(1,), (2,), (4,), (4,), (4,), (4,), (4,)]
     total = session.map_batches(
         lambda r: tf.reduce_sum(r, keepdims=True), a, pad=(0.0,), combine="sum"
     )
     np.testing.assert_allclose(total, [a.sum()])  # zero padding adds nothing
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("gradcam", {}), ("integrated_gradients", {"steps": 4})]
+)
+def test_batches_of_any_size_trace_once_per_bucket(method, options):
+    """Explaining 1, 2, ..., 9 images at batch_size=8 traces each kernel at most once per
+    bucket (1, 2, 4, 8), not once per size, and each map is the image's map alone."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inp, L.Dense(3)(_trunk(inp)))
+    x = np.random.default_rng(2).uniform(0, 1, (9, SIZE, SIZE, 3)).astype(np.float32)
+    alone = [explain(model, x[i], method=method, **options).maps[0] for i in range(9)]
+    for n in range(1, 10):
+        exp = explain(model, x[:n], method=method, batch_size=8, **options)
+        np.testing.assert_allclose(exp.maps, alone[:n], atol=1e-6, rtol=0, err_msg=f"n={n}")
+    runners = model_store(model)["runners"].values()
+    traces = {
+        name: k.experimental_get_tracing_count() for r in runners for name, k in r._kernels.items()
+    }
+    assert max(traces.values()) <= len(batch_buckets(8)), traces
+    assert sum(traces.values()) >= len(batch_buckets(8))  # the counts are real
 
 
 # -- the metrics ----------------------------------------------------------------------------
@@ -365,7 +419,7 @@ def test_sag_takes_every_model_form(binary, two_outputs, held, images):
 
 
 def test_a_method_made_by_create_runs_with_its_sessions_batch_size(gap_model, images32):
-    from xai_keras.explain import get_method
+    from xai_keras.explainers import get_method
 
     x, t = tf.constant(images32), tf.constant([-1] * len(images32), tf.int32)
     for session in (gap_model, Session(gap_model, batch_size=3)):  # a model gets a default one

@@ -15,8 +15,8 @@ import tensorflow as tf
 from xai_keras import explain, sag
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import model_store
-from xai_keras.explain.session import MAX_FUNCTION_HEADS
+from xai_keras.explainers.graph import model_store
+from xai_keras.explainers.session import MAX_FUNCTION_HEADS
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +307,7 @@ def test_cli_full_disk_in_sag_and_benchmark_is_one_line(saved, tmp_path, monkeyp
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.json"))
 
-    sag_module = sys.modules["xai_keras.explain.sag"]
+    sag_module = sys.modules["xai_keras.explainers.sag"]
     monkeypatch.setattr(sag_module.SAG, "to_json", full)
     out = tmp_path / "sag.png"
     args = ("sag", "--model", saved["fixed"], "--image", saved["a"], "--grid", "2x2")

@@ -20,9 +20,9 @@ from xai_keras.evaluate import (
     shortcut_rate,
     summary,
 )
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.masking import curve_kernel
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.masking import curve_kernel
 
 SIDE = 8
 DECISIVE = [(3, 3), (3, 4), (4, 3), (4, 4)]  # the pixels that raise the class-0 logit

@@ -13,8 +13,8 @@ from conftest import FAST_OPTIONS, model_for
 from xai_keras import explain, methods
 from xai_keras.errors import InputError, LayerError
 from xai_keras.evaluate import pointing_game
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.ranges import ValueRangeWarning
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.ranges import ValueRangeWarning
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -394,7 +394,7 @@ def _gradcam_pp_reference(a: np.ndarray, g: np.ndarray) -> np.ndarray:
 def test_gradcam_plus_plus_weight_stays_positive_in_the_smallest_case():
     """One channel, A = [5, 5], g = [0.1, -0.25]: normalising alpha over every position gave
     w = -0.02 and an empty map; over the positive-gradient positions it is 0.1."""
-    from xai_keras.explain.cam import GradCamPlusPlus
+    from xai_keras.explainers.cam import GradCamPlusPlus
 
     a = tf.constant([[[[5.0], [5.0]]]])  # (1, 1, 2, 1)
     g = tf.constant([[[[0.1], [-0.25]]]])
@@ -403,7 +403,7 @@ def test_gradcam_plus_plus_weight_stays_positive_in_the_smallest_case():
 
 
 def test_gradcam_plus_plus_equals_the_reference_formula_and_is_never_negative():
-    from xai_keras.explain.cam import GradCamPlusPlus
+    from xai_keras.explainers.cam import GradCamPlusPlus
 
     rng = np.random.default_rng(4)
     a = np.maximum(rng.normal(size=(6, 5, 5, 16)), 0).astype(np.float32)  # post-ReLU

@@ -10,7 +10,7 @@ import tensorflow as tf
 from xai_keras.config import ModelConfig
 from xai_keras.data import generate_shapes
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.graph import LayerTaps
+from xai_keras.explainers.graph import LayerTaps
 from xai_keras.features import (
     TopK,
     colour_matrix,

@@ -76,7 +76,7 @@ def test_images_outside_the_declared_range_warn_in_one_line(gap_model, images32)
     import pytest
 
     from xai_keras import explain
-    from xai_keras.explain.ranges import ValueRangeWarning
+    from xai_keras.explainers.ranges import ValueRangeWarning
 
     pixels = (images32[:2] * 255).astype(np.uint8)
     with pytest.warns(ValueRangeWarning, match=r"uint8 images .* outside value_range=\(-1, 1\)"):
@@ -93,7 +93,7 @@ def test_images_in_their_range_do_not_warn(gap_model, images32):
     import warnings
 
     from xai_keras import explain
-    from xai_keras.explain.ranges import ValueRangeWarning
+    from xai_keras.explainers.ranges import ValueRangeWarning
 
     pixels = (images32[:2] * 255).astype(np.uint8)
     with warnings.catch_warnings():
@@ -219,7 +219,7 @@ def test_saving_into_a_folder_that_cannot_be_written_is_one_line(
 def test_benchmark_quick_has_cheap_settings_for_every_sampling_method():
     from xai_keras import methods
     from xai_keras.evaluate.presets import QUICK_OPTIONS
-    from xai_keras.explain.base import get_method
+    from xai_keras.explainers.base import get_method
 
     costly = {"samples", "masks", "steps", "max_channels", "patch"}  # work grows with these
     for name in methods():

@@ -12,9 +12,9 @@ import tensorflow as tf
 from xai_keras import explain
 from xai_keras.errors import InputError
 from xai_keras.evaluate import deletion
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.layers import class_map_layers, default_layer, feeds_global_pooling
-from xai_keras.explain.ranges import resolve_value_range
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.layers import class_map_layers, default_layer, feeds_global_pooling
+from xai_keras.explainers.ranges import resolve_value_range
 
 
 def _class_conv_net(classes: int = 5) -> keras.Model:

@@ -43,7 +43,7 @@ from xai_keras.evaluate import (
     top_k_intersection,
 )
 from xai_keras.evaluate.faithfulness import region_order
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 
 H = 8
 

@@ -12,8 +12,8 @@ import pytest
 
 from xai_keras import explain
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.perturbation import rise_masks, shapley_coalitions, superpixels
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.perturbation import rise_masks, shapley_coalitions, superpixels
 
 SIDE = 16
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from xai_keras import explain, sag
-from xai_keras.explain import contact_sheet
+from xai_keras.explainers import contact_sheet
 from xai_keras.visualize import overlay
 
 

@@ -16,7 +16,7 @@ from xai_keras.evaluate import (
     register_metric,
     registry,
 )
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 
 
 @pytest.fixture

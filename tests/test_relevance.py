@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from xai_keras import explain
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
+from xai_keras.explainers.base import runner_for
 
 L = keras.layers
 RULES = ["composite", "0", "epsilon", "gamma", "zplus", "alpha2beta1", "flat", "wsquare"]
@@ -188,7 +188,7 @@ def test_deeplift_summation_to_delta(images, baseline):
     model = _residual_net(bias=True, pool="avg")
     exp = explain(model, images, method="deeplift", baseline=baseline)
     runner = runner_for(model)
-    from xai_keras.explain.baselines import make_baseline
+    from xai_keras.explainers.baselines import make_baseline
 
     x0 = make_baseline(tf.constant(images), baseline).numpy()
     f0 = np.take_along_axis(runner.forward_fn(x0).numpy(), exp.targets[:, None], 1)[:, 0]
@@ -407,7 +407,7 @@ def test_lrp_refusals_name_the_sublayer_and_the_product(images):
 def test_rule_table_is_open_to_other_methods():
     """The rules live in one table keyed by layer type (or class name), which another
     relevance method extends for its own layers."""
-    from xai_keras.explain.relevance import LAYER_RULES, rule_kind
+    from xai_keras.explainers.relevance import LAYER_RULES, rule_kind
 
     assert rule_kind(L.Conv2D(2, 1)) == "weighted"
     assert rule_kind(L.LayerNormalization()) == "norm"

@@ -9,7 +9,7 @@ import scipy.ndimage
 
 from xai_keras.errors import InputError
 from xai_keras.evaluate.road import RoadCurves, noisy_linear_impute, road
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 
 
 def _grid(h: int = 20, w: int = 24) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,9 @@ from xai_keras import sag
 from xai_keras.cli import main
 from xai_keras.data import generate_shapes
 from xai_keras.errors import InputError
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.sag import AUTO_BASELINES, SAG, PatchScorer, patch_index_map
-from xai_keras.explain.sag.search import PATCH_IG_STEPS, beam_search
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.sag import AUTO_BASELINES, SAG, PatchScorer, patch_index_map
+from xai_keras.explainers.sag.search import PATCH_IG_STEPS, beam_search
 
 
 def _independent_confidence(model, g: SAG, patches) -> float:
@@ -367,7 +367,7 @@ def test_notebooks_display_a_sag_as_its_picture(gap_model, images32):
 
 
 def test_one_auto_removal_rule_for_sag_and_the_curves():
-    from xai_keras.explain.baselines import auto_removal
+    from xai_keras.explainers.baselines import auto_removal
 
     kept = np.array([[0.9, 0.3, 0.8], [0.4, 0.2, 0.7], [0.1, 0.1, 0.9]])  # (baselines, images)
     # first baseline under the limit, else the lowest: per column

@@ -142,7 +142,7 @@ def test_one_process_writes_and_its_progress_is_its_own():
 
 # -- plan: the checked call -----------------------------------------------------------------
 def _plan(model, data, **changes):
-    from xai_keras.explain.session import Session
+    from xai_keras.explainers.session import Session
     from xai_keras.scale.plan import make_plan
 
     args = dict(layer=None, options={}, targets=None, batch_size=5, shard_size=4, strategy=None,

@@ -53,6 +53,7 @@ def test_bench_sh_quick_runs_every_benchmark(tmp_path):
 QUICK = {
     "bench_analysis": ["--n", "64"],
     "bench_engine": ["--sizes", "40", "80"],
+    "bench_batch_sizes": ["--sizes", "3", "--methods", "gradcam"],
     "bench_maximize": ["--steps", "8", "--rounds", "1"],
     "compat_matrix": ["--quick", "--no-peers", "--models", "small_cnn", "--methods",
                       "gradcam,saliency", "--out", "{tmp}/compat.md"],

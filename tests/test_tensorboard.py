@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from xai_keras import explain
 from xai_keras.config import ModelConfig
-from xai_keras.explain.base import runner_for
+from xai_keras.explainers.base import runner_for
 from xai_keras.models import build_cnn
 from xai_keras.tensorboard import ExplainCallback, log_explanation
 

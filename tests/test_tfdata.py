@@ -10,7 +10,7 @@ import tensorflow as tf
 from xai_keras.config import ModelConfig
 from xai_keras.errors import InputError
 from xai_keras.evaluate import deletion, evaluate_model, insertion, pointing_game
-from xai_keras.explain import explain
+from xai_keras.explainers import explain
 from xai_keras.models import build_cnn
 from xai_keras.tensorboard import ExplainCallback
 
@@ -216,7 +216,7 @@ def test_cli_reads_gray_and_rgba_files_for_any_model_channels(tmp_path):
     import cv2
 
     from xai_keras.cli import read_images
-    from xai_keras.explain.ranges import resolve_value_range
+    from xai_keras.explainers.ranges import resolve_value_range
 
     gray = np.full((6, 6), 255, "uint8")
     bgra = np.dstack([np.zeros((6, 6, 2), "uint8"), np.full((6, 6, 2), 255, "uint8")])

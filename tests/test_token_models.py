@@ -11,7 +11,7 @@ pytest.importorskip("keras_hub")
 from scripts.zoo import kerashub  # noqa: E402
 from xai_keras import Session, explain  # noqa: E402
 from xai_keras.errors import InputError, LayerError  # noqa: E402
-from xai_keras.explain.layers import layer_shape, resolve_layer, token_layout, walk_layers  # noqa: E402
+from xai_keras.explainers.layers import layer_shape, resolve_layer, token_layout, walk_layers  # noqa: E402
 
 RAW = np.random.default_rng(0).integers(0, 256, (3, 45, 61, 3)).astype("uint8")
 

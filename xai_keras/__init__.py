@@ -14,22 +14,20 @@ command's `--help`) does not load TensorFlow.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 # name -> the module that defines it
 _LAZY = {
-    "METHODS": "xai_keras.explain",
-    "SAG": "xai_keras.explain",
-    "Session": "xai_keras.explain",
-    "Explanation": "xai_keras.explain",
-    "explain": "xai_keras.explain",
-    "find_layer": "xai_keras.explain",
-    "methods": "xai_keras.explain",
-    "sag": "xai_keras.explain",
+    "METHODS": "xai_keras.explainers",
+    "SAG": "xai_keras.explainers",
+    "Session": "xai_keras.explainers",
+    "Explanation": "xai_keras.explainers",
+    "explain": "xai_keras.explainers",
+    "find_layer": "xai_keras.explainers",
+    "methods": "xai_keras.explainers",
+    "sag": "xai_keras.explainers",
     "explain_dataset": "xai_keras.scale",
     "deletion": "xai_keras.evaluate",
     "insertion": "xai_keras.evaluate",
@@ -56,7 +54,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from xai_keras.evaluate import ModelEvaluation, deletion, evaluate_model, insertion
-    from xai_keras.explain import (
+    from xai_keras.explainers import (
         METHODS,
         SAG,
         Explanation,
@@ -79,16 +77,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """`xai_keras.explain` is the function, as it was when this file imported it eagerly:
-    importing the subpackage `xai_keras.explain` would otherwise bind the name to the module."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "explain" and isinstance(value, types.ModuleType):
-            return  # the subpackage stays in sys.modules; the name resolves to the function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -11,11 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.api import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.explanation import Explanation
-from xai_keras.explain.sag import SAG
-from xai_keras.explain.session import MODEL_FORM_ARGS, Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.explanation import Explanation
+from xai_keras.explainers.sag import SAG
+from xai_keras.explainers.session import MODEL_FORM_ARGS, Session
 
 __all__ = [
     "ExplainCallback",

@@ -37,8 +37,8 @@ from tqdm import tqdm
 from xai_keras.analysis.factors import Factor
 from xai_keras.analysis.gcmi import mutual_information, unit_information
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import LayerTaps
-from xai_keras.explain.layers import RESAMPLING, conv_candidates, output_shape, walk_layers
+from xai_keras.explainers.graph import LayerTaps
+from xai_keras.explainers.layers import RESAMPLING, conv_candidates, output_shape, walk_layers
 
 __all__ = ["LayerAnalysis", "analyze_layers", "collect_activations", "default_layers"]
 

@@ -24,7 +24,7 @@ from xai_keras.data.shapes import (
     render_shapes,
 )
 from xai_keras.errors import InputError
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 
 __all__ = ["FACTOR_CHANGES", "Sensitivity", "factor_sensitivity"]
 

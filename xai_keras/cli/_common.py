@@ -26,7 +26,7 @@ def method_list(text: str | None, model: Any = None, layer: Any = None) -> list[
     """`--method a,b` as registry names; "all": every method (that can explain `model`); none
     given: the model's default method."""
     from xai_keras import methods
-    from xai_keras.explain import default_method, get_method
+    from xai_keras.explainers import default_method, get_method
 
     if text is None:
         return [default_method(model, layer).name]
@@ -67,7 +67,7 @@ def value_range_of(args: argparse.Namespace, model=None):
     """The model's input range from --value-range, --preprocess or --unit/--no-unit; None
     for a model that preprocesses pixels itself (a KerasHub task's attached preprocessor:
     images are read as 0-255 pixels and the session reads the range from its converter)."""
-    from xai_keras.explain.ranges import resolve_value_range
+    from xai_keras.explainers.ranges import resolve_value_range
 
     given = args.value_range or args.preprocess
     if given is None and getattr(model, "preprocessor", None) is not None:
@@ -127,8 +127,8 @@ def parse_class_names(value: str | None) -> list[str] | None:
 
 def _class_count(model, output=None, head=None) -> int | None:
     """The model's number of classes, where known before any work (graph models)."""
-    from xai_keras.explain.base import runner_for
-    from xai_keras.explain.heads import resolve_head
+    from xai_keras.explainers.base import runner_for
+    from xai_keras.explainers.heads import resolve_head
 
     spec, _ = resolve_head(model, output, head)
     return runner_for(model, None, head=spec).num_scores

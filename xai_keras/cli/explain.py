@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from xai_keras import explain
-    from xai_keras.explain import contact_sheet
-    from xai_keras.explain.ranges import resolve_value_range
+    from xai_keras.explainers import contact_sheet
+    from xai_keras.explainers.ranges import resolve_value_range
     from xai_keras.io import ensure_writable_dir, save_figure
 
     application = args.model.lower() in APPLICATIONS

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xai_keras.explain import METHODS
+    from xai_keras.explainers import METHODS
 
     for name, cls in METHODS.items():
         options = ", ".join(cls.options()) or "-"

@@ -79,7 +79,7 @@ def _explain_samples(result, count: int, method_names: str | None) -> Path:
     from tqdm import tqdm
 
     from xai_keras import explain, methods
-    from xai_keras.explain import contact_sheet
+    from xai_keras.explainers import contact_sheet
     from xai_keras.io import save_figure
     from xai_keras.tensorboard import log_explanations
 

@@ -34,9 +34,9 @@ from xai_keras.evaluate.localisation import peak_positions
 from xai_keras.evaluate.registry import get_metric
 from xai_keras.evaluate.scoring import evaluate_model
 from xai_keras.evaluate.user_data import read_user_data
-from xai_keras.explain.api import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.session import Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.session import Session
 from xai_keras.io import write_text
 from xai_keras.visualize import overlay, to_display
 

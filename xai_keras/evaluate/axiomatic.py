@@ -24,17 +24,12 @@ from xai_keras.checks import check_number
 from xai_keras.errors import InputError
 from xai_keras.evaluate.faithfulness import input_span, perturbed_scores
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.session import MODEL_FORM_ARGS, Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["completeness", "input_invariance", "shifted_model"]
-
-
-def _session(model: Any, explain_options: dict) -> Session:
-    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
-    return Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
 
 
 def _explain(session, images, method, targets, options):
@@ -102,7 +97,7 @@ def completeness(
     Reference: Sundararajan, Taly and Yan, "Axiomatic Attribution for Deep Networks", ICML
     2017.
     """
-    session = _session(model, explain_options)
+    session = Session.from_options(model, explain_options)
     init = inspect.signature(get_method(method).__init__).parameters
     options = dict(explain_options)
     if "baseline" in init:
@@ -183,7 +178,7 @@ def input_invariance(
     Reference: Kindermans et al., "The (Un)reliability of Saliency Methods", in Explainable
     AI: Interpreting, Explaining and Visualizing Deep Learning, Springer 2019.
     """
-    session = _session(model, explain_options)
+    session = Session.from_options(model, explain_options)
     first = _explain(session, images, method, targets, dict(explain_options))
     x = np.asarray(first.images, np.float32)
     if shift is None:

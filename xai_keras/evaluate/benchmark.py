@@ -38,7 +38,7 @@ from xai_keras.evaluate.presets import (
 )
 from xai_keras.evaluate.report import columns, to_markdown, write_dataset
 from xai_keras.evaluate.scoring import evaluate_model, method_row, time_forward
-from xai_keras.explain import methods, sag
+from xai_keras.explainers import methods, sag
 from xai_keras.io import write_json, write_text
 
 __all__ = [

@@ -28,10 +28,10 @@ import tensorflow as tf
 from xai_keras.checks import check_choice, check_int, check_maps, check_number, check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
-from xai_keras.explain.ranges import ValueRange
-from xai_keras.explain.session import Session
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.masking import curve_scores, pixel_ranks, removal_baseline
+from xai_keras.explainers.ranges import ValueRange
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "Curves",

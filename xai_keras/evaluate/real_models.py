@@ -43,9 +43,9 @@ from xai_keras.data.photos import photo_crops, real_faces
 from xai_keras.errors import LayerError
 from xai_keras.evaluate.faithfulness import deletion, insertion
 from xai_keras.evaluate.significance import random_reference
-from xai_keras.explain.api import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.ranges import ValueRange, resolve_value_range
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.ranges import ValueRange, resolve_value_range
 from xai_keras.models import build_cnn
 
 __all__ = [

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from xai_keras.evaluate.presets import QUICK_OPTIONS
 from xai_keras.evaluate.registry import get_metric, metrics
-from xai_keras.explain import contact_sheet
+from xai_keras.explainers import contact_sheet
 from xai_keras.io import figure_to_png, write_bytes
 
 __all__ = ["COSTS", "columns", "curves_figure", "sanity_figure", "to_markdown", "write_dataset"]

@@ -39,8 +39,8 @@ import tensorflow as tf
 from xai_keras.checks import check_choice, check_int, check_maps, check_masks, check_number
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.masking import pixel_ranks
-from xai_keras.explain.session import Session
+from xai_keras.explainers.masking import pixel_ranks
+from xai_keras.explainers.session import Session
 
 __all__ = ["RoadCurves", "noisy_linear_impute", "road"]
 

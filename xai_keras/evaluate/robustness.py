@@ -25,8 +25,8 @@ import numpy as np
 from xai_keras.checks import check_int, check_number
 from xai_keras.evaluate.faithfulness import input_span
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.session import MODEL_FORM_ARGS, Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "avg_sensitivity",
@@ -57,8 +57,7 @@ def perturbed_explanations(
     samples = check_int(samples, "samples", low=1)
     noise = check_number(noise, "noise", low=0.0)
     seed = check_int(seed, "seed", low=0)
-    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
-    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    session = Session.from_options(model, explain_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         original = explain(session, images, method=method, targets=targets, **explain_options)

@@ -27,9 +27,9 @@ from skimage.metrics import structural_similarity
 
 from xai_keras.errors import InputError
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explain.api import explain
-from xai_keras.explain.layers import find_layer, walk_layers
-from xai_keras.explain.session import MODEL_FORM_ARGS, Session
+from xai_keras.explainers.api import explain
+from xai_keras.explainers.layers import find_layer, walk_layers
+from xai_keras.explainers.session import Session
 
 __all__ = ["SanityResult", "cascading_randomization", "random_logit", "smooth_mprt", "summary"]
 
@@ -216,8 +216,7 @@ def cascading_randomization(
 
     Reference: Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
-    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    session = Session.from_options(model, explain_options)
     model = session.model
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"The `seed` argument must be an int. Received: seed={seed!r}.")
@@ -344,8 +343,7 @@ def random_logit(
             f'The `similarity` argument must be "ssim" or "spearman". Received: {similarity!r}.'
         )
     seed = int(seed)
-    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
-    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    session = Session.from_options(model, explain_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         original = explain(session, images, method=method, targets=targets, **explain_options)
@@ -412,8 +410,7 @@ def smooth_mprt(
     """
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise InputError(f"The `samples` argument must be an int >= 1. Received: {samples!r}.")
-    form = {k: explain_options.pop(k) for k in MODEL_FORM_ARGS if k in explain_options}
-    session = Session.of(model, **form, batch_size=explain_options.pop("batch_size", None))
+    session = Session.from_options(model, explain_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         first = explain(session, images, method=method, targets=targets, **explain_options)

@@ -23,9 +23,9 @@ from xai_keras.evaluate.registry import compute, get_metric, metrics
 from xai_keras.evaluate.sanity import SanityResult
 from xai_keras.evaluate.significance import random_reference
 from xai_keras.evaluate.user_data import read_user_data
-from xai_keras.explain import explain
-from xai_keras.explain.base import get_method
-from xai_keras.explain.session import Session
+from xai_keras.explainers import explain
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.session import Session
 
 __all__ = ["ModelEvaluation", "evaluate_model", "method_row", "time_forward"]
 
@@ -241,7 +241,7 @@ def evaluate_model(
         batch_size: images per compiled batch.
         class_names: names for the explanations (not needed for the metrics).
         value_range: the model's input range, e.g. (-1, 1) ("black" baselines use its
-            minimum; see `xai_keras.explain.ranges`).
+            minimum; see `xai_keras.explainers.ranges`).
         metrics: opt-in metrics to add, by registry name (`xai_keras.evaluate.metrics(
             default=False)`: Faithfulness Correlation, IROF, the robustness family, ...);
             those that explain the images themselves run on the first `n_sanity` images.

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from xai_keras.evaluate.faithfulness import deletion, insertion
-from xai_keras.explain.api import explain
+from xai_keras.explainers.api import explain
 
 __all__ = ["RandomReference", "beats_random", "random_reference"]
 

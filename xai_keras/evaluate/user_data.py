@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from xai_keras.checks import check_masks
 from xai_keras.errors import InputError
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 from xai_keras.sources import element_parts
 
 __all__ = ["DATA_FORMS", "read_user_data"]

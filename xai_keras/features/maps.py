@@ -15,9 +15,9 @@ from keras import layers as kl
 from matplotlib.figure import Figure
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.api import check_images
-from xai_keras.explain.graph import LayerTaps
-from xai_keras.explain.layers import conv_candidates, resolve_layer, walk_layers
+from xai_keras.explainers.api import check_images
+from xai_keras.explainers.graph import LayerTaps
+from xai_keras.explainers.layers import conv_candidates, resolve_layer, walk_layers
 from xai_keras.features.plot import mosaic, mosaic_figure
 from xai_keras.visualize import colorize, to_display
 

@@ -32,8 +32,8 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.graph import ModelRunner
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.graph import ModelRunner
 from xai_keras.features.param import (
     DEFAULT_COLOURS,
     FourierImage,

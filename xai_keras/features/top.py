@@ -22,8 +22,8 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import runner_for
-from xai_keras.explain.graph import ModelRunner
+from xai_keras.explainers.base import runner_for
+from xai_keras.explainers.graph import ModelRunner
 from xai_keras.features.plot import tile_figure
 from xai_keras.features.units import UnitLayer, parse_units, unit_layer
 from xai_keras.sources import as_source

@@ -11,7 +11,7 @@ import keras
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.layers import conv_candidates, output_shape, resolve_layer
+from xai_keras.explainers.layers import conv_candidates, output_shape, resolve_layer
 
 __all__ = ["UnitLayer", "parse_units", "relu_input", "unit_layer"]
 

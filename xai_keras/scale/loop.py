@@ -24,8 +24,8 @@ import tensorflow as tf
 
 from xai_keras.errors import InputError
 from xai_keras.evaluate import registry
-from xai_keras.explain.api import finish_maps
-from xai_keras.explain.base import Method
+from xai_keras.explainers.api import finish_maps
+from xai_keras.explainers.base import Method
 from xai_keras.scale.manifest import guarded_write
 from xai_keras.scale.metrics import map_metrics
 from xai_keras.scale.plan import Plan

@@ -20,8 +20,8 @@ import tensorflow as tf
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
 from xai_keras.evaluate import registry
-from xai_keras.explain.base import Method, default_method, get_method
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import Method, default_method, get_method
+from xai_keras.explainers.session import Session
 from xai_keras.scale.metrics import check_border
 from xai_keras.scale.store import FORMAT, MAP_DTYPE
 from xai_keras.sources import Source

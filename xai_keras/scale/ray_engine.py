@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError, XaiKerasError
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session
 from xai_keras.models import load_model_file
 from xai_keras.scale.loop import BatchExplainer, ShardLoop, pipeline
 from xai_keras.scale.manifest import settings_diff

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session, model_form
 from xai_keras.io import ensure_writable_dir
 from xai_keras.scale.loop import Feed, ShardLoop, ZeroMaps
 from xai_keras.scale.manifest import (
@@ -151,10 +151,7 @@ def explain_dataset(
         >>> result = explain_dataset(model, ds, "gradcam", out="runs/gradcam-test")
         >>> result.maps[0].shape, result.index[0]["peak_region"]
     """
-    session = Session.of(
-        model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-        value_range=value_range,
-    )  # fmt: skip
+    session = Session.of(model, **model_form(locals()))
     plan = make_plan(
         session, dataset, method, layer=layer, options=options, targets=targets,
         batch_size=batch_size, shard_size=shard_size, strategy=strategy, resume=resume,

@@ -13,8 +13,8 @@ from typing import Any
 import tensorflow as tf
 
 from xai_keras.checks import INT32_MAX, check_int, check_number
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.session import Session
 
 __all__ = ["RandomMap", "CentreMap"]
 

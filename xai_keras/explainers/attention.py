@@ -28,10 +28,10 @@ import tensorflow as tf
 
 from xai_keras.checks import check_choice, check_number
 from xai_keras.errors import LayerError
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.layers import token_layout
-from xai_keras.explain.session import Session
-from xai_keras.explain.sublayers import is_builtin, replace_calls
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.layers import token_layout
+from xai_keras.explainers.session import Session
+from xai_keras.explainers.sublayers import is_builtin, replace_calls
 
 __all__ = [
     "AttentionMethod",

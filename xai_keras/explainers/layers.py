@@ -23,8 +23,8 @@ import keras
 from keras import layers as kl
 
 from xai_keras.errors import LayerError
-from xai_keras.explain.heads import token_grid
-from xai_keras.explain.sublayers import children, first_tensor, is_builtin, probe
+from xai_keras.explainers.heads import token_grid
+from xai_keras.explainers.sublayers import children, first_tensor, is_builtin, probe
 
 __all__ = [
     "RESAMPLING",

@@ -32,14 +32,14 @@ import tensorflow as tf
 from keras import layers as kl
 
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.heads import Head, check_scores_shape
-from xai_keras.explain.layers import (
+from xai_keras.explainers.heads import Head, check_scores_shape
+from xai_keras.explainers.layers import (
     is_graph_model,
     resolve_layer,
     token_layout,
     walk_layers,
 )
-from xai_keras.explain.sublayers import first_tensor, intercept
+from xai_keras.explainers.sublayers import first_tensor, intercept
 
 # Python bookkeeping called while kernels trace: never autograph it. (Converting WeakMethod's
 # `super().__call__()` makes autograph read every calling frame's locals, which then keeps

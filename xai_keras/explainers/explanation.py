@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from xai_keras import visualize
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explainers.ranges import ValueRange
 from xai_keras.io import figure_to_png, save_figure
 
 __all__ = ["Explanation", "contact_sheet"]

@@ -13,10 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.checks import INT32_MAX, check_int, check_number
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.cam import GradCam
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.cam import GradCam
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "GradientMethod",

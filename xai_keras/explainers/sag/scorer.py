@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["Patches", "PatchScorer", "patch_index_map"]
 
@@ -121,18 +121,18 @@ class PatchScorer:
     def probabilities(self, sets: list[Patches]) -> np.ndarray:
         """Target probability for each set, scoring only sets not seen before.
 
-        Batches are padded to `batch_size`, or to the next power of two for the few sets the
-        minimisation and graph steps ask for: at most log2(batch_size) + 1 traced shapes,
-        and little work spent on padding.
+        Full batches, then the rest as one batch, which the session pads up to a power of two
+        (`batch_buckets`) rather than to `batch_size`: this runs thousands of times per image,
+        so the few sets the minimisation and graph steps ask for should cost little padding;
+        the kernel traces at most log2(batch_size) + 1 shapes.
         """
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.cache))
         whole = len(todo) - len(todo) % self.batch_size
-        for part in (todo[:whole], todo[whole:]):  # full batches, then a power-of-two tail
+        for part in (todo[:whole], todo[whole:]):
             if part:
                 probs = self.session.map_batches(
                     lambda k: self._kernel(k, self.image, self.fill, self.index, self.target),
                     self._keep([tuple(s) for s in part]),
-                    size=min(self.batch_size, 1 << (len(part) - 1).bit_length()),
                 )
                 self.n_forward += len(part)
                 self.cache.update(zip(part, probs.numpy().tolist()))

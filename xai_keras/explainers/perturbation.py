@@ -26,9 +26,9 @@ from threadpoolctl import threadpool_limits
 
 from xai_keras.checks import INT32_MAX, check_choice, check_int, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.baselines import BASELINES, make_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.baselines import BASELINES, make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "SEGMENTATIONS",

@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from xai_keras.checks import check_choice, check_int, check_number
 from xai_keras.errors import InputError, LayerError
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.layers import downstream
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.layers import downstream
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "CamMethod",
@@ -123,6 +123,7 @@ class SharedCam(Method):
 
     family = "cam"
     uses_layer = True
+    compiled_step = True
 
     def __init__(self, members: list[CamMethod]):
         self.members = members

@@ -2,7 +2,7 @@
 (occlusion, RISE, LIME, KernelSHAP) and the transformer methods (attention rollout, Chefer,
 AttnLRP), behind `explain`, all running on one engine (`Session`)."""
 
-from xai_keras.explain import (  # noqa: F401  (register the methods)
+from xai_keras.explainers import (  # noqa: F401  (register the methods)
     cam,
     gradients,
     occlusion,
@@ -10,12 +10,12 @@ from xai_keras.explain import (  # noqa: F401  (register the methods)
     reference,
     relevance,
 )
-from xai_keras.explain.api import check_images, explain
-from xai_keras.explain.base import METHODS, Method, default_method, get_method, methods
-from xai_keras.explain.explanation import Explanation, contact_sheet
-from xai_keras.explain.layers import conv_candidates, find_layer
-from xai_keras.explain.sag import SAG, sag
-from xai_keras.explain.session import Session
+from xai_keras.explainers.api import check_images, explain
+from xai_keras.explainers.base import METHODS, Method, default_method, get_method, methods
+from xai_keras.explainers.explanation import Explanation, contact_sheet
+from xai_keras.explainers.layers import conv_candidates, find_layer
+from xai_keras.explainers.sag import SAG, sag
+from xai_keras.explainers.session import Session
 
 __all__ = [
     "METHODS",
@@ -35,4 +35,4 @@ __all__ = [
 ]
 
 # Registered after the other families, so `methods()` lists the transformer methods last.
-from xai_keras.explain import attention  # noqa: E402, F401
+from xai_keras.explainers import attention  # noqa: E402, F401

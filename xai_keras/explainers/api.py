@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError, NumericsError
-from xai_keras.explain.base import Method, MethodChoice, default_method, get_method
-from xai_keras.explain.cam import SharedCam, shares_pass
-from xai_keras.explain.explanation import Explanation
-from xai_keras.explain.layer_search import choose_layer
-from xai_keras.explain.layers import LayerChoice, feeds_global_pooling
-from xai_keras.explain.session import Session, check_images, check_targets
+from xai_keras.explainers.base import Method, MethodChoice, default_method, get_method
+from xai_keras.explainers.cam import SharedCam, shares_pass
+from xai_keras.explainers.explanation import Explanation
+from xai_keras.explainers.layer_search import choose_layer
+from xai_keras.explainers.layers import LayerChoice, feeds_global_pooling
+from xai_keras.explainers.session import Session, check_images, check_targets, model_form
 
 __all__ = ["explain", "check_images", "check_targets", "finish_maps"]
 
@@ -38,7 +38,11 @@ def finish_maps(raw: tf.Tensor, size: Any, signed: bool) -> tf.Tensor:
 
 
 def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) -> dict:
-    """`method.attribute` over the session's padded batches, results gathered in order."""
+    """`method.attribute` over the session's padded batches, results gathered in order.
+
+    A method that loops over images in Python (perturbation methods, Score-CAM: not a
+    `compiled_step`) would do a whole image's work for each padding row, and its compiled
+    kernels run on chunks of masks, not on the batch: it gets one image per batch instead."""
 
     def batch(xb: tf.Tensor, tb: tf.Tensor) -> dict:
         out = method.attribute(xb, tf.cast(tb, tf.int32))
@@ -48,7 +52,8 @@ def _run(session: Session, method: Method, x: tf.Tensor, targets: np.ndarray) ->
         return {"raw": out.raw, "logits": out.logits, "targets": out.targets,
                 "attributions": out.attributions, "total": total}  # fmt: skip
 
-    result = session.map_batches(batch, x, targets)
+    size = None if type(method).compiled_step else 1
+    result = session.map_batches(batch, x, targets, size=size)
     if result["attributions"] is not None:
         result["attributions"] = result["attributions"].numpy()
     return result
@@ -85,7 +90,7 @@ def explain(
             xgradcam, layercam, cam, eigencam, hirescam, kpcacam) share one forward and backward
             pass (finercam and shapleycam need their own). Default (None): Grad-CAM, or for a
             vision transformer whose attention is Keras MultiHeadAttention and no `layer` is
-            named, "chefer" (`xai_keras.explain.default_method` says why, and so does
+            named, "chefer" (`xai_keras.explainers.default_method` says why, and so does
             `Explanation.method_reason`).
         targets: class index(es) to explain; None explains each image's top class. For a
             single sigmoid unit, 1 is the positive class and 0 the negative logit.
@@ -95,7 +100,7 @@ def explain(
             classes, as in class-conv heads). "auto" scores the last layer at each of the 4
             deepest resolutions on these images (each Grad-CAM's margin over a random map on
             short deletion and insertion curves, <= 16 images; see
-            `xai_keras.explain.layer_search` for the cost) and takes the best;
+            `xai_keras.explainers.layer_search` for the cost) and takes the best;
             `Explanation.layer_reason` says why a layer was chosen.
         batch_size: images per compiled batch (bounds memory); also the chunk size of masked
             forward passes in Score-CAM, occlusion, RISE, LIME and KernelSHAP. Default 32.
@@ -137,9 +142,8 @@ def explain(
         >>> exp.save("gradcam.png")
     """
     session = Session.of(
-        model, output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-        value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
-    )  # fmt: skip
+        model, **model_form(locals()), batch_size=batch_size, jit_compile=jit_compile
+    )
     chosen = default_method(session.model, layer) if method is None else None
     if chosen is not None:
         method = chosen.name

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_keras.explain.sag.scorer import Patches, PatchScorer
+from xai_keras.explainers.sag.scorer import Patches, PatchScorer
 
 if TYPE_CHECKING:
-    from xai_keras.explain.sag.result import SAG
+    from xai_keras.explainers.sag.result import SAG
 
 __all__ = ["PATCH_IG_STEPS", "beam_search", "diverse_minimal", "expand", "minimise", "rank_patches"]
 
@@ -109,7 +109,7 @@ def rank_patches(scorer: PatchScorer, rank_by: str, model: Any = None) -> list[i
         steps = (np.arange(PATCH_IG_STEPS) + 0.5) / PATCH_IG_STEPS
         weight = np.abs(scorer.patch_gradients(np.repeat(steps[:, None], n, axis=1)).mean(0))
     else:
-        from xai_keras.explain.api import explain
+        from xai_keras.explainers.api import explain
 
         image = scorer.image.numpy()
         maps = explain(model, image, method=rank_by, targets=int(scorer.target)).maps[0]

@@ -18,8 +18,8 @@ import keras
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.layers import find_layer, is_graph_model, is_token_model, layer_shape
-from xai_keras.explain.session import Session, runner_for
+from xai_keras.explainers.layers import find_layer, is_graph_model, is_token_model, layer_shape
+from xai_keras.explainers.session import Session, runner_for
 
 __all__ = [
     "METHODS",

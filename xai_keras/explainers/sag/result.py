@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from xai_keras.explain.sag.scorer import Patches, PatchScorer
+from xai_keras.explainers.sag.scorer import Patches, PatchScorer
 from xai_keras.io import figure_to_png, save_figure
 
 __all__ = ["SAG"]
@@ -127,7 +127,7 @@ class SAG:
     # -- pictures -------------------------------------------------------------------------------
     def plot(self, thumb: float = 1.6) -> Figure:
         """The image, then the graph: each node is the masked image with its confidence."""
-        from xai_keras.explain.sag.picture import plot_sag
+        from xai_keras.explainers.sag.picture import plot_sag
 
         return plot_sag(self, thumb)
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explainers.ranges import ValueRange
 
 __all__ = ["Preprocessor", "attached_preprocessor"]
 

@@ -9,7 +9,8 @@ XLA-compiled. It owns
 - image checking and conversion (`images`: arrays, tensors, `tf.data`), target resolution
   (`targets`), and the first pass that decides how outputs become probabilities,
 - **the one padded batch loop** (`map_batches`): every batched pass in the package goes
-  through it, the last batch padded so each compiled kernel traces once per shape.
+  through it, each batch padded up to one of a few bucket sizes (`batch_buckets`), so a
+  compiled kernel traces at most once per bucket, however many images come.
 
 `explain`, `explain_dataset`, `sag`, the metrics, `evaluate_model` and `ExplainCallback` take a
 model or a `Session`; `Session.of` turns either into a session, so every front end accepts every
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import keras
@@ -35,16 +36,18 @@ import tensorflow as tf
 
 from xai_keras.checks import check_positive_int
 from xai_keras.errors import InputError
-from xai_keras.explain.graph import LayerTaps, ModelRunner, hold_inputs, model_store
-from xai_keras.explain.heads import Head, check_scores_shape, resolve_head
-from xai_keras.explain.layers import LayerChoice, default_layer
-from xai_keras.explain.preprocessing import attached_preprocessor
-from xai_keras.explain.ranges import ValueRange, check_values, resolve_value_range
+from xai_keras.explainers.graph import LayerTaps, ModelRunner, hold_inputs, model_store
+from xai_keras.explainers.heads import Head, check_scores_shape, resolve_head
+from xai_keras.explainers.layers import LayerChoice, default_layer
+from xai_keras.explainers.preprocessing import attached_preprocessor
+from xai_keras.explainers.ranges import ValueRange, check_values, resolve_value_range
 from xai_keras.sources import Source, as_source, check_image_shape
 
 __all__ = [
     "MODEL_FORM_ARGS",
     "Session",
+    "batch_buckets",
+    "model_form",
     "check_images",
     "check_model",
     "check_targets",
@@ -52,6 +55,10 @@ __all__ = [
 ]
 
 # The keyword arguments that describe what is explained; every front end passes them on.
+# `explain`, `sag`, `Session` and `explain_dataset` list them as explicit keywords, in this
+# order (for completion and `help()`; tests/test_engine.py checks they agree), and collect
+# them with `model_form(locals())`; the metrics and `ExplainCallback` take them as
+# `**model_form`.
 MODEL_FORM_ARGS = ("output", "head", "score", "inputs", "reshape", "value_range")
 _SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 
@@ -60,6 +67,17 @@ _SETTINGS = (*MODEL_FORM_ARGS, "preprocessor", "batch_size", "jit_compile")
 # from a new function, and each would otherwise keep a runner and its traces forever. One
 # `explain` call needs up to three runners per head (layer, input, guided).
 MAX_FUNCTION_HEADS = 4
+
+
+def model_form(values: Mapping[str, Any], pop: bool = False) -> dict[str, Any]:
+    """The model-form arguments (`MODEL_FORM_ARGS`) found in `values`: a front end's
+    `locals()`, or a metric's `**options` (with `pop`, taken out of them, so the rest can go
+    to the method). The one place front ends collect them by name."""
+    form = {k: values[k] for k in MODEL_FORM_ARGS if k in values}
+    if pop:
+        for k in form:
+            del values[k]
+    return form
 
 
 def check_model(model: Any, name: str = "model") -> keras.Model:
@@ -112,6 +130,20 @@ def _expected_shape(model: keras.Model, index: int) -> tuple | None:
         return tuple(model.inputs[index].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
+
+
+def batch_buckets(size: int) -> tuple[int, ...]:
+    """The batch sizes a kernel is run at for batches of at most `size` rows: the powers of two
+    below `size`, and `size`. A lone batch is padded up to the smallest bucket that holds it
+    (so it never carries as many padding rows as real ones), and a compiled kernel traces at
+    most `len(batch_buckets(size))` times (about log2(size) + 1) whatever the sizes asked
+    for."""
+    return (*(1 << i for i in range((size - 1).bit_length())), size)
+
+
+def _bucket(rows: int, size: int) -> int:
+    """The smallest of `batch_buckets(size)` that holds `rows` (<= size) rows."""
+    return min(size, 1 << (rows - 1).bit_length())
 
 
 def _pad(rows: Any, size: int, pad_row: Any) -> Any:
@@ -171,8 +203,7 @@ class Session:
             self.preprocessor.value_range if self.preprocessor else None
         )
         self._settings = dict(
-            output=output, head=head, score=score, inputs=inputs, reshape=reshape,
-            value_range=value_range, batch_size=batch_size, jit_compile=jit_compile,
+            model_form(locals()), batch_size=batch_size, jit_compile=jit_compile,
             preprocessor=self.preprocessor or False,
         )  # fmt: skip
         self.runner = self.runner_for()
@@ -196,6 +227,13 @@ class Session:
                 return model
             return cls(model.model, **{**model._settings, **given})
         return cls(model, **given)
+
+    @classmethod
+    def from_options(cls, model: keras.Model | Session, options: dict[str, Any]) -> Session:
+        """`Session.of` with the model-form arguments and `batch_size` taken out of `options`
+        (a metric's `**explain_options`; what is left goes to `explain`)."""
+        form = model_form(options, pop=True)
+        return cls.of(model, **form, batch_size=options.pop("batch_size", None))
 
     def with_model(self, model: keras.Model) -> Session:
         """A session with these settings for another model (e.g. a randomised copy)."""
@@ -347,17 +385,22 @@ class Session:
         pad: tuple | None = None,
         combine: str = "concat",
     ) -> Any:
-        """`kernel(*batch)` over fixed-size batches of `arrays` (same first dimension).
+        """`kernel(*batch)` over batches of `arrays` (same first dimension), each of a
+        bucket size.
 
-        Batches hold `size` rows (default: the session's batch size, or all rows when fewer).
-        The last batch is padded to the full size, repeating its last row (or with the rows in
-        `pad`, one per array, e.g. zeros that make a padded row count for nothing), so a
-        compiled kernel traces once. With `combine="concat"` the outputs (a tensor or a
-        tuple/dict of them; None entries stay None) lose their padded rows and are
-        concatenated; with "sum" they are added up (the padding must then add nothing).
+        Batches hold `size` rows (default: the session's batch size). The last of several is
+        padded to `size` too (the kernel runs at that size in this call anyway: no new trace);
+        a single batch of fewer rows is padded up to the smallest of `batch_buckets(size)` that
+        holds it. Padding repeats the last row (or uses the rows in `pad`, one per array, e.g.
+        zeros that make a padded row count for nothing). A compiled kernel so traces at most
+        once per bucket, whatever the number of rows of each call, and a call adds at most one
+        shape. With `combine="concat"` the outputs (a tensor or a tuple/dict of them; None
+        entries stay None) lose their padded rows and are concatenated; with "sum" they are
+        added up (the padding must then add nothing). `kernel` must treat rows independently:
+        padding rows are not results.
         """
         n = int(arrays[0].shape[0])
-        size = size or min(self.batch_size, n)
+        size = size or self.batch_size
         # numpy rows are sliced as numpy (cheap) and converted per batch; eager tensor slices
         # cost ~0.1 ms each, which adds up over the hundreds of chunks of RISE or LIME.
         rows = [a if isinstance(a, (np.ndarray, tf.Tensor)) else np.asarray(a) for a in arrays]
@@ -366,10 +409,11 @@ class Session:
         for start in range(0, n, size):
             real = min(size, n - start)
             batch = [tf.convert_to_tensor(r[start : start + size]) for r in rows]
-            if real < size:  # only the last batch is padded (and trimmed below)
-                batch = [_pad(b, size, p) for b, p in zip(batch, pads)]
+            padded = size if n > size else _bucket(real, size)
+            if real < padded:  # only the last batch is padded (and trimmed below)
+                batch = [_pad(b, padded, p) for b, p in zip(batch, pads)]
             out = kernel(*batch)
-            if combine == "concat" and real < size:
+            if combine == "concat" and real < padded:
                 out = tf.nest.map_structure(lambda t, r=real: None if t is None else t[:r], out)
             parts.append(out)
         if len(parts) == 1:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.explain.ranges import ValueRange
+from xai_keras.explainers.ranges import ValueRange
 
 __all__ = ["BASELINES", "REMOVAL_ORDER", "auto_removal", "gaussian_blur", "make_baseline"]
 
@@ -69,7 +69,7 @@ def make_baseline(
             "blur" (a Gaussian blur with sigma = 1/10 of the image side), "blur_strong"
             (sigma = 1/4 of the side), a number (a constant image), or an array
             broadcastable to `x`.
-        value_range: the model's input range (see `xai_keras.explain.ranges`).
+        value_range: the model's input range (see `xai_keras.explainers.ranges`).
     """
     if isinstance(kind, str):
         if kind == "black":

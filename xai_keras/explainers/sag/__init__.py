@@ -54,19 +54,19 @@ import keras
 import numpy as np
 
 from xai_keras.errors import InputError
-from xai_keras.explain.base import get_method, methods
-from xai_keras.explain.baselines import REMOVAL_ORDER, auto_removal
-from xai_keras.explain.sag.picture import plot_sag
-from xai_keras.explain.sag.result import SAG
-from xai_keras.explain.sag.scorer import Patches, PatchScorer, patch_index_map
-from xai_keras.explain.sag.search import (
+from xai_keras.explainers.base import get_method, methods
+from xai_keras.explainers.baselines import REMOVAL_ORDER, auto_removal
+from xai_keras.explainers.sag.picture import plot_sag
+from xai_keras.explainers.sag.result import SAG
+from xai_keras.explainers.sag.scorer import Patches, PatchScorer, patch_index_map
+from xai_keras.explainers.sag.search import (
     beam_search,
     diverse_minimal,
     expand,
     minimise,
     rank_patches,
 )
-from xai_keras.explain.session import Session
+from xai_keras.explainers.session import Session, model_form
 
 __all__ = ["AUTO_BASELINES", "SAG", "PatchScorer", "plot_sag", "sag", "patch_index_map"]
 
@@ -105,8 +105,12 @@ def sag(
     extra_sizes: int = 2,
     batch_size: int | None = None,
     class_names: list[str] | None = None,
+    output: int | str | None = None,
+    head: str | None = None,
+    score: Callable | None = None,
+    inputs: dict[str, Any] | None = None,
+    reshape: Callable | None = None,
     value_range: Any = None,
-    **model_form: Any,
 ) -> SAG:
     """Find diverse minimal sufficient patch sets and the graph of their deletions.
 
@@ -140,9 +144,9 @@ def sag(
         extra_sizes: sizes searched past the first one where a sufficient set appears.
         batch_size: masked images per compiled forward pass (default 64, or the session's).
         class_names: for the plot's title.
+        output, head, score, inputs, reshape: what is explained and how, as in `explain`
+            (held `inputs` take one row).
         value_range: the model's input range, e.g. (-1, 1) ("black" is its minimum).
-        **model_form: `output`, `head`, `score`, `inputs` (one row), `reshape`, as in
-            `explain`.
 
     Returns:
         A `SAG`. If no set up to `max_size` reaches the threshold it has no roots and its
@@ -156,9 +160,7 @@ def sag(
     _check_search(threshold, relative, (max_roots, beam_width, branching), candidates, rank_by)
     grid = _check_grid(grid)
     default_batch = None if isinstance(model, Session) else 64
-    session = Session.of(
-        model, batch_size=batch_size or default_batch, value_range=value_range, **model_form
-    )
+    session = Session.of(model, **model_form(locals()), batch_size=batch_size or default_batch)
     x, single = session.images(image, name="image")
     if not single and x.shape[0] != 1:
         raise InputError(f"`sag` explains one image at a time. Received {x.shape[0]} images.")

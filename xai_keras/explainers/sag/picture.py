@@ -12,7 +12,7 @@ from matplotlib.patches import Rectangle
 from xai_keras.visualize import to_display
 
 if TYPE_CHECKING:
-    from xai_keras.explain.sag.result import SAG
+    from xai_keras.explainers.sag.result import SAG
 
 __all__ = ["plot_sag"]
 

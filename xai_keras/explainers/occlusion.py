@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from xai_keras.checks import check_choice, check_int
 from xai_keras.errors import InputError
-from xai_keras.explain.base import BatchResult, Method, register
-from xai_keras.explain.baselines import BASELINES, make_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.base import BatchResult, Method, register
+from xai_keras.explainers.baselines import BASELINES, make_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["Occlusion", "patch_corners"]
 

@@ -57,14 +57,14 @@ from keras import ops
 
 from xai_keras.checks import check_choice, check_number
 from xai_keras.errors import InputError
-from xai_keras.explain.base import register
-from xai_keras.explain.baselines import make_baseline
-from xai_keras.explain.gradients import GradientMethod
-from xai_keras.explain.graph import ModelRunner, model_store
-from xai_keras.explain.heads import Head
-from xai_keras.explain.layers import is_graph_model, walk_layers
-from xai_keras.explain.session import Session
-from xai_keras.explain.sublayers import children, substitute
+from xai_keras.explainers.base import register
+from xai_keras.explainers.baselines import make_baseline
+from xai_keras.explainers.gradients import GradientMethod
+from xai_keras.explainers.graph import ModelRunner, model_store
+from xai_keras.explainers.heads import Head
+from xai_keras.explainers.layers import is_graph_model, walk_layers
+from xai_keras.explainers.session import Session
+from xai_keras.explainers.sublayers import children, substitute
 
 __all__ = ["LAYER_RULES", "LRP", "LRP_RULES", "DeepLift", "rule_kind"]
 

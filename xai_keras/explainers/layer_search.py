@@ -1,7 +1,7 @@
 """`layer="auto"`: pick the CAM layer that explains *these* images most faithfully.
 
 Candidates are the last feature layer at each of the deepest spatial resolutions (class maps
-excluded, see `xai_keras.explain.layers`). Each candidate's Grad-CAM, and the `random`
+excluded, see `xai_keras.explainers.layers`). Each candidate's Grad-CAM, and the `random`
 reference map (smooth, seeded: the one the benchmark compares against), are
 scored with a cheap faithfulness proxy on (at most `max_images` of) the images: the target
 probability as the top-ranked pixels are deleted, or inserted into an empty canvas, at
@@ -28,9 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.explain.base import get_method
-from xai_keras.explain.cam import GradCam
-from xai_keras.explain.layers import (
+from xai_keras.explainers.base import get_method
+from xai_keras.explainers.cam import GradCam
+from xai_keras.explainers.layers import (
     RESAMPLING,
     LayerChoice,
     class_map_layers,
@@ -38,8 +38,8 @@ from xai_keras.explain.layers import (
     is_graph_model,
     layer_shape,
 )
-from xai_keras.explain.masking import curve_scores, pixel_ranks, removal_baseline
-from xai_keras.explain.session import Session
+from xai_keras.explainers.masking import curve_scores, pixel_ranks, removal_baseline
+from xai_keras.explainers.session import Session
 
 __all__ = ["auto_candidates", "choose_layer"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.explain.baselines import REMOVAL_ORDER, auto_removal, make_baseline
-from xai_keras.explain.graph import ModelRunner
-from xai_keras.explain.session import Session
+from xai_keras.explainers.baselines import REMOVAL_ORDER, auto_removal, make_baseline
+from xai_keras.explainers.graph import ModelRunner
+from xai_keras.explainers.session import Session
 
 __all__ = ["curve_kernel", "curve_scores", "pixel_ranks", "removal_baseline"]
 
