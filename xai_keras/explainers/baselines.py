@@ -89,6 +89,8 @@ def make_baseline(
         return tf.broadcast_to(value, tf.shape(x))
     except (ValueError, tf.errors.InvalidArgumentError):
         raise InputError(
-            f"The baseline of shape {tuple(value.shape)} cannot be broadcast to the images' "
-            f"shape {tuple(x.shape)}."
+            f"The baseline of shape {tuple(value.shape)} cannot be broadcast to a batch of "
+            f"images of shape {tuple(x.shape)}: give one baseline image (H, W, C) for all "
+            "images (batches are padded to a few fixed sizes, so one baseline row per image "
+            "is not supported; explain such images one at a time)."
         ) from None
