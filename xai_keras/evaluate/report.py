@@ -151,8 +151,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         )
         lines.append(
             f"Quick mode uses cheaper settings for: {cheaper}; and for the metrics: {metric} "
-            f"(the paper's 10, 20, ..., 90 in full mode); the sanity check on "
-            f"{meta.get('n_sanity', '?')} images."
+            "(full mode: ROAD at the paper's 10, 20, ..., 90, sanity maps after every layer); "
+            f"the sanity check on {meta.get('n_sanity', '?')} images."
         )
     for name, data in results["datasets"].items():
         rows = data["methods"]
