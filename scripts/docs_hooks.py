@@ -42,6 +42,7 @@ _read_example_sections_as_examples()
 API_MODULES = {
     "xai_keras.explainers.sag": "structured attention graphs: `sag`, `SAG`",
     "xai_keras.explainers": "`explain`, `Session`, `Explanation`, the method registry",
+    "xai_keras.catalogue": "what each method needs and is best for (`xai-keras methods`)",
     "xai_keras.evaluate": "metrics, `evaluate_model`, the metric registry",
     "xai_keras.scale": "`explain_dataset`, shards, several machines",
     "xai_keras.tensorboard": "TensorBoard logging and `ExplainCallback`",

@@ -38,8 +38,13 @@ def test_results_shape_files_and_tensorboard(bench):
         assert all(0 <= rows[m][key] < np.inf for m in rows)
     assert "sanity_spearman" in rows["gradcam"] and "sanity_spearman" not in rows["random"]
     assert json.loads((out / "results.json").read_text())["datasets"]["digits"]["methods"]
+    # Quick mode computes every column (ROAD at 3 percentiles, sanity at both ends) and says so.
+    for key in ("road_morf", "road_lerf", "sanity_top_spearman", "sanity_spearman", "sanity_ssim"):
+        assert np.isfinite(rows["gradcam"][key]), key
     md = (out / "results.md").read_text()
     assert "## digits" in md and "| gradcam |" in md and "**" in md
+    assert "road percentiles=(20, 50, 80)" in md and "measure_at=ends" in md
+    assert "the sanity check on 2 images" in md
     for kind in ("curves", "examples", "sanity"):
         assert (out / f"digits_{kind}.png").stat().st_size > 5000
     tags = set()

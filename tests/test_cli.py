@@ -64,10 +64,39 @@ def test_help_does_not_import_tensorflow_and_is_quick(argv):
 
 
 def test_commands_print_no_tensorflow_log_lines_unless_debug():
-    proc, _ = _run("methods")
+    proc, _ = _run("methods", "rise")  # one method in full loads the registry, so TensorFlow
     assert proc.returncode == 0
-    assert "gradcam" in proc.stdout
+    assert "options: masks, cells, p_keep, seed, baseline" in proc.stdout
     assert proc.stderr == "", proc.stderr
+
+
+def test_methods_lists_every_registered_method_without_tensorflow_in_100_columns():
+    code = (
+        "import sys\nfrom xai_keras.cli import main\nmain(['methods'])\n"
+        "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+    )
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    lines = proc.stdout.split("\n`xai-keras methods NAME`")[0].splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].split() == "family name needs what the map is best for".split()
+    from xai_keras.explainers import METHODS
+
+    # Every registered method starts a row, its name in the name column (chars 13-35).
+    names = [line[13:36].strip() for line in lines[2:] if line[13:36].strip()]
+    assert names == list(METHODS)
+    row = {line[13:36].strip(): line for line in lines}
+    assert row["occlusion"].startswith("perturbation")  # the family's first row names it
+    assert row["rise"][:12].strip() == "" and row["rise"][37:47].strip() == "baseline"
+
+
+def test_methods_name_answers_a_typo_before_tensorflow_loads():
+    proc, seconds = _run("methods", "gradcan")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("xai-keras methods: error: Unknown method 'gradcan'.")
+    assert "TensorFlow" not in proc.stderr and seconds < 10  # about 0.1 s idle
 
 
 def test_the_log_filter_keeps_errors_and_other_lines():

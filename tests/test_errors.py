@@ -162,6 +162,32 @@ def _one_line(err: str) -> str:
     return err
 
 
+def test_a_batch_of_mixed_sizes_names_the_sizes_and_the_resize_that_fixes_it(tiny):
+    rng = np.random.default_rng(1)
+    images = [rng.uniform(0, 1, shape).astype(np.float32) for shape in
+              ((16, 16, 3), (20, 12, 3), (16, 16, 3), (24, 24, 3))]
+    with pytest.raises(InputError) as caught:
+        explain(tiny, images)
+    message = _one_line(str(caught.value))
+    assert "`images` are 4 images of different sizes (2 of 16x16, 1 of 20x12, 1 of 24x24)" in (
+        message
+    )
+    assert "[keras.ops.image.resize(im, (16, 16)) for im in images]" in message
+    # The advice works as written.
+    fixed = [keras.ops.image.resize(im, (16, 16)) for im in images]
+    assert explain(tiny, fixed).maps.shape == (4, 16, 16)
+    # A dataset of mixed sizes and a model of any size: sizes too, and one size to pick.
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(images), output_signature=tf.TensorSpec((None, None, 3), tf.float32)
+    )
+    anysize = keras.Sequential([keras.Input((None, None, 3)), *tiny.layers], name="anysize")
+    with pytest.raises(InputError, match=r"one size, e.g. 224x224 \(the model takes any\)"):
+        explain(anysize, dataset)
+    # Channels are named where they differ.
+    with pytest.raises(InputError, match=r"\(1 of 16x16x3, 1 of 16x16x1\)"):
+        explain(tiny, [images[0], images[0][..., :1]])
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict:
     """A tiny fixed-size and a tiny any-size model saved as .keras, and a few image files."""
@@ -207,7 +233,8 @@ def test_cli_any_size_model_keeps_the_image_size_or_takes_size(saved, tmp_path, 
     assert _cli(capsys, *args, saved["a"], saved["b"])[0] == 0  # both 24x20: kept
     code, err = _cli(capsys, *args, saved["a"], saved["c"])
     assert code == 2
-    assert "differ" in _one_line(err) and "pass --size H,W" in err and "c.png 12x12" in err
+    assert "the 2 images differ (1 of 24x20 (a.png), 1 of 12x12 (c.png))" in _one_line(err)
+    assert "pass --size H,W" in err
     assert _cli(capsys, *args, saved["a"], saved["c"], "--size", "16,16")[0] == 0
     code, err = _cli(
         capsys, "explain", saved["a"], "--model", saved["fixed"], "--out", str(out), "--size", "8,8"

@@ -241,6 +241,17 @@ def test_randomization_really_changes_the_maps_and_is_seeded(gap_model, images32
     np.testing.assert_allclose(eigen.ssim, 1.0, atol=1e-6)
 
 
+def test_measuring_only_at_the_ends_gives_the_first_and_last_rows(gap_model, images32):
+    every = cascading_randomization(gap_model, images32[:3], method="saliency")
+    ends = cascading_randomization(gap_model, images32[:3], method="saliency", measure_at="ends")
+    assert ends.layers == [every.layers[0], every.layers[-1]]  # every layer was randomised
+    np.testing.assert_allclose(ends.spearman, every.spearman[[0, -1]])
+    np.testing.assert_allclose(ends.ssim, every.ssim[[0, -1]])
+    assert summary(ends)["sanity_spearman"] == pytest.approx(summary(every)["sanity_spearman"])
+    with pytest.raises(InputError, match="measure_at"):
+        cascading_randomization(gap_model, images32[:1], measure_at="middle")
+
+
 def test_randomization_reaches_a_frozen_nested_backbone_and_leaves_it_frozen():
     conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")
     backbone = keras.Sequential([keras.Input((12, 12, 3)), conv], name="backbone")

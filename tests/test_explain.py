@@ -412,3 +412,21 @@ def test_gradcam_plus_plus_equals_the_reference_formula_and_is_never_negative():
     assert (w >= 0).all()
     for i in range(6):
         np.testing.assert_allclose(w[i], _gradcam_pp_reference(a[i], g[i]), rtol=1e-4, atol=1e-7)
+
+
+def test_the_catalogue_describes_every_registered_method_and_refuses_a_mismatch():
+    from xai_keras.catalogue import CATALOGUE
+    from xai_keras.explainers import METHODS
+    from xai_keras.explainers.base import register
+    from xai_keras.explainers.gradients import Saliency
+
+    assert list(CATALOGUE) == list(METHODS)  # `xai-keras methods` lists exactly the registry
+    for name, cls in METHODS.items():
+        info = CATALOGUE[name]
+        assert info.family == cls.family and ("layer" in info.needs) == cls.uses_layer, name
+        assert info.summary and info.best_for, name
+    with pytest.raises(RuntimeError, match="no entry in xai_keras.catalogue"):
+        register("my_saliency")(type("MySaliency", (Saliency,), {}))
+    with pytest.raises(RuntimeError, match="disagrees with its catalogue entry on: family, layer"):
+        register("gradcam")(type("NotACam", (Saliency,), {}))
+    assert "my_saliency" not in METHODS and METHODS["gradcam"].family == "cam"

@@ -198,3 +198,23 @@ def test_cli_metrics_flag_lists_the_registry_choices(tmp_path, capsys):
         "--metrics deletion,pointing_game: unknown here: pointing_game. Choose from: "
         f"{', '.join(offered)}." in err
     )
+
+
+def test_metric_options_reach_only_the_function_they_name(gap_model, images32):
+    from xai_keras.evaluate.registry import compute
+
+    maps = np.random.default_rng(0).uniform(size=images32.shape[:3])
+    common = dict(model=Session.of(gap_model), images=images32[:2], maps=maps[:2])
+    _, plain = compute(["road_morf", "deletion"], **common)
+    _, quick = compute(
+        ["road_morf", "deletion"],
+        metric_options={"road": {"percentiles": (20, 50, 80)}, "nope": {"steps": 1}},
+        **common,
+    )
+    assert plain["road_morf"].percentiles.tolist() == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert quick["road_morf"].percentiles.tolist() == [20, 50, 80]
+    # The same curve at the percentiles both measured, up to the imputation noise (its draws
+    # follow the percentiles measured).
+    np.testing.assert_allclose(quick["road_morf"].morf, plain["road_morf"].morf[:, [1, 4, 7]],
+                               atol=2e-3)
+    np.testing.assert_array_equal(quick["deletion"].auc, plain["deletion"].auc)

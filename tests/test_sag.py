@@ -361,6 +361,29 @@ def test_bad_ranking_arguments(gap_model, images32):
         sag(gap_model, images32[0], rank_by="nope")
 
 
+def test_the_picture_labels_do_not_overlap(graphs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _, g = max(graphs, key=lambda item: len(item[1].nodes))
+    rows = {}
+    for node in g.nodes.values():
+        rows[len(node["patches"])] = rows.get(len(node["patches"]), 0) + 1
+    assert max(rows.values()) >= 3  # a row where neighbours' labels could meet
+    fig = g.plot()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    texts = [t for t in fig.axes[1].texts if t.get_text()]  # arrows are empty annotations
+    assert len(texts) == len(g.nodes) + len(g.roots)  # one label per node, a name per root
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in texts]
+    overlapping = [
+        (texts[i].get_text(), texts[j].get_text())
+        for i in range(len(boxes))
+        for j in range(i + 1, len(boxes))
+        if boxes[i].overlaps(boxes[j])
+    ]
+    assert not overlapping
+
+
 def test_notebooks_display_a_sag_as_its_picture(gap_model, images32):
     g = sag(gap_model, images32[0], grid=(3, 3), max_roots=1)
     assert g._repr_png_().startswith(b"\x89PNG")

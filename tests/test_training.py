@@ -68,7 +68,7 @@ def test_tensorboard_has_the_expected_tags(trained_shapes):
     log_dir = trained_shapes.log_dir
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "train")
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(log_dir / "validation")
-    assert "data/samples" in _tags(log_dir / "samples")
+    assert "inputs/training_samples" in _tags(log_dir / "samples")
     assert {"test/accuracy", "test/confusion_matrix", "test/report"} <= _tags(log_dir / "test")
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "check_masks",
     "check_number",
     "check_positive_int",
+    "describe_sizes",
 ]
 
 INT32_MAX = 2**31 - 1
@@ -177,3 +178,25 @@ def check_positive_int(value: Any, name: str) -> int:
             f"The `{name}` argument must be a positive int. Received: {name}={value!r}."
         )
     return int(value)
+
+
+def describe_sizes(shapes: Iterable[tuple[int, ...]], names: Iterable[str] | None = None) -> str:
+    """The image sizes found, most common first, for an error about a batch of mixed sizes:
+    "2 of 32x32, 1 of 40x30 (b.png)". Shapes are (H, W[, C]); the channels are named only
+    where they differ. Up to 3 names are given per size when `names` are."""
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    names = list(names) if names is not None else [None] * len(shapes)
+    same_channels = len({s[2:] for s in shapes}) == 1
+
+    def size(s: tuple[int, ...]) -> str:
+        return "x".join(map(str, s[:2] if same_channels else s))
+
+    groups: dict[str, list] = {}
+    for shape, name in zip(shapes, names):
+        groups.setdefault(size(shape), []).append(name)
+    parts = []
+    for key, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        named = [m for m in members if m is not None]
+        shown = f" ({', '.join(named[:3])}{', ...' if len(named) > 3 else ''})" if named else ""
+        parts.append(f"{len(members)} of {key}{shown}")
+    return ", ".join(parts)

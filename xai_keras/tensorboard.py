@@ -1,8 +1,14 @@
-"""Explanations as TensorBoard image and text summaries, grouped by method."""
+"""Explanations as TensorBoard image and text summaries, grouped by method and class.
+
+Tags: `explanations/<method>/<class>` (overlays, captioned with method, layer, class and
+scores), `explanations/<method>/info` (a text table) and `inputs/explained` (the images), so
+the Images tab, which sorts groups by name, shows the explanations first.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,15 +33,39 @@ __all__ = [
 ]
 
 
+def _tag_part(text: str) -> str:
+    """A class or method name as one part of a summary tag ('/' would nest it, spaces blur it)."""
+    return re.sub(r"[\s/]+", "_", text.strip()) or "_"
+
+
+def _class_name(exp: Explanation, i: int) -> str:
+    t = int(exp.targets[i])
+    return exp.class_names[t] if exp.class_names else f"class {t}"
+
+
 def _summarise(exp: Explanation, name: str | None, step: int) -> None:
-    """Write one explanation into the default writer: overlays captioned with the method,
-    layer and each sample's class and score, and the same as a table."""
-    tag = f"explain/{name or exp.method}"
+    """Write one explanation into the default writer: per explained class one image card,
+    `explanations/<method>/<class>`, of the overlays explaining that class, captioned with the
+    method, layer, class and each sample's score; and all samples as the text table
+    `explanations/<method>/info`. The "explanations" group sorts before "inputs", so
+    TensorBoard's Images tab opens on the explanations, one method after another."""
+    tag = f"explanations/{name or exp.method}"
     where = f" @ `{exp.layer}`" if exp.layer else ""
-    samples = "; ".join(f"sample {i}: {exp.label(i)}" for i in range(len(exp)))
     sign = " Red: for the class, blue: against." if exp.signed else ""
-    caption = f"**{exp.method}**{where}, explaining class (score): {samples}.{sign}"
-    tf.summary.image(tag, exp.overlay(), step=step, max_outputs=len(exp), description=caption)
+    overlays = exp.overlay()
+    by_class: dict[str, list[int]] = {}
+    for i in range(len(exp)):
+        by_class.setdefault(_class_name(exp, i), []).append(i)
+    for cls, samples in by_class.items():
+        scores = ", ".join(f"sample {i}: {exp.scores[i]:.2f}" for i in samples)
+        caption = f"**{exp.method}**{where} explaining class **{cls}**; score of {scores}.{sign}"
+        tf.summary.image(
+            f"{tag}/{_tag_part(cls)}",
+            overlays[samples],
+            step=step,
+            max_outputs=len(samples),
+            description=caption,
+        )
     rows = [
         f"| {i} | {exp.label(i)} | {exp.method} | {exp.layer or '-'} |" for i in range(len(exp))
     ]
@@ -43,27 +73,43 @@ def _summarise(exp: Explanation, name: str | None, step: int) -> None:
     tf.summary.text(f"{tag}/info", table + "\n".join(rows), step=step)
 
 
+def _log_inputs(exp: Explanation, step: int) -> None:
+    """The explained images themselves as `inputs/explained`, captioned with each sample's
+    explained class and score (after the explanations in the Images tab)."""
+    samples = "; ".join(f"sample {i}: {exp.label(i)}" for i in range(len(exp)))
+    tf.summary.image(
+        "inputs/explained",
+        exp.display_images().astype(np.uint8),
+        step=step,
+        max_outputs=len(exp),
+        description=f"The images explained under explanations/, class (score): {samples}.",
+    )
+
+
 def log_explanations(
     log_dir: str | os.PathLike, explanations: Sequence[Explanation], step: int = 0
 ) -> None:
-    """Log each explanation's overlays as `explain/<method>` images plus a text summary.
-
-    The text summary `explain/<method>/info` lists, per image, the class, score, method and layer.
-    """
+    """Log explanations as image cards `explanations/<method>/<class>` (captioned with method,
+    layer, class and scores), a text table `explanations/<method>/info` each, and the images
+    of the first as `inputs/explained`."""
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
         for exp in explanations:
             _summarise(exp, None, step)
+        if explanations:
+            _log_inputs(explanations[0], step)
     writer.close()
 
 
 def log_explanation(
     log_dir: str | os.PathLike, exp: Explanation, step: int = 0, name: str | None = None
 ) -> None:
-    """Log one explanation as `explain/<name>` (default: its method) images and text."""
+    """Log one explanation as `explanations/<name>/<class>` (default name: its method) image
+    cards, its `explanations/<name>/info` table and its images as `inputs/explained`."""
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
         _summarise(exp, name, step)
+        _log_inputs(exp, step)
     writer.close()
 
 
@@ -73,10 +119,13 @@ _DATASET_IMAGES = 8  # images taken from a dataset or folder unless `max_images`
 class ExplainCallback(keras.callbacks.Callback):
     """Log explanations of fixed images during `model.fit`, so attention can be watched per epoch.
 
-    Each logged epoch writes `explain/<method>` overlays and `explain/<method>/info` text at
-    step = epoch. The explain kernels are compiled once for the model and reused every epoch
-    (they read the current weights), and the writer is created on first use, so a run that
-    never reaches a logged epoch leaves no empty event file.
+    Each logged epoch writes `explanations/<method>/<class>` overlays (one card per explained
+    class, captioned with method, layer, class and scores) and `explanations/<method>/info`
+    text at step = epoch; the images go once to `inputs/explained`. With `targets=None` an
+    image's card follows its top class, which can change between epochs; `targets="labels"`
+    keeps each image in one card. The explain kernels are compiled once for the model and
+    reused every epoch (they read the current weights), and the writer is created on first
+    use, so a run that never reaches a logged epoch leaves no empty event file.
 
     The images can be the validation `tf.data.Dataset` itself: its first `max_images` images
     are read once, when training begins (so a reshuffling dataset still gives the same images
@@ -165,6 +214,7 @@ class ExplainCallback(keras.callbacks.Callback):
         self._model_form = dict(model_form, batch_size=batch_size)
         self._session: Session | None = None  # prepared on first use, for `self.model`
         self._writer = None
+        self._inputs_logged = False  # the images go to TensorBoard once
 
     def _session_for_model(self) -> Session:
         """The session for the model being trained, prepared once."""
@@ -217,6 +267,9 @@ class ExplainCallback(keras.callbacks.Callback):
                     class_names=self.class_names,
                 )
                 _summarise(exp, None, epoch)
+            if not self._inputs_logged:
+                _log_inputs(exp, epoch)
+                self._inputs_logged = True
         self._writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:

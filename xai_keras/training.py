@@ -216,7 +216,13 @@ class _LogInputs(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         writer = tf.summary.create_file_writer(str(self.log_dir / "samples"))
         with writer.as_default():
-            tf.summary.image("data/samples", self.images, step=0, max_outputs=len(self.images))
+            tf.summary.image(
+                "inputs/training_samples",
+                self.images,
+                step=0,
+                max_outputs=len(self.images),
+                description="The first training images, as the model sees them.",
+            )
         writer.close()
 
 

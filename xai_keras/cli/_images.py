@@ -170,12 +170,13 @@ def read_images(
             img = img[..., ::-1] if c == 3 else img[..., [2, 1, 0, 3]]
         pixels = img.astype("float32")  # a None range: the model maps pixels itself
         images.append(pixels if value_range is None else value_range.from_pixels(pixels))
-    sizes = {im.shape[:2] for im in images}
-    if len(sizes) > 1:
-        listed = ", ".join(f"{f} {im.shape[0]}x{im.shape[1]}" for f, im in zip(files, images))
+    if len({im.shape[:2] for im in images}) > 1:
+        from xai_keras.checks import describe_sizes
+
+        found = describe_sizes((im.shape[:2] for im in images), (f.name for f in files))
         raise InputError(
-            f"The model accepts any image size, but the images differ ({listed[:200]}); pass "
-            "--size H,W to resize them all, e.g. --size 224,224."
+            f"The model accepts any image size, but the {len(images)} images differ ({found}); "
+            "pass --size H,W to resize them all to one, e.g. --size 224,224."
         )
     if reshaped and note is not None and h and w:
         how = {

@@ -149,6 +149,7 @@ def run_benchmark(
             "n": n,
             "seed": seed,
             "quick": quick,
+            "n_sanity": n_sanity,
             "methods": names,
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
             "versions": _versions(),

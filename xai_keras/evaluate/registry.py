@@ -37,7 +37,9 @@ the dataset summary can rank the worst-explained images by it. A function return
 
 How a reader calls a metric (`Metric.__call__`): by keyword, with each of `model`, `images`,
 `maps`, `targets`, `masks`, `cue_masks`, `method` and the readers' settings (`batch_size`,
-`value_range`, `steps`, `tolerance`) that the function's signature names, then `options`.
+`value_range`, `steps`, `tolerance`) that the function's signature names, then a reader's
+`metric_options` for that function (a dict keyed by the function's name, e.g. the benchmark's
+quick `{"road": {"percentiles": (20, 50, 80)}}`), then `options`.
 `needs` says which inputs beyond the maps a reader must have: "model" (the model, the images and the
 explained targets; readers pass a `Session`, so a metric that runs the model takes a model or a
 session: `Session.of(model)` gives the session, its `.model` the Keras model), "masks" (object
@@ -136,6 +138,7 @@ class Metric:
         kwargs = {k: v for k, v in available.items() if k in params}
         if "method" in self.needs:  # it explains the images itself, with the method's options
             kwargs.update(available.get("method_options") or {})
+        kwargs.update((available.get("metric_options") or {}).get(self.function.__name__, {}))
         return self.function(**{**kwargs, **self.options})
 
     def values(self, result: Any) -> Any:

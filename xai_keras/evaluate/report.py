@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from xai_keras.evaluate.presets import QUICK_OPTIONS
+from xai_keras.evaluate.presets import QUICK_METRIC_OPTIONS, QUICK_OPTIONS
 from xai_keras.evaluate.registry import get_metric, metrics
 from xai_keras.explainers import contact_sheet
 from xai_keras.io import figure_to_png, write_bytes
@@ -145,7 +145,15 @@ def to_markdown(results: dict[str, Any]) -> str:
         cheaper = "; ".join(
             f"{m} {', '.join(f'{k}={v}' for k, v in o.items())}" for m, o in QUICK_OPTIONS.items()
         )
-        lines.append(f"Quick mode uses cheaper settings for: {cheaper}.")
+        metric = "; ".join(
+            f"{m} {', '.join(f'{k}={v}' for k, v in o.items())}"
+            for m, o in QUICK_METRIC_OPTIONS.items()
+        )
+        lines.append(
+            f"Quick mode uses cheaper settings for: {cheaper}; and for the metrics: {metric} "
+            "(full mode: ROAD at the paper's 10, 20, ..., 90, sanity maps after every layer); "
+            f"the sanity check on {meta.get('n_sanity', '?')} images."
+        )
     for name, data in results["datasets"].items():
         rows = data["methods"]
         higher = columns()

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from xai_keras.errors import InputError
-from xai_keras.evaluate.presets import FAST_OPTIONS, QUICK_OPTIONS
+from xai_keras.evaluate.presets import FAST_OPTIONS, QUICK_METRIC_OPTIONS, QUICK_OPTIONS
 from xai_keras.evaluate.registry import compute, get_metric, metrics
 from xai_keras.evaluate.sanity import SanityResult
 from xai_keras.evaluate.significance import random_reference
@@ -146,8 +146,11 @@ def method_row(
         # there (a GAP head) is what the table shows, not something to warn about per method.
         warnings.filterwarnings("ignore", ".*so the CAM variants coincide", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        # Warm up on a full batch: the timed call then reuses the traced kernels.
-        explain(model, images[:batch_size], method=method, batch_size=batch_size, **options)
+        # Warm up, so that the timed call reuses the traced kernels: on a full batch, or on
+        # one image for methods that loop over images with per-image kernels (RISE, LIME, ...:
+        # one image traces them all, and a batch would cost as much as the timed call).
+        warm = images[:batch_size] if get_method(method).compiled_step else images[:1]
+        explain(model, warm, method=method, batch_size=batch_size, **options)
         start = time.perf_counter()
         exp = explain(
             model,
@@ -163,6 +166,7 @@ def method_row(
     have = {"model"} | {need for need, value in given.items() if value is not None}
     _, results = compute(
         metrics(needs=have, default=True) + [n for n in extra if set(get_metric(n).needs) <= have],
+        metric_options=QUICK_METRIC_OPTIONS if quick else None,
         model=model,
         images=images,
         maps=exp.maps,

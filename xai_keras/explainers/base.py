@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import keras
 import tensorflow as tf
 
+from xai_keras.catalogue import canonical_name, check_entry
 from xai_keras.errors import InputError
 from xai_keras.explainers.layers import find_layer, is_graph_model, is_token_model, layer_shape
 from xai_keras.explainers.session import Session, runner_for
@@ -37,9 +38,11 @@ METHODS: dict[str, type[Method]] = {}
 
 
 def register(name: str):
-    """Class decorator adding a method to `METHODS` under `name`."""
+    """Class decorator adding a method to `METHODS` under `name` (its entry in
+    `xai_keras.catalogue` must agree with the class)."""
 
     def wrap(cls: type[Method]) -> type[Method]:
+        check_entry(name, cls.family, cls.uses_layer, cls.options())
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -60,18 +63,6 @@ def methods(family: str | None = None, model: keras.Model | None = None) -> list
     ]
 
 
-_ALIASES = {
-    "grad_cam": "gradcam",
-    "gradcam_pp": "gradcam++",
-    "gradcampp": "gradcam++",
-    "grad_cam++": "gradcam++",
-    "ig": "integrated_gradients",
-    "vanilla": "saliency",
-    "hires_cam": "hirescam",
-    "finer_cam": "finercam",
-    "shapley_cam": "shapleycam",
-    "kpca_cam": "kpcacam",
-}
 
 
 def get_method(name: str) -> type[Method]:
@@ -81,8 +72,7 @@ def get_method(name: str) -> type[Method]:
             f"`method` must be a method name (a str) or a list of names. Received: "
             f"method={name!r}. Available methods: {', '.join(METHODS)}."
         )
-    key = name.lower().replace("-", "_").replace(" ", "_")
-    key = _ALIASES.get(key, key)
+    key = canonical_name(name)
     if key not in METHODS:
         raise InputError(f"Unknown method {name!r}. Available methods: {', '.join(METHODS)}.")
     return METHODS[key]

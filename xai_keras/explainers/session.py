@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.checks import check_positive_int
+from xai_keras.checks import check_positive_int, describe_sizes
 from xai_keras.errors import InputError
 from xai_keras.explainers.graph import LayerTaps, ModelRunner, hold_inputs, model_store
 from xai_keras.explainers.heads import Head, check_scores_shape, resolve_head
@@ -430,18 +430,42 @@ class Session:
         return self.runner.squash(self.map_batches(self.runner.forward_fn, x)).numpy()
 
 
+def _check_one_size(images: list | tuple, expected: tuple | None, name: str) -> None:
+    """Images of different sizes cannot be one batch: one line naming the sizes found and
+    the resize that makes them one (the model's input size where it has one)."""
+    shapes = [getattr(im, "shape", None) for im in images]
+    if len(images) < 2 or any(s is None or len(s) < 2 for s in shapes):
+        return  # not a list of arrays: converting it says what is wrong
+    if len({tuple(s) for s in shapes}) == 1:
+        return
+    h, w = (tuple(expected or ()) + (None, None))[:2]
+    if h is not None and w is not None:
+        size, why = f"({h}, {w})", f"the model's input size {h}x{w}"
+    else:
+        size, why = "(224, 224)", "one size, e.g. 224x224 (the model takes any)"
+    raise InputError(
+        f"`{name}` are {len(images)} images of different sizes ({describe_sizes(shapes)}); one "
+        f"batch needs one size. Resize them to {why} first: "
+        f"[keras.ops.image.resize(im, {size}) for im in {name}], or explain them one at a time."
+    )
+
+
 def check_images(
     images: Any, model: keras.Model, name: str = "images", input_index: int = 0
 ) -> tuple[tf.Tensor, bool]:
     """Validate images (an array, tensor or `tf.data.Dataset`) against the model's image
     input; return a float32 (N, H, W, C) tensor and whether a single image (H, W, C) was
     given."""
+    expected = _expected_shape(model, input_index)
     if isinstance(images, tf.data.Dataset):
         images = as_source(images, model, input_index).elements.map(lambda x, _: x)
         images = list(images.as_numpy_iterator())
         if not images:
             raise InputError(f"The `{name}` dataset is empty: it yielded no images.")
+        _check_one_size(images, expected, name)
         images = np.stack(images)
+    elif isinstance(images, (list, tuple)):
+        _check_one_size(images, expected, name)
     try:
         x = tf.convert_to_tensor(images)
     except (ValueError, TypeError) as err:
@@ -449,7 +473,6 @@ def check_images(
     if not (x.dtype.is_floating or x.dtype.is_integer):
         raise InputError(f"`{name}` must hold numbers. Received dtype {x.dtype.name}.")
     x = tf.cast(x, tf.float32)
-    expected = _expected_shape(model, input_index)
     if expected is None:  # subclassed: any (H, W, C) images
         expected = (None, None, None)
     single = x.shape.rank == len(expected)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_sag"]
 
-_GAP_X, _GAP_Y = 1.35, 1.75  # node spacing, in thumbnail widths/heights
+_GAP_X, _GAP_Y = 1.35, 1.9  # node spacing, in thumbnail widths/heights
+_LABEL_H = 0.45  # below a thumbnail: its two-line label, then the arrows leave
 
 
 def _thumbnail(g: SAG, patches: tuple[int, ...]) -> np.ndarray:
@@ -116,14 +117,16 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
                 fontsize=11,
                 fontweight="bold",
             )
+        # Two short lines, narrower than the thumbnail, so neighbours' labels never meet; three
+        # digits: 0.895 must not read "0.90" under ">= 90%".
         graph.text(
             x + 0.5,
-            y - 0.06,
-            # three digits: 0.895 must not read "0.90" under ">= 90%"
-            f"{node['confidence']:.3f}  ({_count(len(node['patches']))})",
+            y - 0.05,
+            f"{node['confidence']:.3f}\n{_count(len(node['patches']))}",
             ha="center",
             va="top",
             fontsize=10,
+            linespacing=1.15,
             color=_colour(g, node["confidence"]),
             fontweight="bold",
         )
@@ -132,7 +135,7 @@ def plot_sag(g: SAG, thumb: float = 1.6) -> Figure:
         graph.annotate(
             "",
             xy=(xb + 0.5, yb + 1.02),
-            xytext=(xa + 0.5, ya - 0.22),
+            xytext=(xa + 0.5, ya - _LABEL_H),
             arrowprops=dict(arrowstyle="->", color="0.4", lw=1.0),
         )
     graph.set_xlim(min(xs) - 0.2, max(xs) + 1.2)
