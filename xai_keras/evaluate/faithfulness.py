@@ -23,6 +23,8 @@ from typing import Any
 
 import keras
 import numpy as np
+import scipy.spatial.distance
+import scipy.stats
 import tensorflow as tf
 
 from xai_keras.checks import check_int, check_number, check_positive_int
@@ -50,10 +52,13 @@ __all__ = [
     "input_span",
     "insertion",
     "irof",
+    "monotonicity",
+    "monotonicity_correlation",
     "perturbed_scores",
     "pixel_flipping",
     "region_order",
     "region_perturbation",
+    "sufficiency",
     "superpixels",
 ]
 
@@ -869,8 +874,241 @@ def infidelity(
     return ((dots - change) ** 2).mean(axis=1)
 
 
+_ARYA = (
+    'Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI '
+    'Explainability Techniques", arXiv:1909.03012, 2019'
+)
+
+
+def _ascending_groups(maps: np.ndarray, features_in_step: int | None) -> tuple[np.ndarray, int]:
+    """(N, H, W) group of each pixel, groups of `features_in_step` pixels in increasing map
+    order (ties in row-major order; group 0 is the least relevant), and the number of groups."""
+    pixels = maps.shape[1] * maps.shape[2]
+    f = _group_steps(pixels, features_in_step, 64)
+    return pixel_ranks(-maps) // f, -(-pixels // f)
+
+
+@register_metric(
+    "monotonicity",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="whether the target score never falls as pixel groups are inserted into the "
+    "baseline, least relevant first",
+    reference=_ARYA,
+)
+def monotonicity(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    baseline: Baseline = "black",
+    measure: str = "probability",
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Monotonicity (Arya et al.): starting from the baseline, the image's pixels are inserted
+    in groups of `features_in_step`, least relevant first; the map passes (1.0) when the
+    target score never falls from one step to the next, else 0.0.
+
+    Scores are read after each insertion (steps 1..K, K = H * W / features_in_step rounded
+    up; the baseline alone is not a step, as in Quantus `Monotonicity`). Inserting the least
+    relevant pixels first is what makes a non-decreasing curve a compliment: a map that puts
+    the pixels that lower the score last fails. Only the signs of the steps count, so on a
+    model whose score only rises with evidence (non-negative contributions) every order
+    passes: read it beside a ranking metric such as Pixel Flipping. Equal scores count as
+    not falling (no tolerance, as Quantus). The mean over images is the share of monotonic
+    maps. (The Quantus `Monotonicity` source read for this, commit 11f06e5, replaces each
+    group of its all-baseline image with the baseline value again rather than with the
+    image's values, which leaves the curve flat for a constant baseline; this inserts the
+    image's values, as the paper describes.)
+
+    {args}
+        features_in_step: pixels inserted per step; None: H * W / 64 rounded up.
+
+    Returns:
+        (N,) 1.0 where the curve never falls, else 0.0.
+
+    Example:
+        >>> monotonicity(model, images, exp.maps).mean()   # share of monotonic maps
+
+    Reference: Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI
+    Explainability Techniques", arXiv:1909.03012, 2019.
+    """
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n = p.shape[0]
+    group, steps = _ascending_groups(p.maps, features_in_step)
+    counts = np.broadcast_to(np.arange(1, steps + 1), (n, steps))  # groups inserted
+    scores = _cumulative_curves(p, p.x, group, counts, source=p.baseline(baseline))
+    return np.all(np.diff(scores, axis=1) >= 0, axis=1).astype(np.float64)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties), NaN where either side is
+    constant."""
+    return _pearson(scipy.stats.rankdata(a), scipy.stats.rankdata(b))
+
+
+_NGUYEN = (
+    'Nguyen and Martinez, "On Quantitative Aspects of Model Interpretability", '
+    "arXiv:2007.07584, 2020"
+)
+
+
+@register_metric(
+    "monotonicity_correlation",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="rank correlation of each pixel group's attribution with the squared score "
+    "change when that group alone is replaced",
+    reference=_NGUYEN,
+)
+def monotonicity_correlation(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    samples: int = 10,
+    baseline: Baseline = "uniform",
+    measure: str = "probability",
+    seed: int = 0,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Monotonicity Correlation (Nguyen and Martinez): Spearman's rho between each pixel
+    group's attribution (its map sum) and the mean squared change of the target score when
+    that group alone is replaced by the baseline, E[(f(x) - f(x with group j replaced))^2].
+
+    Groups are `features_in_step` pixels in increasing map order (ties in row-major order).
+    1 when larger attributions go with larger effects, -1 for the reversed ranking. The
+    effect is squared, so the sign of an attribution says nothing here (a strongly negative
+    group ranks low): read signed maps with that in mind. With the uniform baseline each
+    group is replaced `samples` times (draws from `[seed, sample, image]`); a fixed baseline
+    needs one draw, so `samples` is then 1. (Quantus `MonotonicityCorrelation`, which also
+    divides the effect by f(x)^2, a per-image constant that leaves ranks unchanged; its
+    defaults take one pixel per group and 100 samples, here 64 groups and 10 samples.)
+
+    {args}
+        features_in_step: pixels per group; None: H * W / 64 rounded up (64 groups).
+        samples: draws of the uniform baseline per group (Quantus: 100).
+        seed: the uniform baseline's seed.
+
+    Returns:
+        (N,) correlations in [-1, 1] (NaN where all effects or all attributions are equal).
+
+    Example:
+        >>> monotonicity_correlation(model, images, exp.maps).mean()
+
+    Reference: Nguyen and Martinez, "On Quantitative Aspects of Model Interpretability",
+    arXiv:2007.07584, 2020.
+    """
+    samples = check_int(samples, "samples", low=1)
+    seed = check_int(seed, "seed", low=0)
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n = p.shape[0]
+    group, steps = _ascending_groups(p.maps, features_in_step)
+    sums = np.stack([np.bincount(group[i].ravel(), p.maps[i].ravel(), steps) for i in range(n)])
+    noisy = isinstance(baseline, str) and baseline == "uniform"
+    samples = samples if noisy else 1
+    fill = None if noisy else p.baseline(baseline)
+
+    def build(idx: np.ndarray, row: np.ndarray) -> np.ndarray:
+        g, s = row // samples, row % samples
+        filled = fill[idx] if fill is not None else np.stack(
+            [p.uniform(i, (seed, j)) for i, j in zip(idx, s, strict=True)]
+        )  # fmt: skip
+        return np.where((group[idx] == g[:, None, None])[..., None], filled, p.x[idx])
+
+    change = p.clean()[:, None] - p.scores(steps * samples, build)
+    effect = (change.reshape(n, steps, samples) ** 2).mean(axis=2)
+    return np.array([_spearman(sums[i], effect[i]) for i in range(n)])
+
+
+_DASGUPTA = (
+    'Dasgupta, Frost and Moshkovitz, "Framework for Evaluating Faithfulness of Local '
+    'Explanations", ICML 2022'
+)
+
+
+@register_metric(
+    "sufficiency",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="share of the other images with a similar map that the model assigns the "
+    "same class",
+    reference=_DASGUPTA,
+)
+def sufficiency(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    threshold: float = 0.6,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Sufficiency (Dasgupta et al.): an explanation is sufficient when the images it also
+    describes get the same prediction. Per image i: among the other images j whose maps lie
+    within `threshold` of i's, the share whose predicted (top) class equals i's.
+
+    Maps are compared by the standardised Euclidean distance (each pixel divided by its
+    variance over the images; pixels equal in every map are left out) divided by the
+    largest distance of the set, as Quantus `Sufficiency`. The value of an image depends on
+    the other images scored with it (the set is the sample the paper's expectation runs
+    over): compare methods on the same images. Where no other map lies within the threshold
+    the value is NaN (Quantus: 0), and the mean skips it. Maps are used as given (Quantus
+    takes absolute values and normalises them first by default).
+
+    Args:
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
+        images: (N, H, W, C) images, preprocessed as the model expects.
+        maps: (N, H, W) maps.
+        threshold: the largest normalised distance, in [0, 1], at which two maps count as
+            the same explanation (Quantus: 0.6).
+        batch_size: images per compiled forward pass (default: the session's).
+        value_range: the model's input range, e.g. (-1, 1).
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
+
+    Returns:
+        (N,) shares in [0, 1] (NaN where no other map is near).
+
+    Raises:
+        InputError: bad images, maps or threshold.
+
+    Example:
+        >>> sufficiency(model, images, exp.maps).mean()
+
+    Reference: Dasgupta, Frost and Moshkovitz, "Framework for Evaluating Faithfulness of
+    Local Explanations", ICML 2022.
+    """
+    threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+    p = Perturbed.of(model, images, maps, None, batch_size=batch_size, value_range=value_range,
+                     **model_form)  # fmt: skip
+    session, n = p.session, p.shape[0]
+    probs = np.concatenate([session.probabilities(p.x[g]) for g in session.groups(n)])
+    predicted = probs.argmax(axis=1)
+    flat = p.maps.reshape(n, -1)
+    var = flat.var(axis=0, ddof=1) if n > 1 else np.zeros(flat.shape[1])
+    keep = var > 0
+    dist = scipy.spatial.distance.cdist(flat[:, keep], flat[:, keep], "seuclidean", V=var[keep])
+    dist = dist / dist.max() if keep.any() and dist.max() > 0 else np.zeros((n, n))
+    near = (dist <= threshold) & ~np.eye(n, dtype=bool)
+    same = predicted[:, None] == predicted[None, :]
+    count = near.sum(axis=1)
+    return np.where(count > 0, (near & same).sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
 for _f in (faithfulness_correlation, faithfulness_estimate, pixel_flipping,
-           region_perturbation, irof, infidelity):  # fmt: skip
+           region_perturbation, irof, infidelity, monotonicity,
+           monotonicity_correlation):  # fmt: skip
     if _f.__doc__:
         _f.__doc__ = _f.__doc__.replace("{args}", _PERTURB_ARGS)
 del _f

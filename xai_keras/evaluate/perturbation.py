@@ -181,14 +181,16 @@ class Perturbed:
         `[*seed, image]`."""
         x = self.x
         if isinstance(baseline, str) and baseline == "uniform":
-            low, high = _bounds(self.session, x)
-            key = list(seed) if isinstance(seed, Sequence) else [seed]
-            out = np.empty_like(x)
-            for i in range(len(x)):
-                u = np.random.default_rng([*key, i]).random(x.shape[1:])
-                out[i] = low[i] + u * (high[i] - low[i])
-            return out
+            return np.stack([self.uniform(i, seed) for i in range(len(x))])
         return fill(tf.constant(x), baseline, self.session.value_range).numpy()
+
+    def uniform(self, i: int, seed: int | Sequence[int] = 0) -> np.ndarray:
+        """Image i's "uniform" baseline (H, W, C) from the generator `[*seed, i]`: drawn one
+        image at a time, so a metric needing many draws need not hold them all."""
+        low, high = _bounds(self.session, self.x[i : i + 1])
+        key = list(seed) if isinstance(seed, Sequence) else [seed]
+        u = np.random.default_rng([*key, i]).random(self.x.shape[1:])
+        return (low[0] + u * (high[0] - low[0])).astype(self.x.dtype)
 
     def clean(self) -> np.ndarray:
         """(N,) the target scores of the unperturbed images."""
