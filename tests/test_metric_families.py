@@ -297,6 +297,25 @@ def test_evaluate_model_computes_opt_in_metrics_by_name(linear, x):
         evaluate_model(linear, x, ["saliency"], n=2, n_sanity=0, metrics=["nope"])
 
 
+def test_evaluate_model_scores_and_keeps_maps_of_the_method_options(gap_model, images32):
+    """`method_options` reach the scored maps and the metrics that explain again (the
+    sensitivity of 2-sample SmoothGrad differs from the 16-sample default's)."""
+    from xai_keras import explain
+    from xai_keras.evaluate import evaluate_model
+
+    kw = {"n": 5, "n_sanity": 2, "metrics": ["max_sensitivity"], "keep_explanations": True,
+          "batch_size": 8}  # fmt: skip
+    options = {"smoothgrad": {"samples": 2}}
+    cheap = evaluate_model(gap_model, images32, ["smoothgrad"], method_options=options, **kw)
+    default = evaluate_model(gap_model, images32, ["smoothgrad"], **kw)
+    own = explain(gap_model, images32, "smoothgrad", samples=2, batch_size=8)
+    np.testing.assert_allclose(cheap.explanations["smoothgrad"].maps, own.maps, atol=1e-5)
+    assert not np.allclose(default.explanations["smoothgrad"].maps, own.maps, atol=1e-3)
+    sens = "max_sensitivity"
+    assert cheap.methods["smoothgrad"][sens] != default.methods["smoothgrad"][sens]
+    assert evaluate_model(gap_model, images32, ["random"], n=2, n_sanity=0).explanations == {}
+
+
 def test_errors_name_the_argument(linear, x):
     gxi = _gxi(linear, x)
     with pytest.raises(InputError, match="`measure`"):

@@ -6,7 +6,8 @@
 - shortcut: `shortcut_hits`, `shortcut_rate` against masks of a known spurious cue;
 - ROAD: `road` (remove and debias: noisy linear imputation, most/least relevant first);
 - more faithfulness: `faithfulness_correlation`, `faithfulness_estimate`, `pixel_flipping`,
-  `region_perturbation`, `irof`, `infidelity`;
+  `region_perturbation`, `irof`, `infidelity`, `monotonicity`, `monotonicity_correlation`,
+  `sufficiency`;
 - robustness: `max_sensitivity`, `avg_sensitivity`, `local_lipschitz`,
   `relative_input_stability`;
 - localisation: `top_k_intersection`, `relevance_rank_accuracy`, `relevance_mass_accuracy`,
@@ -43,8 +44,11 @@ from xai_keras.evaluate.faithfulness import (
     infidelity,
     insertion,
     irof,
+    monotonicity,
+    monotonicity_correlation,
     pixel_flipping,
     region_perturbation,
+    sufficiency,
 )
 from xai_keras.evaluate.localisation import (
     energy_pointing,
@@ -102,6 +106,8 @@ __all__ = [
     "localisation_auc",
     "max_sensitivity",
     "metrics",
+    "monotonicity",
+    "monotonicity_correlation",
     "noisy_linear_impute",
     "pixel_flipping",
     "pointing_game",
@@ -117,6 +123,7 @@ __all__ = [
     "shortcut_rate",
     "smooth_mprt",
     "sparseness",
+    "sufficiency",
     "summary",
     "top_k_intersection",
 ]

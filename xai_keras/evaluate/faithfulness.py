@@ -17,20 +17,28 @@ so every model form `explain` takes (one output of several, a sigmoid unit, held
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
+import scipy.spatial.distance
+import scipy.stats
 import tensorflow as tf
 
-from xai_keras.checks import check_choice, check_int, check_maps, check_number, check_positive_int
+from xai_keras.checks import check_int, check_number, check_positive_int
 from xai_keras.errors import InputError
+from xai_keras.evaluate.perturbation import (
+    Baseline,
+    Perturbed,
+    input_span,
+    perturbed_scores,
+)
+from xai_keras.evaluate.perturbation import fill as _fill
+from xai_keras.evaluate.perturbation import prepare as _prepare
 from xai_keras.evaluate.registry import register_metric
-from xai_keras.explainers.baselines import make_baseline
 from xai_keras.explainers.masking import curve_scores, pixel_ranks, removal_baseline
-from xai_keras.explainers.ranges import ValueRange
 from xai_keras.explainers.session import Session
 
 __all__ = [
@@ -44,14 +52,15 @@ __all__ = [
     "input_span",
     "insertion",
     "irof",
+    "monotonicity",
+    "monotonicity_correlation",
     "perturbed_scores",
     "pixel_flipping",
     "region_order",
     "region_perturbation",
+    "sufficiency",
     "superpixels",
 ]
-
-Baseline = str | float | np.ndarray | Callable[[tf.Tensor], tf.Tensor]
 
 
 @dataclass
@@ -88,35 +97,6 @@ class Curves:
         """
         widths = np.diff(self.fractions)
         return ((self.scores[:, 1:] + self.scores[:, :-1]) / 2 * widths).sum(axis=1)
-
-
-def _prepare(
-    model: keras.Model | Session, images: Any, maps: Any, targets: Any, settings: dict
-) -> tuple[Session, tf.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate; return (session, images, maps, resolved targets, clean target
-    probabilities)."""
-    session = Session.of(model, **settings)
-    x, _ = session.images(images)
-    m = check_maps(maps)
-    if m.shape != tuple(x.shape[:3]):
-        raise InputError(
-            f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
-            f"the images. Received: maps.shape={m.shape}."
-        )
-    return session, x, m, *session.explained(x, targets)
-
-
-def _fill(x: tf.Tensor, baseline: Baseline, value_range: ValueRange | None) -> tf.Tensor:
-    """The baseline batch: `make_baseline(x, baseline)`, or `baseline(x)` for a callable."""
-    if not callable(baseline):
-        return make_baseline(x, baseline, value_range)
-    fill = tf.cast(tf.convert_to_tensor(baseline(x)), tf.float32)
-    if tuple(fill.shape) != tuple(x.shape):
-        raise InputError(
-            f"A callable `baseline` must return an array of the images' shape {tuple(x.shape)}. "
-            f"Received: baseline(images).shape={tuple(fill.shape)}."
-        )
-    return fill
 
 
 def _curves(
@@ -335,102 +315,9 @@ def average_drop_increase(
 
 # -- the perturbation family beyond deletion and insertion ------------------------------------
 # Quantus' faithfulness metrics (and Captum's infidelity) all read one number: the target score
-# of perturbed copies of each image. `perturbed_scores` computes it for any rows (image, how it
-# is perturbed) in the session's padded batches, through one compiled kernel per score kind.
-
-SCORES = ("logit", "probability")
-
-
-def _score_kernel(session: Session, score: str) -> Callable:
-    runner = session.runner
-
-    def target_scores(x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        scores = runner.forward(x)[1]
-        if score == "probability":
-            scores = runner.squash(scores)
-        return tf.gather(scores, targets, batch_dims=1)
-
-    return runner.kernel(f"metric_{score}", target_scores)
-
-
-def perturbed_scores(
-    session: Session,
-    rows_image: np.ndarray,
-    build: Callable[[np.ndarray], np.ndarray],
-    targets: np.ndarray,
-    measure: str = "logit",
-) -> np.ndarray:
-    """(R,) target score of R perturbed images, in the session's padded batches.
-
-    Args:
-        session: the model.
-        rows_image: (R,) the image each row perturbs (its held inputs and target).
-        build: `build(row_ids) -> (B, H, W, C)` the perturbed images of those rows (numpy);
-            it must depend on the row ids only, so padding rows (repeats) change nothing.
-        targets: (N,) the class of each image.
-        measure: "logit" (the score the methods explain: the logits where a final softmax or
-            sigmoid was stripped, else the output) or "probability".
-    """
-    measure = check_choice(measure, "measure", SCORES)
-    kernel = _score_kernel(session, measure)
-    rows_image = np.asarray(rows_image, np.int64)
-    out = np.empty(len(rows_image))
-    n = int(rows_image.max()) + 1 if len(rows_image) else 0
-    for g in session.groups(n):
-        sel = np.nonzero((rows_image >= g.start) & (rows_image < g.stop))[0]
-        if not sel.size:
-            continue
-
-        def batch(ids: tf.Tensor) -> tf.Tensor:
-            ids = ids.numpy()
-            images = tf.constant(np.asarray(build(ids), np.float32))
-            return kernel(images, tf.constant(targets[rows_image[ids]], tf.int32))
-
-        out[sel] = session.map_batches(batch, sel).numpy()
-    return out
-
-
-def _setup(
-    model: Any, images: Any, maps: Any, targets: Any, settings: dict
-) -> tuple[Session, np.ndarray, np.ndarray, np.ndarray]:
-    """(session, images (N, H, W, C) float32 numpy, maps (N, H, W) float64, targets)."""
-    session, x, m, tgt, _ = _prepare(model, images, maps, targets, settings)
-    return session, x.numpy(), m.astype(np.float64), tgt
-
-
-def _fill_array(session: Session, x: np.ndarray, baseline: Any, seed: int = 0) -> np.ndarray:
-    """The baseline images as numpy: `make_baseline`'s kinds, or "uniform" (each pixel drawn
-    uniformly between the model's range minimum and maximum, or the image's own where no
-    range is known; seeded per image)."""
-    if isinstance(baseline, str) and baseline == "uniform":
-        low, high = _bounds(session, x)
-        out = np.empty_like(x)
-        for i in range(len(x)):
-            u = np.random.default_rng([seed, i]).random(x.shape[1:])
-            out[i] = low[i] + u * (high[i] - low[i])
-        return out
-    return _fill(tf.constant(x), baseline, session.value_range).numpy()
-
-
-def _bounds(session: Session, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image (N, 1, 1, C) lowest and highest input values: the model's value range where
-    the session knows it, else each image's own minimum and maximum."""
-    if session.value_range is not None:
-        c = x.shape[-1]
-        lo, hi = (session.value_range.from_pixels(np.full((1, c), v)) for v in (0.0, 255.0))
-        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-        shape = (1, 1, 1, c)
-        return (np.broadcast_to(lo.reshape(shape), (len(x), 1, 1, c)),
-                np.broadcast_to(hi.reshape(shape), (len(x), 1, 1, c)))  # fmt: skip
-    return x.min(axis=(1, 2, 3), keepdims=True), x.max(axis=(1, 2, 3), keepdims=True)
-
-
-def input_span(session: Session, x: np.ndarray) -> np.ndarray:
-    """(N,) the span of each image's input values (the model's range where known, else the
-    image's own max - min; 1 for a constant image): noise scales are fractions of it."""
-    low, high = _bounds(session, x)
-    span = (high - low).reshape(len(x), -1).max(axis=1)
-    return np.where(span > 0, span, 1.0)
+# of perturbed copies of each image. `Perturbed` (xai_keras.evaluate.perturbation) validates the
+# inputs and scores any rows (image, step) in the session's padded batches, through one compiled
+# kernel per score kind; each metric says only how row (image, step) is perturbed.
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -438,11 +325,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / den) if den > 0 else float("nan")
-
-
-def _remove(x: np.ndarray, fill: np.ndarray, idx: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Images `idx` with the (B, H, W) `masks` pixels (all channels) taken from `fill`."""
-    return np.where(masks[..., None], fill[idx], x[idx])
 
 
 def _random_subset(shape: tuple[int, int], size: int, seed: Sequence[int]) -> np.ndarray:
@@ -524,26 +406,23 @@ def faithfulness_correlation(
     """
     runs = check_int(runs, "runs", low=2)
     seed = check_int(seed, "seed", low=0)
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = p.shape
     size = max(1, round(0.05 * h * w)) if subset_size is None else subset_size
     size = check_int(size, "subset_size", low=1, high=h * w)
-    fill = _fill_array(session, x, baseline, seed)
+    fill = p.baseline(baseline, seed)
 
-    def subset(row: int) -> np.ndarray:
-        return _random_subset((h, w), size, (seed, row // runs, row % runs))
+    def subset(i: int, run: int) -> np.ndarray:
+        return _random_subset((h, w), size, (seed, i, run))
 
-    rows = np.arange(n * runs)
-    sums = np.array([m[r // runs][subset(r)].sum() for r in rows]).reshape(n, runs)
-    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
+    sums = np.array([[p.maps[i][subset(i, r)].sum() for r in range(runs)] for i in range(n)])
+    clean = p.clean()
 
-    def build(ids: np.ndarray) -> np.ndarray:
-        return _remove(x, fill, ids // runs, np.stack([subset(r) for r in ids]))
+    def masks(idx: np.ndarray, run: np.ndarray) -> np.ndarray:
+        return np.stack([subset(i, r) for i, r in zip(idx, run, strict=True)])
 
-    drops = clean[:, None] - perturbed_scores(session, rows // runs, build, tgt, measure).reshape(
-        n, runs
-    )
+    drops = clean[:, None] - p.removed(runs, fill, masks)
     return np.array([_pearson(sums[i], drops[i]) for i in range(n)])
 
 
@@ -598,25 +477,16 @@ def faithfulness_estimate(
     Reference: Alvarez-Melis and Jaakkola, "Towards Robust Interpretability with
     Self-Explaining Neural Networks", NeurIPS 2018. (Quantus `FaithfulnessEstimate`.)
     """
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = p.shape
     f = _group_steps(h * w, features_in_step, 64)
     steps = -(-(h * w) // f)
-    ranks = pixel_ranks(m)
-    group = ranks // f  # (N, H, W) group index of each pixel
-    sums = np.stack([np.bincount(group[i].ravel(), m[i].ravel(), steps) for i in range(n)])
-    fill = _fill_array(session, x, baseline)
-    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
-    rows = np.arange(n * steps)
-
-    def build(ids: np.ndarray) -> np.ndarray:
-        idx = ids // steps
-        return _remove(x, fill, idx, group[idx] == (ids % steps)[:, None, None])
-
-    drops = clean[:, None] - perturbed_scores(session, rows // steps, build, tgt, measure).reshape(
-        n, steps
-    )
+    group = pixel_ranks(p.maps) // f  # (N, H, W) group index of each pixel
+    sums = np.stack([np.bincount(group[i].ravel(), p.maps[i].ravel(), steps) for i in range(n)])
+    fill = p.baseline(baseline)
+    clean = p.clean()
+    drops = clean[:, None] - p.removed(steps, fill, lambda i, j: group[i] == j[:, None, None])
     return np.array([_pearson(sums[i], drops[i]) for i in range(n)])
 
 
@@ -658,24 +528,20 @@ class PerturbationCurves:
 
 
 def _cumulative_curves(
-    session: Session,
-    x: np.ndarray,
+    p: Perturbed,
     fill: np.ndarray,
     order: np.ndarray,
     counts: np.ndarray,
-    tgt: np.ndarray,
-    measure: str,
+    source: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, S + 1) scores with the pixels of `order` (N, H, W) below counts[i, k] removed at
-    step k (counts (N, S + 1), counts[:, 0] = 0 gives the clean image)."""
-    n, steps = counts.shape
+    """(N, S + 1) scores with the pixels of `order` (N, H, W) below counts[i, k] taken from
+    `fill` at step k (counts (N, S + 1); counts[:, 0] = 0 gives the unperturbed image, the
+    images or `source`)."""
 
-    def build(ids: np.ndarray) -> np.ndarray:
-        idx = ids // steps
-        return _remove(x, fill, idx, order[idx] < counts[idx, ids % steps][:, None, None])
+    def masks(idx: np.ndarray, step: np.ndarray) -> np.ndarray:
+        return order[idx] < counts[idx, step][:, None, None]
 
-    rows = np.arange(n * steps)
-    return perturbed_scores(session, rows // steps, build, tgt, measure).reshape(n, steps)
+    return p.removed(counts.shape[1], fill, masks, source)
 
 
 @register_metric(
@@ -722,17 +588,15 @@ def pixel_flipping(
     Reference: Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions
     by Layer-Wise Relevance Propagation", PLOS ONE 2015.
     """
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = p.shape
     f = _group_steps(h * w, features_in_step, 64)
     ks = np.minimum(np.arange(0, -(-(h * w) // f) + 1) * f, h * w)
     counts = np.broadcast_to(ks, (n, len(ks)))
-    scores = _cumulative_curves(
-        session, x, _fill_array(session, x, baseline), pixel_ranks(m), counts, tgt, measure
-    )
+    scores = _cumulative_curves(p, p.baseline(baseline), pixel_ranks(p.maps), counts)
     fractions = np.broadcast_to(ks / (h * w), scores.shape).copy()
-    return PerturbationCurves(fractions, scores, "pixel_flipping", tgt)
+    return PerturbationCurves(fractions, scores, "pixel_flipping", p.targets)
 
 
 def region_order(maps: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -814,19 +678,17 @@ def region_perturbation(
     Reference: Samek et al., "Evaluating the Visualization of What a Deep Neural Network Has
     Learned", IEEE TNNLS 2017.
     """
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = p.shape
     patch_size = check_int(patch_size, "patch_size", low=1, high=min(h, w))
     regions = check_int(regions, "regions", low=1)
-    order, count = region_order(m, patch_size)
+    order, count = region_order(p.maps, patch_size)
     counts = np.minimum(np.arange(regions + 1)[None], count[:, None])
-    scores = _cumulative_curves(
-        session, x, _fill_array(session, x, baseline, seed), order, counts, tgt, measure
-    )
+    scores = _cumulative_curves(p, p.baseline(baseline, seed), order, counts)
     removed = np.stack([np.sort(order[i].ravel()) for i in range(n)])  # region rank by pixel
     fractions = np.stack([np.searchsorted(removed[i], counts[i]) for i in range(n)]) / (h * w)
-    return PerturbationCurves(fractions, scores, "region_perturbation", tgt)
+    return PerturbationCurves(fractions, scores, "region_perturbation", p.targets)
 
 
 def superpixels(images: np.ndarray, segments: int = 100, seed: int = 0) -> np.ndarray:
@@ -893,16 +755,17 @@ def irof(
     methods", ICLR Workshops 2020. (Quantus `IROF` integrates with unit spacing over the
     segments and omits step 0; the curve is the same.)
     """
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = m_shape = p.shape
+    m = p.maps
     if isinstance(segments, (int, np.integer)) and not isinstance(segments, bool):
-        labels = superpixels(x, check_int(segments, "segments", low=1))
+        labels = superpixels(p.x, check_int(segments, "segments", low=1))
     else:
         labels = np.asarray(segments)
-        if labels.shape != m.shape or not np.issubdtype(labels.dtype, np.integer):
+        if labels.shape != m_shape or not np.issubdtype(labels.dtype, np.integer):
             raise InputError(
-                f"The `segments` argument must be an int or integer labels of shape {m.shape}. "
+                f"The `segments` argument must be an int or integer labels of shape {m_shape}. "
                 f"Received: {type(segments).__name__} of shape {np.shape(segments)}."
             )
         labels = np.stack([np.unique(lab, return_inverse=True)[1].reshape(h, w) for lab in labels])
@@ -914,10 +777,8 @@ def irof(
         rank[np.argsort(-means, kind="stable")] = np.arange(k[i])
         order[i] = rank[labels[i]]
     counts = np.minimum(np.arange(k.max() + 1)[None], k[:, None])
-    scores = _cumulative_curves(
-        session, x, _fill_array(session, x, baseline), order, counts, tgt, measure
-    )
-    return PerturbationCurves(counts / k[:, None], scores, "irof", tgt)
+    scores = _cumulative_curves(p, p.baseline(baseline), order, counts)
+    return PerturbationCurves(counts / k[:, None], scores, "irof", p.targets)
 
 
 _YEH = 'Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019'
@@ -978,10 +839,10 @@ def infidelity(
     samples = check_int(samples, "samples", low=1)
     noise = check_number(noise, "noise", low=0.0)
     seed = check_int(seed, "seed", low=0)
-    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
-    session, x, m, tgt = _setup(model, images, maps, targets, settings)
-    n, h, w = m.shape
-    std = noise * input_span(session, x)
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n, h, w = p.shape
+    std = noise * input_span(p.session, p.x)
     given = None
     if perturbations is not None:
         given = np.asarray(perturbations, np.float64)
@@ -992,21 +853,20 @@ def infidelity(
             )
         samples = given.shape[1]
 
-    def perturbation(row: int) -> np.ndarray:
-        i = row // samples
+    def perturbation(i: int, s: int) -> np.ndarray:
         if given is not None:
-            return given[i, row % samples]
-        return std[i] * np.random.default_rng([seed, i, row % samples]).standard_normal((h, w))
+            return given[i, s]
+        return std[i] * np.random.default_rng([seed, i, s]).standard_normal((h, w))
 
-    rows = np.arange(n * samples)
-    dots = np.array([(perturbation(r) * m[r // samples]).sum() for r in rows]).reshape(n, -1)
+    dots = np.array([[(perturbation(i, s) * p.maps[i]).sum() for s in range(samples)]
+                     for i in range(n)])  # fmt: skip
 
-    def build(ids: np.ndarray) -> np.ndarray:
-        return x[ids // samples] - np.stack([perturbation(r) for r in ids])[..., None]
+    def build(idx: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        noise = np.stack([perturbation(i, s) for i, s in zip(idx, sample, strict=True)])
+        return p.x[idx] - noise[..., None]
 
-    clean = perturbed_scores(session, np.arange(n), lambda ids: x[ids], tgt, measure)
-    perturbed = perturbed_scores(session, rows // samples, build, tgt, measure)
-    change = clean[:, None] - perturbed.reshape(n, samples)
+    clean = p.clean()
+    change = clean[:, None] - p.scores(samples, build)
     if normalize:  # beta = E[dot * change] / E[dot^2], Captum's `normalize=True`
         den = (dots * dots).mean(axis=1, keepdims=True)
         num = (dots * change).mean(axis=1, keepdims=True)
@@ -1014,8 +874,241 @@ def infidelity(
     return ((dots - change) ** 2).mean(axis=1)
 
 
+_ARYA = (
+    'Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI '
+    'Explainability Techniques", arXiv:1909.03012, 2019'
+)
+
+
+def _ascending_groups(maps: np.ndarray, features_in_step: int | None) -> tuple[np.ndarray, int]:
+    """(N, H, W) group of each pixel, groups of `features_in_step` pixels in increasing map
+    order (ties in row-major order; group 0 is the least relevant), and the number of groups."""
+    pixels = maps.shape[1] * maps.shape[2]
+    f = _group_steps(pixels, features_in_step, 64)
+    return pixel_ranks(-maps) // f, -(-pixels // f)
+
+
+@register_metric(
+    "monotonicity",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="whether the target score never falls as pixel groups are inserted into the "
+    "baseline, least relevant first",
+    reference=_ARYA,
+)
+def monotonicity(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    baseline: Baseline = "black",
+    measure: str = "probability",
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Monotonicity (Arya et al.): starting from the baseline, the image's pixels are inserted
+    in groups of `features_in_step`, least relevant first; the map passes (1.0) when the
+    target score never falls from one step to the next, else 0.0.
+
+    Scores are read after each insertion (steps 1..K, K = H * W / features_in_step rounded
+    up; the baseline alone is not a step, as in Quantus `Monotonicity`). Inserting the least
+    relevant pixels first is what makes a non-decreasing curve a compliment: a map that puts
+    the pixels that lower the score last fails. Only the signs of the steps count, so on a
+    model whose score only rises with evidence (non-negative contributions) every order
+    passes: read it beside a ranking metric such as Pixel Flipping. Equal scores count as
+    not falling (no tolerance, as Quantus). The mean over images is the share of monotonic
+    maps. (The Quantus `Monotonicity` source read for this, commit 11f06e5, replaces each
+    group of its all-baseline image with the baseline value again rather than with the
+    image's values, which leaves the curve flat for a constant baseline; this inserts the
+    image's values, as the paper describes.)
+
+    {args}
+        features_in_step: pixels inserted per step; None: H * W / 64 rounded up.
+
+    Returns:
+        (N,) 1.0 where the curve never falls, else 0.0.
+
+    Example:
+        >>> monotonicity(model, images, exp.maps).mean()   # share of monotonic maps
+
+    Reference: Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI
+    Explainability Techniques", arXiv:1909.03012, 2019.
+    """
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n = p.shape[0]
+    group, steps = _ascending_groups(p.maps, features_in_step)
+    counts = np.broadcast_to(np.arange(1, steps + 1), (n, steps))  # groups inserted
+    scores = _cumulative_curves(p, p.x, group, counts, source=p.baseline(baseline))
+    return np.all(np.diff(scores, axis=1) >= 0, axis=1).astype(np.float64)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties), NaN where either side is
+    constant."""
+    return _pearson(scipy.stats.rankdata(a), scipy.stats.rankdata(b))
+
+
+_NGUYEN = (
+    'Nguyen and Martinez, "On Quantitative Aspects of Model Interpretability", '
+    "arXiv:2007.07584, 2020"
+)
+
+
+@register_metric(
+    "monotonicity_correlation",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="rank correlation of each pixel group's attribution with the squared score "
+    "change when that group alone is replaced",
+    reference=_NGUYEN,
+)
+def monotonicity_correlation(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    targets: int | Sequence[int] | None = None,
+    features_in_step: int | None = None,
+    samples: int = 10,
+    baseline: Baseline = "uniform",
+    measure: str = "probability",
+    seed: int = 0,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Monotonicity Correlation (Nguyen and Martinez): Spearman's rho between each pixel
+    group's attribution (its map sum) and the mean squared change of the target score when
+    that group alone is replaced by the baseline, E[(f(x) - f(x with group j replaced))^2].
+
+    Groups are `features_in_step` pixels in increasing map order (ties in row-major order).
+    1 when larger attributions go with larger effects, -1 for the reversed ranking. The
+    effect is squared, so the sign of an attribution says nothing here (a strongly negative
+    group ranks low): read signed maps with that in mind. With the uniform baseline each
+    group is replaced `samples` times (draws from `[seed, sample, image]`); a fixed baseline
+    needs one draw, so `samples` is then 1. (Quantus `MonotonicityCorrelation`, which also
+    divides the effect by f(x)^2, a per-image constant that leaves ranks unchanged; its
+    defaults take one pixel per group and 100 samples, here 64 groups and 10 samples.)
+
+    {args}
+        features_in_step: pixels per group; None: H * W / 64 rounded up (64 groups).
+        samples: draws of the uniform baseline per group (Quantus: 100).
+        seed: the uniform baseline's seed.
+
+    Returns:
+        (N,) correlations in [-1, 1] (NaN where all effects or all attributions are equal).
+
+    Example:
+        >>> monotonicity_correlation(model, images, exp.maps).mean()
+
+    Reference: Nguyen and Martinez, "On Quantitative Aspects of Model Interpretability",
+    arXiv:2007.07584, 2020.
+    """
+    samples = check_int(samples, "samples", low=1)
+    seed = check_int(seed, "seed", low=0)
+    p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
+                     value_range=value_range, **model_form)  # fmt: skip
+    n = p.shape[0]
+    group, steps = _ascending_groups(p.maps, features_in_step)
+    sums = np.stack([np.bincount(group[i].ravel(), p.maps[i].ravel(), steps) for i in range(n)])
+    noisy = isinstance(baseline, str) and baseline == "uniform"
+    samples = samples if noisy else 1
+    fill = None if noisy else p.baseline(baseline)
+
+    def build(idx: np.ndarray, row: np.ndarray) -> np.ndarray:
+        g, s = row // samples, row % samples
+        filled = fill[idx] if fill is not None else np.stack(
+            [p.uniform(i, (seed, j)) for i, j in zip(idx, s, strict=True)]
+        )  # fmt: skip
+        return np.where((group[idx] == g[:, None, None])[..., None], filled, p.x[idx])
+
+    change = p.clean()[:, None] - p.scores(steps * samples, build)
+    effect = (change.reshape(n, steps, samples) ** 2).mean(axis=2)
+    return np.array([_spearman(sums[i], effect[i]) for i in range(n)])
+
+
+_DASGUPTA = (
+    'Dasgupta, Frost and Moshkovitz, "Framework for Evaluating Faithfulness of Local '
+    'Explanations", ICML 2022'
+)
+
+
+@register_metric(
+    "sufficiency",
+    direction="higher",
+    needs=("model",),
+    default=False,
+    description="share of the other images with a similar map that the model assigns the "
+    "same class",
+    reference=_DASGUPTA,
+)
+def sufficiency(
+    model: keras.Model | Session,
+    images: Any,
+    maps: Any,
+    threshold: float = 0.6,
+    batch_size: int | None = None,
+    value_range: Any = None,
+    **model_form: Any,
+) -> np.ndarray:
+    """Sufficiency (Dasgupta et al.): an explanation is sufficient when the images it also
+    describes get the same prediction. Per image i: among the other images j whose maps lie
+    within `threshold` of i's, the share whose predicted (top) class equals i's.
+
+    Maps are compared by the standardised Euclidean distance (each pixel divided by its
+    variance over the images; pixels equal in every map are left out) divided by the
+    largest distance of the set, as Quantus `Sufficiency`. The value of an image depends on
+    the other images scored with it (the set is the sample the paper's expectation runs
+    over): compare methods on the same images. Where no other map lies within the threshold
+    the value is NaN (Quantus: 0), and the mean skips it. Maps are used as given (Quantus
+    takes absolute values and normalises them first by default).
+
+    Args:
+        model: a Keras classifier or a `Session` (see `explain` for every model form).
+        images: (N, H, W, C) images, preprocessed as the model expects.
+        maps: (N, H, W) maps.
+        threshold: the largest normalised distance, in [0, 1], at which two maps count as
+            the same explanation (Quantus: 0.6).
+        batch_size: images per compiled forward pass (default: the session's).
+        value_range: the model's input range, e.g. (-1, 1).
+        **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
+
+    Returns:
+        (N,) shares in [0, 1] (NaN where no other map is near).
+
+    Raises:
+        InputError: bad images, maps or threshold.
+
+    Example:
+        >>> sufficiency(model, images, exp.maps).mean()
+
+    Reference: Dasgupta, Frost and Moshkovitz, "Framework for Evaluating Faithfulness of
+    Local Explanations", ICML 2022.
+    """
+    threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+    p = Perturbed.of(model, images, maps, None, batch_size=batch_size, value_range=value_range,
+                     **model_form)  # fmt: skip
+    session, n = p.session, p.shape[0]
+    probs = np.concatenate([session.probabilities(p.x[g]) for g in session.groups(n)])
+    predicted = probs.argmax(axis=1)
+    flat = p.maps.reshape(n, -1)
+    var = flat.var(axis=0, ddof=1) if n > 1 else np.zeros(flat.shape[1])
+    keep = var > 0
+    dist = scipy.spatial.distance.cdist(flat[:, keep], flat[:, keep], "seuclidean", V=var[keep])
+    dist = dist / dist.max() if keep.any() and dist.max() > 0 else np.zeros((n, n))
+    near = (dist <= threshold) & ~np.eye(n, dtype=bool)
+    same = predicted[:, None] == predicted[None, :]
+    count = near.sum(axis=1)
+    return np.where(count > 0, (near & same).sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
 for _f in (faithfulness_correlation, faithfulness_estimate, pixel_flipping,
-           region_perturbation, irof, infidelity):  # fmt: skip
+           region_perturbation, irof, infidelity, monotonicity,
+           monotonicity_correlation):  # fmt: skip
     if _f.__doc__:
         _f.__doc__ = _f.__doc__.replace("{args}", _PERTURB_ARGS)
 del _f

@@ -36,8 +36,9 @@ import scipy.sparse
 import scipy.sparse.linalg
 import tensorflow as tf
 
-from xai_keras.checks import check_choice, check_int, check_maps, check_masks, check_number
+from xai_keras.checks import check_choice, check_int, check_masks, check_number
 from xai_keras.errors import InputError
+from xai_keras.evaluate.perturbation import prepare
 from xai_keras.evaluate.registry import register_metric
 from xai_keras.explainers.masking import pixel_ranks
 from xai_keras.explainers.session import Session
@@ -359,14 +360,8 @@ def road(
     order = check_choice(order, "order", ("morf", "lerf", "both"))
     noise = check_number(noise, "noise", low=0.0)
     seed = check_int(seed, "seed", low=0)
-    session = Session.of(model, **model_form, batch_size=batch_size, value_range=value_range)
-    x, _ = session.images(images)
-    m = check_maps(maps)
-    if m.shape != tuple(x.shape[:3]):
-        raise InputError(
-            f"The `maps` argument must have shape (N, H, W) = {tuple(x.shape[:3])} to match "
-            f"the images. Received: maps.shape={m.shape}."
-        )
+    settings = dict(model_form, batch_size=batch_size, value_range=value_range)
+    session, x, m, tgt, clean = prepare(model, images, maps, targets, settings)
     channels = int(x.shape[-1])
     std = np.full(channels, noise)
     if session.value_range is not None:  # per-channel span of the model's input values
@@ -375,7 +370,6 @@ def road(
         )
         std = noise * np.abs(white - black)[0].astype(np.float64)
 
-    tgt, clean = session.explained(x, targets)
     clean = clean.astype(np.float64)
 
     pixels = m.shape[1] * m.shape[2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -39,11 +39,16 @@ class ModelEvaluation(dict):
     When it is 0 every p-value is 1.0: the model keeps the class with the evidence removed,
     so no map can be told apart from random on these images.
 
+    `explanations` (an attribute, not a key: it stays out of JSON) holds each method's scored
+    `Explanation` when `evaluate_model(..., keep_explanations=True)`, else nothing.
+
     Example:
         >>> result = evaluate_model(model, (images, labels), ["gradcam", "random"])
         >>> print(result)                        # one line per method
         >>> result.methods["gradcam"]["p_deletion"], result.informative
     """
+
+    explanations: dict[str, Any] = {}  # noqa: RUF012 (replaced per instance, never mutated)
 
     @property
     def n(self) -> int:
@@ -128,6 +133,7 @@ def method_row(
     quick: bool = False,
     cue_masks: np.ndarray | None = None,
     extra: Sequence[str] = (),
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, float], Any, Any]:
     """One method's metrics on images (and masks): the benchmark's row for one dataset.
 
@@ -137,10 +143,13 @@ def method_row(
         `extra` names opt-in metrics (`metrics(default=False)`) to compute too, where their
         needs are met; the model-based and map-only ones on every image, those that explain
         the images themselves (robustness, randomisation, axiomatic) on the first
-        `n_sanity`.
+        `n_sanity`. `method_options` (`{method: {option: value}}`) override the benchmark's
+        cheaper settings (`FAST_OPTIONS`, `QUICK_OPTIONS`) for the methods it names, in the
+        scored explanations and in the metrics that explain again alike.
     """
     fast = (QUICK_OPTIONS if quick else FAST_OPTIONS).get(method, {})
-    options = {**FAST_OPTIONS.get(method, {}), **fast, "value_range": value_range}
+    given = dict((method_options or {}).get(method, {}))
+    options = {**FAST_OPTIONS.get(method, {}), **fast, **given, "value_range": value_range}
     with warnings.catch_warnings():
         # Every method runs at its default layer here, on purpose: that CAM variants coincide
         # there (a GAP head) is what the table shows, not something to warn about per method.
@@ -219,6 +228,8 @@ def evaluate_model(
     class_names: Sequence[str] | None = None,
     value_range: Any = None,
     metrics: Sequence[str] = (),
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_explanations: bool = False,
     **model_form: Any,
 ) -> ModelEvaluation:
     """The benchmark's metrics for your own model on your own data.
@@ -249,6 +260,12 @@ def evaluate_model(
         metrics: opt-in metrics to add, by registry name (`xai_keras.evaluate.metrics(
             default=False)`: Faithfulness Correlation, IROF, the robustness family, ...);
             those that explain the images themselves run on the first `n_sanity` images.
+        method_options: `{method: {option: value}}` for the methods named, e.g.
+            `{"rise": {"masks": 500}}`; the others run with the benchmark's settings
+            (`FAST_OPTIONS`: SmoothGrad 16 samples, IG 32 steps; the rest at their defaults).
+        keep_explanations: keep each method's scored `Explanation` in the result's
+            `explanations` attribute (`{method: Explanation}`), e.g. to picture the maps that
+            were scored without explaining again.
         **model_form: `output`, `head`, `score`, `inputs`, `reshape`, as in `explain`.
 
     Returns:
@@ -299,9 +316,9 @@ def evaluate_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         reference = random_reference(session, images, explained)
-    rows = {}
+    rows, explanations = {}, {}
     for method in names:
-        row, _, (dele, ins, _) = method_row(
+        row, exp, (dele, ins, _) = method_row(
             session,
             method,
             images,
@@ -312,14 +329,19 @@ def evaluate_model(
             explained,
             value_range,
             extra=extra,
+            method_options=method_options,
         )
+        if keep_explanations:
+            explanations[method] = exp
         row["forward_equivalents"] = row["ms_per_image"] / (1000 * forward_s)
         comparison = reference.compare(dele.auc, ins.auc)
         del comparison["n"]
         rows[method] = {**row, **comparison}
-    return ModelEvaluation(
+    result = ModelEvaluation(
         n=len(images),
         accuracy=accuracy,
         informative=int(np.sum(reference.informative)),
         methods=rows,
     )
+    result.explanations = explanations
+    return result
