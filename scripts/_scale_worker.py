@@ -6,8 +6,10 @@ writes `model.keras`, `images.npy` and `labels.npy` into WORKDIR and runs
 
     python scripts/_scale_worker.py mirrored WORKDIR   # MirroredStrategy on 2 logical CPUs
     python scripts/_scale_worker.py crash WORKDIR N    # SIGKILL while writing shard N
-    python scripts/_scale_worker.py multiworker WORKDIR OUT [train]  # one worker of TF_CONFIG's
-        cluster: explain into WORKDIR/OUT (and train_distributed a tiny model with "train")
+    python scripts/_scale_worker.py multiworker WORKDIR OUT [train] [resume]  # one worker of
+        TF_CONFIG's cluster: explain into WORKDIR/OUT (and train_distributed a tiny model with
+        "train"; resume an interrupted run with "resume"); XAI_TEST_DIE_AT_BATCH="1:3" kills
+        worker 1 before its third batch
 
 Results go to WORKDIR (explain_dataset folders and `result.json`).
 """
@@ -102,19 +104,23 @@ def crash(work: Path, at: int) -> dict:
     return {"finished": True}  # not reached when the kill works
 
 
-def multiworker(work: Path, out: str, train: bool = False) -> dict:
+def multiworker(work: Path, out: str, train: bool = False, resume: bool = False) -> dict:
     """One worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG in the environment):
     explain the images into `out` (only the chief writes) and report what this worker saw."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before anything else runs
     from xai_keras.scale import explain_dataset, train_distributed
 
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    die_at = os.environ.get("XAI_TEST_DIE_AT_BATCH", "")  # "task:batch": that worker is killed
+    if die_at and int(die_at.split(":")[0]) == task["index"]:
+        _die_at_batch(int(die_at.split(":")[1]))
+
     model, images, labels = _inputs(work)
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(5)
     result = explain_dataset(
         model, ds, "gradcam", out=work / out, batch_size=8, shard_size=10, strategy=strategy,
-        progress=False,
+        progress=False, resume=resume,
     )  # fmt: skip
-    task = json.loads(os.environ["TF_CONFIG"])["task"]
     info = {
         "task": task["index"],
         "replicas": strategy.num_replicas_in_sync,
@@ -125,6 +131,22 @@ def multiworker(work: Path, out: str, train: bool = False) -> dict:
         trained = train_distributed(_tiny_config(work / f"train-{out}"), strategy, verbose=0)
         info["train_loss"] = trained.history["loss"]
     return info
+
+
+def _die_at_batch(batch: int) -> None:
+    """Fault injection: this process ends as if killed (no cleanup, no exception) when it is
+    about to explain its `batch`-th batch (counting from 1)."""
+    from xai_keras.scale import loop
+
+    explain, seen = loop.BatchExplainer.__call__, [0]
+
+    def dying(self, *args):
+        seen[0] += 1
+        if seen[0] == batch:
+            os._exit(137)
+        return explain(self, *args)
+
+    loop.BatchExplainer.__call__ = dying
 
 
 def _tiny_config(out_dir: Path):
@@ -150,7 +172,7 @@ def main(argv: list[str]) -> int:
     if mode == "mirrored":
         result, name = mirrored(work), "result.json"
     elif mode == "multiworker":
-        result = multiworker(work, argv[2], train="train" in argv[3:])
+        result = multiworker(work, argv[2], "train" in argv[3:], "resume" in argv[3:])
         name = f"result-{argv[2]}-{result['task']}.json"
     else:
         result, name = crash(work, int(argv[2])), "result.json"

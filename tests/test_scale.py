@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -415,30 +416,43 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _run_cluster(
+    workdir: Path, out: str, *args: str, env: dict | None = None, timeout: float = 150
+) -> tuple[list[int | None], str]:
+    """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (as two machines would run them),
+    explaining into `workdir/out`: their exit codes (None: still running at `timeout`, then
+    killed) and the tails of their logs."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, logs = [], [workdir / f"worker-{out}-{index}.log" for index in range(2)]
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+                   "TF_CONFIG": tf_config, **(env or {})}  # fmt: skip
+        with open(logs[index], "w") as log:  # files, not pipes: a full pipe would stall both
+            procs.append(subprocess.Popen(
+                [sys.executable, str(WORKER), "multiworker", str(workdir), out, *args],
+                env=environ, stdout=subprocess.DEVNULL, stderr=log,
+            ))  # fmt: skip
+    deadline, codes = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            try:
+                codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
+    finally:
+        for p in procs:
+            p.kill()
+    return codes, "\n".join(log.read_text()[-2000:] for log in logs)
+
+
 def test_two_workers_on_loopback_match_one_process_bit_for_bit(gap_model, data, workdir):
     """MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (as two machines
     would run it): the chief's shards, index and summary equal a one-process run's exactly,
     and each worker's result says complete because the chief's manifest does. Then both
     train a tiny model with train_distributed (Keras 3's fit alone fails there, #20585)."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs, logs = [], [workdir / f"worker-{index}.log" for index in range(2)]
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-               "TF_CONFIG": tf_config}  # fmt: skip
-        with open(logs[index], "w") as log:  # files, not pipes: a full pipe would stall both
-            procs.append(subprocess.Popen(
-                [sys.executable, str(WORKER), "multiworker", str(workdir), "multi", "train"],
-                env=env, stdout=subprocess.DEVNULL, stderr=log,
-            ))  # fmt: skip
-    try:
-        for p in procs:
-            p.wait(timeout=150)
-    finally:
-        for p in procs:
-            p.kill()
-    tails = "\n".join(log.read_text()[-2000:] for log in logs)
-    assert [p.returncode for p in procs] == [0, 0], tails
+    codes, tails = _run_cluster(workdir, "multi", "train")
+    assert codes == [0, 0], tails
     infos = [json.loads((workdir / f"result-multi-{i}.json").read_text()) for i in range(2)]
     losses = [info.pop("train_loss") for info in infos]
     for index, info in enumerate(infos):
@@ -485,3 +499,37 @@ def test_cli_names_the_unreadable_file_and_skips_it_with_skip_bad(workdir, tmp_p
         assert main([*argv, "--skip-bad"]) == 0
     index = (tmp_path / "run" / "index.jsonl").read_text().splitlines()
     assert len(index) == 4 and json.loads(index[-1])["skipped"] is True
+
+
+def test_a_killed_worker_stops_the_other_clearly_and_a_resume_completes(
+    gap_model, data, workdir
+):
+    """Fault injection: worker 1 of two is killed (os._exit, as by SIGKILL) before its third
+    batch. The chief must not hang: it stops within a bounded time with one clear line, keeps
+    the shards written so far, and both workers rerun with resume=True give the same folder
+    as an uninterrupted one-process run."""
+    codes, tails = _run_cluster(
+        workdir, "killed", env={"XAI_TEST_DIE_AT_BATCH": "1:3"}, timeout=120
+    )
+    assert codes[1] == 137 and codes[0] not in (0, None), tails  # None: the chief hung
+    last = (workdir / "worker-killed-0.log").read_text().strip().splitlines()[-1]
+    assert "WorkerLostError: A worker of the multi-worker cluster stopped" in last
+    assert "resume=True" in last, last
+    kept = DatasetExplanation.open(workdir / "killed")
+    assert not kept.complete and 0 < kept.manifest["images_done"] < N
+
+    codes, tails = _run_cluster(workdir, "killed", "resume")
+    assert codes == [0, 0], tails
+    resumed = DatasetExplanation.open(workdir / "killed")
+    images, labels = data
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(5)  # as the workers
+    one = explain_dataset(gap_model, ds, "gradcam", out=workdir / "one-k", batch_size=8,
+                          shard_size=10, progress=False)  # fmt: skip
+    assert resumed.complete and len(resumed) == len(one) == N
+    for k in range(one.maps.shards):
+        a, b = one.maps.shard(k), resumed.maps.shard(k)
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"shard {k} {name}")
+    assert (workdir / "one-k" / "index.jsonl").read_text() == (
+        workdir / "killed" / "index.jsonl"
+    ).read_text()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["XaiKerasError", "ConfigError", "DataError", "InputError", "LayerError"]
+__all__ = [
+    "XaiKerasError",
+    "ConfigError",
+    "DataError",
+    "InputError",
+    "LayerError",
+    "NumericsError",
+    "WorkerLostError",
+]
 
 
 class XaiKerasError(ValueError):
@@ -27,3 +35,8 @@ class LayerError(XaiKerasError):
 
 class NumericsError(XaiKerasError):
     """A method's result is not finite (NaN or inf): never drawn, never returned."""
+
+
+class WorkerLostError(XaiKerasError):
+    """A worker of a multi-worker run stopped (killed, preempted, unreachable): the others
+    stop too; what was written is kept, and a resume with every worker finishes the run."""

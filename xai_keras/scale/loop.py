@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from xai_keras.errors import InputError
+from xai_keras.errors import InputError, WorkerLostError
 from xai_keras.evaluate import registry
 from xai_keras.explainers.api import finish_maps
 from xai_keras.explainers.base import Method
@@ -45,6 +45,22 @@ __all__ = [
 ]
 
 _FAITHFULNESS_STEPS = 20
+
+# What a collective op raises when a peer worker is gone (killed, preempted, unreachable).
+_PEER_LOST = (
+    tf.errors.UnavailableError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+)
+
+
+def _peer_cause(message: str) -> str:
+    """The line of a collective op's error that says why (not TensorFlow's node trace)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    cause = next((line for line in lines if "aborted by" in line), lines[0] if lines else "")
+    return cause[:160]
+
 
 # An engine's stream of explained batches for a loop (see `ShardLoop.run`).
 Feed = Callable[["ShardLoop"], Iterable[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]]
@@ -392,6 +408,14 @@ class ShardLoop:
                 f"Reading or explaining the dataset failed after "
                 f"{self.buffer.next + len(self.buffer)} images: "
                 f"{err.message.strip().splitlines()[0]}"
+            ) from None
+        except _PEER_LOST as err:  # a collective op lost a worker: stop, say how to resume
+            done = self.manifest["images_done"]
+            raise WorkerLostError(
+                "A worker of the multi-worker cluster stopped while "
+                f"explaining ({_peer_cause(err.message)}); the "
+                f"{done} image(s) committed to {self.out} are kept: start every worker again "
+                "with resume=True (xai-keras explain-dataset --resume) to finish."
             ) from None
 
     def _finish(self) -> None:
