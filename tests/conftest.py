@@ -9,9 +9,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from xai_keras.config import ModelConfig, load_config  # noqa: E402
 from xai_keras.models import build_cnn  # noqa: E402
+
+# Hypothesis (tests/test_generated_input.py): the same cases every run and no example database
+# ("ci", the default), so CI is reproducible; no deadline, as a kernel's first call traces.
+# HYPOTHESIS_PROFILE=explore draws new cases each run (bug hunting; a failure prints the case).
+settings.register_profile(
+    "ci",
+    deadline=None,
+    database=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile("explore", settings.get_profile("ci"), derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Method options that keep the contract tests fast (fewer samples, masks, steps).
 FAST_OPTIONS = {

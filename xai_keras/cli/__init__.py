@@ -23,6 +23,7 @@ from xai_keras import __version__
 # Re-exported: helpers that callers and tests import from `xai_keras.cli`.
 from xai_keras.cli._common import (  # noqa: F401
     APPLICATIONS,
+    Parser,
     join_negative_ranges,
     load_application,
     load_model,
@@ -51,9 +52,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xai-keras", description="Train and explain Keras image classifiers."
-    )
+    parser = Parser(prog="xai-keras", description="Train and explain Keras image classifiers.")
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -79,12 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = sys.modules[args.func.__module__]
-    from xai_keras.cli._preflight import check_paths, name_flags
+    from xai_keras.cli._preflight import check_args, name_flags
     from xai_keras.errors import XaiKerasError
 
     command = parser._subparsers._group_actions[0].choices[args.command]
-    try:  # before TensorFlow loads: a mistyped path is answered at once
-        check_paths(args.command, args)
+    try:  # before TensorFlow loads: a mistyped path or class list is answered at once
+        check_args(args.command, args)
     except XaiKerasError as err:
         if args.debug:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,49 @@ def write_error(err: OSError, written: Sequence[Path], total: int, out: Path):
         f"Writing{failed} failed ({err.strerror or err}); {done}, the other {total - len(written)} "
         "were not. Free some space or pass another --out, then run again."
     )
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit code 2), like the errors
+    the commands raise, instead of the usage text and then the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(low: int = 1, high: int | None = None):
+    """An argparse `type`: an int in [low, high], refused while parsing (before TensorFlow
+    loads) otherwise, e.g. `--batch-size 0`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an int {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def number(low: float, high: float, low_open: bool = False):
+    """An argparse `type`: a finite float in [low, high] ((low, high] with `low_open`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value > low if low_open else value >= low) or not value <= high:
+            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -8,13 +8,20 @@ import argparse
 import re
 from pathlib import Path
 
-from xai_keras.cli._common import APPLICATIONS
+from xai_keras.cli._common import APPLICATIONS, parse_class_names
 from xai_keras.errors import InputError
 
-__all__ = ["check_paths", "name_flags"]
+__all__ = ["check_args", "check_paths", "name_flags"]
 
 # Python argument names the library uses where the command's flag is named otherwise.
 _ALIASES = {"targets": "target", "method_names": "methods", "image": "image", "images": "images"}
+
+
+def check_args(command: str, args: argparse.Namespace) -> None:
+    """What can be checked before TensorFlow loads: the paths, and `--classes` (JSON or a
+    file of names). Numbers are checked by their argparse types while parsing."""
+    check_paths(command, args)
+    parse_class_names(getattr(args, "classes", None))
 
 
 def check_paths(command: str, args: argparse.Namespace) -> None:
@@ -44,6 +51,8 @@ def check_paths(command: str, args: argparse.Namespace) -> None:
         paths = [("--image", args.image)]
     elif command == "explain-dataset":
         paths = [("data", args.data)]
+    elif command == "audit":
+        paths = [("--data", args.data)]
     elif command == "visualize" and args.images:
         paths = [("--images", p) for p in args.images]
     for flag, path in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import add_model_flags, load_model, print_result
+from xai_keras.cli._common import add_model_flags, count, load_model, print_result
 
 
 def add_parser(sub) -> None:
@@ -16,14 +16,19 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--config", help="the run's config (default: config.yaml beside the model, if any)"
     )
-    p.add_argument("--n", type=int, default=2000, help="generated images to analyse")
+    p.add_argument("--n", type=count(1), default=2000, help="generated images to analyse")
     p.add_argument("--layers", help="comma-separated layers (default: each block and dense)")
-    p.add_argument("--cells", type=int, default=4, help="also pool units on an NxN grid (0: skip)")
     p.add_argument(
-        "--sensitivity", type=int, default=300, help="base images for one-factor changes (0: skip)"
+        "--cells", type=count(0), default=4, help="also pool units on an NxN grid (0: skip)"
+    )
+    p.add_argument(
+        "--sensitivity",
+        type=count(0),
+        default=300,
+        help="base images for one-factor changes (0: skip)",
     )
     p.add_argument("--logdir", help="also write figures and report to TensorBoard here")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=count(0), default=1234)
     add_model_flags(p)
     p.set_defaults(func=run)
 

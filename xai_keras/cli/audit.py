@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 from xai_keras.cli._common import (
     add_form_flags,
     add_model_flags,
+    count,
     load_model,
     method_list,
     metric_list,
@@ -37,9 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="audit.html", help="the report (default audit.html)")
     p.add_argument("--methods", help="comma-separated (default: the audit's set)")
     p.add_argument("--metrics", help="comma-separated opt-in metrics (default: the audit's)")
-    p.add_argument("--n", type=int, default=64, help="images used (default 64)")
-    p.add_argument("--n-sanity", type=int, default=4, help="images for the sanity check")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n", type=count(1), default=64, help="images used (default 64)")
+    p.add_argument("--n-sanity", type=count(0), default=4, help="images for the sanity check")
+    p.add_argument("--batch-size", type=count(1), default=32)
     p.add_argument("--value-range", metavar="LOW,HIGH", help="the model's input range")
     p.add_argument("--classes", help="class names: JSON list, .json file or text file")
     add_form_flags(p)
@@ -54,24 +56,34 @@ def _read(path: str):
 
     if not Path(path).is_file() or not path.endswith((".npz", ".npy")):
         raise InputError(f"--data must be an existing .npz or .npy file. Received: {path}.")
-    if path.endswith(".npy"):
-        return np.load(path)
-    with np.load(path) as f:
-        if "images" not in f:
-            raise InputError(f"{path} has no 'images' array (it has: {', '.join(f.files)}).")
-        return tuple(f[k] for k in ("images", "labels", "masks") if k in f)
+    try:
+        if path.endswith(".npy"):
+            return np.load(path)
+        with np.load(path) as f:
+            if "images" not in f:
+                raise InputError(f"{path} has no 'images' array (it has: {', '.join(f.files)}).")
+            return tuple(f[k] for k in ("images", "labels", "masks") if k in f)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, InputError):
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"--data {path} cannot be read as a NumPy .npz/.npy file ({reason}); save it with "
+            "np.savez(path, images=..., labels=..., masks=...) or np.save(path, images)."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
     from xai_keras.evaluate.audit import AUDIT_METHODS, AUDIT_METRICS, audit
+    from xai_keras.explainers.ranges import resolve_value_range
 
     methods = method_list(args.methods) if args.methods else AUDIT_METHODS
     metrics = AUDIT_METRICS
     if args.metrics:
         metrics = metric_list(args.metrics, needs=("model", "method"))
     data = _read(args.data)
+    value_range = resolve_value_range(args.value_range)  # "LOW,HIGH" or a name, as elsewhere
     model = load_model(args.model, args.unsafe)
-    value_range = tuple(float(v) for v in args.value_range.split(",")) if args.value_range else None
     result = audit(
         model,
         data,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xai_keras.cli._common import method_list, print_result
+from xai_keras.cli._common import count, method_list, print_result
 
 
 def add_parser(sub) -> None:
@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
         "(default: all three; shapes with --quick)",
     )
     p.add_argument("--methods", default="all", help="comma-separated methods, or 'all'")
-    p.add_argument("--n", type=int, help="test images per dataset (default 200; 32 with --quick)")
+    p.add_argument(
+        "--n", type=count(1), help="test images per dataset (default 200; 32 with --quick)"
+    )
     p.add_argument("--out", default="reports/bench", help="where results and figures go")
     p.add_argument("--cache", default="logs/bench_models", help="trained models are kept here")
     p.add_argument(
@@ -34,8 +36,8 @@ def add_parser(sub) -> None:
         "method, ROAD at 3 percentiles, sanity maps at the first and last layer only (6.7 "
         "CPU-minutes; 12.8 minutes on 2 cores shared with other work, load 5-25)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sag", type=int, help="images per dataset for SAG (0 to skip)")
+    p.add_argument("--seed", type=count(0), default=0)
+    p.add_argument("--sag", type=count(0), help="images per dataset for SAG (0 to skip)")
     p.add_argument("--no-sanity", action="store_true", help="skip the randomisation checks")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

@@ -11,6 +11,7 @@ from xai_keras.cli._common import (
     add_form_flags,
     add_model_flags,
     class_names_for,
+    count,
     load_application,
     load_model,
     mark_random_weights,
@@ -41,11 +42,11 @@ def add_parser(sub) -> None:
         "transformer)",
     )
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
-    p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--target", type=count(0), help="class to explain (default: top class)")
     add_form_flags(p)
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--out", default="explanations", help="output directory for PNGs")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=count(1), default=32)
     add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 

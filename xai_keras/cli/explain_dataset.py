@@ -10,6 +10,7 @@ from xai_keras.cli._common import (
     add_form_flags,
     add_model_flags,
     class_names_for,
+    count,
     load_model,
     metric_list,
     model_form,
@@ -29,8 +30,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--targets", help="'label' (folder classes) or a class index; default: top")
     p.add_argument("--layer", help="layer for CAM methods (default: last spatial layer)")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch")
-    p.add_argument("--shard-size", type=int, default=1024, help="maps per shard file")
+    p.add_argument("--batch-size", type=count(1), default=64, help="global batch")
+    p.add_argument("--shard-size", type=count(1), default=1024, help="maps per shard file")
     p.add_argument("--resume", action="store_true", help="skip the shards already written")
     p.add_argument(
         "--overwrite",

@@ -10,9 +10,11 @@ from xai_keras.cli._common import (
     add_form_flags,
     add_model_flags,
     class_names_for,
+    count,
     load_model,
     model_form,
     note_printer,
+    number,
     print_result,
     value_range_of,
     write_error,
@@ -21,21 +23,26 @@ from xai_keras.cli._images import image_files, read_images
 
 
 def _grid(text: str) -> tuple[int, int]:
+    """`--grid 7x7` (or `7` for a square) as (rows, cols), each >= 1."""
     rows, _, cols = text.lower().partition("x")
     try:
-        return int(rows), int(cols or rows)
+        grid = int(rows), int(cols or rows)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 7x7, got {text!r}") from None
+        grid = (0, 0)
+    if min(grid) < 1:
+        raise argparse.ArgumentTypeError(f"grid must look like 7x7 (each >= 1), got {text!r}")
+    return grid
 
 
 def _candidates(text: str) -> int | None:
+    """`--candidates N` (>= 1) or `all` (None: an exhaustive search)."""
     if text.lower() == "all":
         return None
     try:
-        return int(text)
-    except ValueError:
+        return count(1)(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"candidates must be a number or 'all', got {text!r}"
+            f"candidates must be a number >= 1 or 'all', got {text!r}"
         ) from None
 
 
@@ -44,12 +51,12 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="a saved .keras model")
     p.add_argument("--image", required=True, help="the image file")
     p.add_argument("--out", default="sag.png", help="picture to write (a .json goes beside it)")
-    p.add_argument("--target", type=int, help="class to explain (default: top class)")
+    p.add_argument("--target", type=count(0), help="class to explain (default: top class)")
     p.add_argument("--grid", type=_grid, default=(7, 7), help="patch grid, e.g. 7x7")
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--threshold", type=number(0, 10, low_open=True), default=0.9)
     p.add_argument("--absolute", action="store_true", help="threshold on the probability itself")
-    p.add_argument("--beam-width", type=int, default=5)
-    p.add_argument("--max-roots", type=int, default=3)
+    p.add_argument("--beam-width", type=count(1), default=5)
+    p.add_argument("--max-roots", type=count(1), default=3)
     p.add_argument(
         "--candidates",
         type=_candidates,

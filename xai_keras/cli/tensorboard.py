@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xai_keras.cli._common import count
+
 # TensorBoard runs in a child process: this command need not load TensorFlow.
 USES_TENSORFLOW = False
 
@@ -35,7 +37,10 @@ def add_parser(sub) -> None:
         "`train --out runs/shapes` writes runs/shapes/tb)",
     )
     p.add_argument(
-        "--port", type=int, default=6006, help="the port on localhost to serve (default: 6006)"
+        "--port",
+        type=count(1, 65535),
+        default=6006,
+        help="the port on localhost to serve (default: 6006)",
     )
     p.set_defaults(func=run)
 

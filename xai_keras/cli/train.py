@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from xai_keras.cli._common import LOCALHOST_URL, method_list, print_result
+from xai_keras.cli._common import LOCALHOST_URL, count, method_list, print_result
 
 
 def add_parser(sub) -> None:
@@ -24,11 +24,11 @@ def add_parser(sub) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.epochs=3 (repeatable)",
     )
-    p.add_argument("--epochs", type=int, help="shortcut for --set training.epochs=N")
+    p.add_argument("--epochs", type=count(1), help="shortcut for --set training.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument(
         "--explain",
-        type=int,
+        type=count(0),
         default=6,
         metavar="N",
         help="explain N test images with every method afterwards (0: skip)",

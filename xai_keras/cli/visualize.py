@@ -6,6 +6,7 @@ import argparse
 
 from xai_keras.cli._common import (
     add_model_flags,
+    count,
     load_model,
     note_printer,
     print_result,
@@ -20,8 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", required=True, help="layer name or nested path (or 'logits')")
     p.add_argument("--units", default="0-7", help="units/channels, e.g. 0-15, 0,3,7 or all")
     p.add_argument("--out", default="viz", help="output directory for the PNGs")
-    p.add_argument("--steps", type=int, default=256, help="gradient-ascent steps")
-    p.add_argument("--k", type=int, default=9, help="top-activating examples per unit")
+    p.add_argument("--steps", type=count(1), default=256, help="gradient-ascent steps")
+    p.add_argument("--k", type=count(1), default=9, help="top-activating examples per unit")
     p.add_argument("--images", nargs="+", help="image files/folders for top examples and maps")
     p.add_argument(
         "--dataset",
@@ -29,9 +30,11 @@ def add_parser(sub) -> None:
         default="none",
         help="generate shapes images for top examples (when no --images)",
     )
-    p.add_argument("--n", type=int, default=1000, help="images generated with --dataset shapes")
+    p.add_argument(
+        "--n", type=count(1), default=1000, help="images generated with --dataset shapes"
+    )
     p.add_argument("--logdir", help="also log the pictures to TensorBoard here")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(0), default=0)
     add_model_flags(p, pixels=True)
     p.set_defaults(func=run)
 

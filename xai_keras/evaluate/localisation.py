@@ -89,6 +89,8 @@ def pointing_game(maps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:
             f"Received: tolerance={tolerance!r}."
         )
     if tolerance > 0:
+        # a radius beyond the image's diagonal reaches every pixel from any object pixel
+        tolerance = min(int(tolerance), int(np.ceil(np.hypot(*m.shape[1:]))))
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
         k = np.stack([cv2.dilate(mask.astype(np.uint8), disk) for mask in k]).astype(bool)
     rows, cols = peak_positions(m).T

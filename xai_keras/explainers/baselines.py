@@ -55,6 +55,23 @@ def gaussian_blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
     return tf.nn.depthwise_conv2d(y, ky, [1, 1, 1, 1], "VALID")
 
 
+def _constant(kind: Any) -> tf.Tensor:
+    """A number or array baseline as a float32 tensor, refusing what is not a finite number
+    (None, NaN, inf, bools, strings inside arrays, objects) in one line."""
+    ok = not isinstance(kind, (bool, np.bool_))
+    try:
+        array = np.asarray(kind, np.float32) if ok else None
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.size == 0 or not np.isfinite(array).all():
+        shown = f"an array of shape {np.shape(kind)}" if hasattr(kind, "shape") else repr(kind)
+        raise InputError(
+            f"The baseline must be one of {', '.join(BASELINES)}, a finite number, or a finite "
+            f"array broadcastable to the images. Received: baseline={shown[:80]}."
+        )
+    return tf.constant(array)
+
+
 def make_baseline(
     x: tf.Tensor,
     kind: str | float | np.ndarray = "black",
@@ -84,7 +101,7 @@ def make_baseline(
             f"Unknown baseline {kind!r}. Use one of {', '.join(BASELINES)}, a number, or an "
             "array broadcastable to the images."
         )
-    value = tf.convert_to_tensor(kind, dtype=x.dtype)
+    value = tf.cast(_constant(kind), x.dtype)
     try:
         return tf.broadcast_to(value, tf.shape(x))
     except (ValueError, tf.errors.InvalidArgumentError):

@@ -431,6 +431,12 @@ def find_layer(
             f"{path!r} is a nested model, not a layer; name a layer inside it, e.g. "
             f"{(inside or [path + '/<layer>'])[-1]!r}."
         )
+    if isinstance(obj, kl.InputLayer):  # no layer computes it: there is nothing to record
+        raise LayerError(
+            f"{path!r} is the model's input, not a layer with activations to explain; name a "
+            f"layer (candidate conv layers: {describe(candidates)}), or explain the input "
+            "with a gradient method such as method='saliency'."
+        )
     shape = layer_shape(model, obj)
     if not _is_spatial(model, obj, shape, any_tokens):
         tokens = shape is not None and len(shape) == 3

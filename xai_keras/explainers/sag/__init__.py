@@ -53,6 +53,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from xai_keras.checks import check_int, check_number
 from xai_keras.errors import InputError
 from xai_keras.explainers.base import get_method, methods
 from xai_keras.explainers.baselines import REMOVAL_ORDER, auto_removal
@@ -157,7 +158,11 @@ def sag(
         >>> g.roots, g.confidence(g.roots[0])
         >>> g.save("sag.png")
     """
-    _check_search(threshold, relative, (max_roots, beam_width, branching), candidates, rank_by)
+    counts = dict(beam_width=beam_width, max_size=max_size, max_roots=max_roots,
+                  branching=branching, max_depth=max_depth, candidates=candidates,
+                  extra_sizes=extra_sizes)  # fmt: skip
+    fractions = dict(max_overlap=max_overlap, floor=floor)
+    _check_search(threshold, relative, counts, fractions, rank_by)
     grid = _check_grid(grid)
     default_batch = None if isinstance(model, Session) else 64
     session = Session.of(model, **model_form(locals()), batch_size=batch_size or default_batch)
@@ -273,13 +278,16 @@ def _roots_and_graph(
 
 
 def _check_search(
-    threshold: float, relative: bool, counts: tuple[int, int, int], candidates: Any, rank_by: Any
+    threshold: Any, relative: Any, counts: dict[str, Any], fractions: dict[str, Any], rank_by: Any
 ) -> None:
-    """The search settings: threshold, (max_roots, beam_width, branching), the ranking."""
-    if not 0 < threshold <= (1.0 if not relative else 10.0):
-        raise InputError(f"`threshold` must be in (0, 1]. Received: threshold={threshold}.")
-    if min(counts) < 1:
-        raise InputError("`max_roots`, `beam_width` and `branching` must be >= 1.")
+    """The search settings, each refused in one line naming it: `threshold` in (0, 1] ((0, 10]
+    for a relative confidence, which can exceed 1), `relative` a bool, the `counts` (name ->
+    value: `max_size` and `candidates` may be None, `max_depth` and `extra_sizes` 0), the
+    `fractions` (name -> value in [0, 1]) and the ranking."""
+    if not isinstance(relative, (bool, np.bool_)):
+        raise InputError(f"`relative` must be True or False. Received: relative={relative!r}.")
+    check_number(threshold, "threshold", low=0, high=10 if relative else 1, low_open=True)
+    candidates = counts.pop("candidates")
     if candidates is not None and (
         isinstance(candidates, bool)
         or not isinstance(candidates, numbers.Integral)
@@ -289,6 +297,11 @@ def _check_search(
             "The `candidates` argument must be a positive int, or None for an exhaustive "
             f"search. Received: candidates={candidates!r}."
         )
+    for name, value in counts.items():
+        low = 0 if name in ("max_depth", "extra_sizes") else 1
+        check_int(value, name, low=low, allow_none=name == "max_size")
+    for name, value in fractions.items():
+        check_number(value, name, low=0, high=1)
     if isinstance(rank_by, str) and rank_by == "patch_ig":
         return
     try:
