@@ -80,27 +80,33 @@ def launch(log_dir: str | os.PathLike, port: int = 6006, quiet_logs: bool = True
     environ = dict(os.environ)
     if quiet_logs:
         environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    child = subprocess.Popen(
-        _command(log_dir, port),
-        env=environ,
-        stderr=subprocess.PIPE if quiet_logs else None,
-        text=True,
-        errors="replace",
-    )
-    if quiet_logs:
-        threading.Thread(target=_pass_on_stderr, args=(child.stderr,), daemon=True).start()
+    started: list[subprocess.Popen] = []
     stopped: list[int] = []
 
     def forward(signum, frame) -> None:
         stopped.append(signum)
-        if child.poll() is None:
-            child.send_signal(signum)
+        if started and started[0].poll() is None:
+            started[0].send_signal(signum)
 
+    # Handlers first, then the child: a signal that comes as the child starts is never lost
+    # (nor turned into an exception that would leave the child behind).
     previous = {}
     for sig in _FORWARDED:
         with contextlib.suppress(ValueError, OSError):  # not the main thread: no handlers
             previous[sig] = signal.signal(sig, forward)
     try:
+        child = subprocess.Popen(
+            _command(log_dir, port),
+            env=environ,
+            stderr=subprocess.PIPE if quiet_logs else None,
+            text=True,
+            errors="replace",
+        )
+        started.append(child)
+        if stopped:  # told to stop while the child was being started
+            child.send_signal(stopped[0])
+        if quiet_logs:
+            threading.Thread(target=_pass_on_stderr, args=(child.stderr,), daemon=True).start()
         while True:
             try:
                 code = child.wait()
@@ -110,12 +116,13 @@ def launch(log_dir: str | os.PathLike, port: int = 6006, quiet_logs: bool = True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if child.poll() is None:  # an exception in this process: do not leave it behind
-            child.terminate()
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for child in started:
+            if child.poll() is None:  # an exception in this process: do not leave it behind
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
     return 0 if stopped else code
 
 
