@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,12 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from xai_keras.cli import COMMANDS, build_parser, main, parse_class_names
+
+# The 2,000-cases-per-entry-point tier takes over an hour on 2 cores, more than CI's budget
+# beside the rest: run it on purpose, `XAI_EXHAUSTIVE=1 pytest -m slow tests/test_generated_*.py`.
+EXHAUSTIVE = pytest.mark.skipif(
+    not os.environ.get("XAI_EXHAUSTIVE"), reason="set XAI_EXHAUSTIVE=1 for 2,000 cases each"
+)
 
 SLOW = 2000
 
@@ -215,6 +222,7 @@ def test_generated_command_lines(files, data):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=SLOW)
 @given(data=st.data())
 def test_generated_command_lines_slow(files, data):

@@ -13,6 +13,7 @@ each. `HYPOTHESIS_PROFILE=explore` draws new random cases each run, for bug hunt
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -25,6 +26,12 @@ from hypothesis import strategies as st
 from xai_keras import explain, methods, sag
 from xai_keras.errors import XaiKerasError
 from xai_keras.evaluate import get_metric, metrics
+
+# The 2,000-cases-per-entry-point tier takes over an hour on 2 cores, more than CI's budget
+# beside the rest: run it on purpose, `XAI_EXHAUSTIVE=1 pytest -m slow tests/test_generated_*.py`.
+EXHAUSTIVE = pytest.mark.skipif(
+    not os.environ.get("XAI_EXHAUSTIVE"), reason="set XAI_EXHAUSTIVE=1 for 2,000 cases each"
+)
 
 SLOW = 2000  # cases per entry point in the slow tier
 SIZE = 16  # the tiny model's input: SIZE x SIZE x 3
@@ -290,6 +297,7 @@ def test_explain_every_method(case):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=SLOW - 400)
 @given(explain_cases(CHEAP))
 def test_explain_cheap_methods_slow(case):
@@ -297,6 +305,7 @@ def test_explain_cheap_methods_slow(case):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=400)
 @given(explain_cases(CNN_METHODS))
 def test_explain_every_method_slow(case):
@@ -414,6 +423,7 @@ def test_sag(case):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=SLOW)
 @given(sag_cases())
 def test_sag_slow(case):
@@ -590,6 +600,7 @@ def test_every_metric(case):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=SLOW - 400)
 @given(metric_cases(CHEAP_METRICS))
 def test_metrics_slow(case):
@@ -597,6 +608,7 @@ def test_metrics_slow(case):
 
 
 @pytest.mark.slow
+@EXHAUSTIVE
 @settings(max_examples=400)
 @given(metric_cases(metrics()))
 def test_every_metric_slow(case):
