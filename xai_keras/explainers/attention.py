@@ -204,6 +204,20 @@ class AttentionMethod(Method):
 
         return replace_calls(self.attention, make)
 
+    def _attention_gradients(self, x: tf.Tensor, targets: tf.Tensor) -> tuple:
+        """While tracing: the attention probabilities of every block, the explained score's
+        gradient with respect to each (zeros where the score does not reach a block), the
+        logits and the targets."""
+        found: list = []
+        with self._recording(found):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                _, logits = self.runner.forward(x)
+                targets, y = self.runner._pick(logits, targets)
+        grads = tape.gradient(y, found)
+        grads = [tf.zeros_like(a) if g is None else g for a, g in zip(found, grads)]
+        return found, grads, logits, targets
+
     def to_grid(self, relevance: tf.Tensor) -> tf.Tensor:
         """(B, T, T) token relevance -> (B, h, w): the class token's row over the patch tokens
         (no prefix token: the mean of the patch tokens' rows)."""
@@ -284,14 +298,7 @@ class Chefer(AttentionMethod):
     reference = "Chefer et al., ICCV 2021"
 
     def _batch(self, x, targets):
-        found: list = []
-        with self._recording(found):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(x)
-                _, logits = self.runner.forward(x)
-                targets, y = self.runner._pick(logits, targets)
-        grads = tape.gradient(y, found)
-        grads = [tf.zeros_like(a) if g is None else g for a, g in zip(found, grads)]
+        found, grads, logits, targets = self._attention_gradients(x, targets)
         return self.to_grid(chefer_relevance(found, grads)), logits, targets
 
 
@@ -496,13 +503,7 @@ class TransformerAttribution(AttentionMethod):
         return f"{self.name}:{self.epsilon}"
 
     def _batch(self, x, targets):
-        plain: list = []
-        with self._recording(plain):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(x)
-                _, logits = self.runner.forward(x)
-                targets, y = self.runner._pick(logits, targets)
-        grads = tape.gradient(y, plain)
+        _, grads, logits, targets = self._attention_gradients(x, targets)
         ruled: list = []
         with replace_calls(self.rules.layers, self.rules), self._recording(ruled):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -513,5 +514,4 @@ class TransformerAttribution(AttentionMethod):
             tf.zeros_like(a) if g is None else 0.5 * a * g
             for a, g in zip(ruled, tape.gradient(y, ruled))
         ]
-        grads = [tf.zeros_like(a) if g is None else g for a, g in zip(plain, grads)]
         return self.to_grid(attribution_rollout(relevance, grads)), logits, targets
