@@ -431,6 +431,22 @@ def _group_steps(pixels: int, features_in_step: int | None, default_steps: int) 
     return check_int(f, "features_in_step", low=1, high=pixels)
 
 
+def _rank_groups(
+    maps: np.ndarray, features_in_step: int | None, ascending: bool
+) -> tuple[np.ndarray, int]:
+    """(N, H, W) group of each pixel, groups of `features_in_step` pixels (default: 64 groups)
+    in decreasing map order (group 0 the most relevant) or, `ascending`, increasing (group 0
+    the least); ties in row-major order. And the number of groups."""
+    pixels = maps.shape[1] * maps.shape[2]
+    f = _group_steps(pixels, features_in_step, 64)
+    return pixel_ranks(-maps if ascending else maps) // f, -(-pixels // f)
+
+
+def _group_sums(group: np.ndarray, maps: np.ndarray, steps: int) -> np.ndarray:
+    """(N, steps) each group's map sum."""
+    return np.stack([np.bincount(g.ravel(), m.ravel(), steps) for g, m in zip(group, maps)])
+
+
 _ALVAREZ = (
     'Alvarez-Melis and Jaakkola, "Towards Robust Interpretability with Self-Explaining Neural '
     'Networks", NeurIPS 2018'
@@ -479,11 +495,9 @@ def faithfulness_estimate(
     """
     p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
                      value_range=value_range, **model_form)  # fmt: skip
-    n, h, w = p.shape
-    f = _group_steps(h * w, features_in_step, 64)
-    steps = -(-(h * w) // f)
-    group = pixel_ranks(p.maps) // f  # (N, H, W) group index of each pixel
-    sums = np.stack([np.bincount(group[i].ravel(), p.maps[i].ravel(), steps) for i in range(n)])
+    n = p.shape[0]
+    group, steps = _rank_groups(p.maps, features_in_step, ascending=False)
+    sums = _group_sums(group, p.maps, steps)
     fill = p.baseline(baseline)
     clean = p.clean()
     drops = clean[:, None] - p.removed(steps, fill, lambda i, j: group[i] == j[:, None, None])
@@ -880,14 +894,6 @@ _ARYA = (
 )
 
 
-def _ascending_groups(maps: np.ndarray, features_in_step: int | None) -> tuple[np.ndarray, int]:
-    """(N, H, W) group of each pixel, groups of `features_in_step` pixels in increasing map
-    order (ties in row-major order; group 0 is the least relevant), and the number of groups."""
-    pixels = maps.shape[1] * maps.shape[2]
-    f = _group_steps(pixels, features_in_step, 64)
-    return pixel_ranks(-maps) // f, -(-pixels // f)
-
-
 @register_metric(
     "monotonicity",
     direction="higher",
@@ -940,7 +946,7 @@ def monotonicity(
     p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
                      value_range=value_range, **model_form)  # fmt: skip
     n = p.shape[0]
-    group, steps = _ascending_groups(p.maps, features_in_step)
+    group, steps = _rank_groups(p.maps, features_in_step, ascending=True)
     counts = np.broadcast_to(np.arange(1, steps + 1), (n, steps))  # groups inserted
     scores = _cumulative_curves(p, p.x, group, counts, source=p.baseline(baseline))
     return np.all(np.diff(scores, axis=1) >= 0, axis=1).astype(np.float64)
@@ -1013,8 +1019,8 @@ def monotonicity_correlation(
     p = Perturbed.of(model, images, maps, targets, measure, batch_size=batch_size,
                      value_range=value_range, **model_form)  # fmt: skip
     n = p.shape[0]
-    group, steps = _ascending_groups(p.maps, features_in_step)
-    sums = np.stack([np.bincount(group[i].ravel(), p.maps[i].ravel(), steps) for i in range(n)])
+    group, steps = _rank_groups(p.maps, features_in_step, ascending=True)
+    sums = _group_sums(group, p.maps, steps)
     noisy = isinstance(baseline, str) and baseline == "uniform"
     samples = samples if noisy else 1
     fill = None if noisy else p.baseline(baseline)
