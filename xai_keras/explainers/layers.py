@@ -225,8 +225,12 @@ def is_token_model(model: keras.Model) -> bool:
     transformer, whose CAMs and default method are chosen differently."""
     if not is_graph_model(model):
         return False
-    usable = [lay for _, lay in conv_candidates(model) if not isinstance(lay, RESAMPLING)]
-    return bool(usable) and len(layer_shape(model, usable[-1]) or ()) == 3
+    usable = [(p, lay) for p, lay in conv_candidates(model) if not isinstance(lay, RESAMPLING)]
+    return _ends_in_tokens(model, usable)
+
+
+def _ends_in_tokens(model: keras.Model, usable: list[tuple[str, Any]]) -> bool:
+    return bool(usable) and len(layer_shape(model, usable[-1][1]) or ()) == 3
 
 
 def describe(candidates: list[tuple[str, Any]], limit: int = 12) -> str:
@@ -331,7 +335,7 @@ def default_layer(
             "than 1x1 nor tokens on a patch grid, so CAM methods cannot be used. Use a "
             "gradient method such as method='saliency' or 'integrated_gradients'."
         )
-    if reaches is not None and len(layer_shape(model, usable[-1][1]) or ()) == 3:
+    if reaches is not None and _ends_in_tokens(model, usable):
         return _token_default(model, usable, reaches)
     class_maps = set(class_map_layers(model))
     first_map = next((i for i, (p, _) in enumerate(usable) if p in class_maps), None)
